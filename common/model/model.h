@@ -32,6 +32,9 @@ typedef struct {
     int max_batch_tokens;
     /* Rows of logits computed at once ((rows, V) act_dtype scratch). 0 = 256. */
     int logits_chunk_rows;
+    /* Keep fp32 master weights beside bf16 compute weights (the learner on CUDA; the fp32 CPU
+     * backend always trains its only copy). Needed by aha_train_create on bf16 backends. */
+    bool training;
 } aha_model_opts;
 
 /* ---- lifetime -------------------------------------------------------------------------- */
