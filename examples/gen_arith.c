@@ -255,7 +255,7 @@ int main(int argc, char **argv)
     long max_terms = -1, max_digits = -1;
     const char *ops = NULL;
     double word_share = 0.5;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every flag takes one value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = v != NULL;
@@ -281,7 +281,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "aha-gen-arith: bad or missing value for %s\n", a);
             return usage();
         }
-        i++;
     }
     if (!out) {
         fprintf(stderr, "aha-gen-arith: --out DIR is required\n");
