@@ -37,7 +37,8 @@
  *     elements compare as strings.
  *   - Multiple choice: "B", "(B)", "\text{B}", "\text{(B)}" are the letter B; an answer that
  *     starts with "(B) " followed by text (e.g. "(B) 12") is B when the reference is a letter.
- *   - Otherwise: equal normalised strings.
+ *   - Otherwise: equal normalised strings. An empty normalised answer or reference never
+ *     matches.
  *
  * format (0 or 1)
  *   - 1 iff the completion is: optional whitespace, "<think>", text, "</think>", optional
