@@ -46,27 +46,23 @@ static bool has_prefix(const char *s, size_t n, const char *lit)
     return n >= m && memcmp(s, lit, m) == 0;
 }
 
-/* first occurrence of pat in s[from, n), or SIZE_MAX */
+/* first occurrence of pat in s[from, n), or SIZE_MAX. Plain loops rather than memmem and
+ * memrchr: the sanitizers' interceptors check the whole haystack on every call, which turns
+ * the many short searches of a scan into a quadratic cost under ASan. */
 static size_t find_first(const char *s, size_t n, size_t from, const char *pat, size_t m)
 {
     if (from >= n || n - from < m) return SIZE_MAX;
-    const char *p = memmem(s + from, n - from, pat, m);
-    return p ? (size_t)(p - s) : SIZE_MAX;
+    for (size_t i = from; i + m <= n; i++)
+        if (s[i] == pat[0] && memcmp(s + i, pat, m) == 0) return i;
+    return SIZE_MAX;
 }
 
-/* last occurrence of pat lying entirely inside s[0, end), or SIZE_MAX. Backward memrchr on
- * the first byte; the pattern is a short literal, so this stays linear. */
+/* last occurrence of pat lying entirely inside s[0, end), or SIZE_MAX */
 static size_t find_last(const char *s, size_t end, const char *pat, size_t m)
 {
     if (end < m) return SIZE_MAX;
-    size_t lim = end - m + 1; /* candidate starts are < lim */
-    while (lim > 0) {
-        const char *p = memrchr(s, pat[0], lim);
-        if (!p) return SIZE_MAX;
-        size_t i = (size_t)(p - s);
-        if (memcmp(s + i, pat, m) == 0) return i;
-        lim = i;
-    }
+    for (size_t i = end - m + 1; i-- > 0;)
+        if (s[i] == pat[0] && memcmp(s + i, pat, m) == 0) return i;
     return SIZE_MAX;
 }
 
@@ -107,7 +103,10 @@ static size_t u8_invalid_at(const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         if (u[i] < 0x80) {
-            i++;
+            /* ASCII runs eight bytes at a time */
+            uint64_t w;
+            while (i + 8 <= n && (memcpy(&w, u + i, 8), (w & 0x8080808080808080ull) == 0)) i += 8;
+            while (i < n && u[i] < 0x80) i++;
             continue;
         }
         size_t adv;
@@ -732,7 +731,7 @@ static aha_status normalise(const char *in, size_t n, norm_text *nt)
 {
     memset(nt, 0, sizeof *nt);
     size_t off = 0, len = n;
-    if (n && (memmem(in, n, "\\boxed", 6) || memmem(in, n, "\\fbox", 5))) {
+    if (find_first(in, n, 0, "\\boxed", 6) != SIZE_MAX || find_first(in, n, 0, "\\fbox", 5) != SIZE_MAX) {
         size_t bo, bl;
         if (boxed_last(in, n, &bo, &bl)) off = bo, len = bl;
     }
@@ -1015,36 +1014,51 @@ static bool prompt_opens_think(const char *prompt, size_t n)
     return e >= 7 && memcmp(prompt + e - 7, "<think>", 7) == 0;
 }
 
-/* occurrences of pat in s[0, n), stopping at 2 (all the rule needs to know) */
-static int count_upto2(const char *s, size_t n, const char *pat, size_t m, size_t *first)
+/* The four tags of the format rule, counted (up to 2) in one pass over the '<' bytes. */
+enum { TAG_THINK, TAG_THINK_END, TAG_ANSWER, TAG_ANSWER_END, TAG_COUNT };
+static const char *const tag_text[TAG_COUNT] = {"<think>", "</think>", "<answer>", "</answer>"};
+static const size_t tag_len[TAG_COUNT] = {7, 8, 8, 9};
+
+static void tag_census(const char *c, size_t n, int count[TAG_COUNT], size_t first[TAG_COUNT])
 {
-    size_t p = find_first(s, n, 0, pat, m);
-    *first = p;
-    if (p == SIZE_MAX) return 0;
-    return find_first(s, n, p + m, pat, m) == SIZE_MAX ? 1 : 2;
+    for (int t = 0; t < TAG_COUNT; t++) count[t] = 0, first[t] = SIZE_MAX;
+    size_t i = 0;
+    while (i < n) {
+        const char *lt = memchr(c + i, '<', n - i);
+        if (!lt) break;
+        i = (size_t)(lt - c);
+        for (int t = 0; t < TAG_COUNT; t++) {
+            if (has_prefix(c + i, n - i, tag_text[t])) {
+                if (count[t] == 0) first[t] = i;
+                if (count[t] < 2) count[t]++;
+                break;
+            }
+        }
+        i++;
+    }
 }
 
 double aha_reward_format(const char *prompt, size_t prompt_len, const char *c, size_t n)
 {
     if (!c) n = 0;
     bool implied = prompt_opens_think(prompt, prompt_len);
-    size_t to, tc, ao, ac;
-    int nto = count_upto2(c, n, "<think>", 7, &to);
-    int ntc = count_upto2(c, n, "</think>", 8, &tc);
-    int nao = count_upto2(c, n, "<answer>", 8, &ao);
-    int nac = count_upto2(c, n, "</answer>", 9, &ac);
-    if (nto != (implied ? 0 : 1) || ntc != 1 || nao != 1 || nac != 1) return 0.0;
+    int cnt[TAG_COUNT];
+    size_t at[TAG_COUNT];
+    tag_census(c, n, cnt, at);
+    if (cnt[TAG_THINK] != (implied ? 0 : 1) || cnt[TAG_THINK_END] != 1 || cnt[TAG_ANSWER] != 1 ||
+        cnt[TAG_ANSWER_END] != 1)
+        return 0.0;
     size_t p = 0;
     if (!implied) {
         p = trim_left(c, n, 0);
-        if (p != to) return 0.0;
-        p += 7;
+        if (p != at[TAG_THINK]) return 0.0;
+        p += tag_len[TAG_THINK];
     }
-    if (tc < p) return 0.0;
-    p = trim_left(c, n, tc + 8);
-    if (p != ao) return 0.0;
-    if (ac < ao + 8) return 0.0;
-    return trim_left(c, n, ac + 9) == n ? 1.0 : 0.0;
+    if (at[TAG_THINK_END] < p) return 0.0;
+    p = trim_left(c, n, at[TAG_THINK_END] + tag_len[TAG_THINK_END]);
+    if (p != at[TAG_ANSWER]) return 0.0;
+    if (at[TAG_ANSWER_END] < p + tag_len[TAG_ANSWER]) return 0.0;
+    return trim_left(c, n, at[TAG_ANSWER_END] + tag_len[TAG_ANSWER_END]) == n ? 1.0 : 0.0;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1267,16 +1281,26 @@ static void count_words(const char *s, size_t b, size_t e, unsigned target, size
                     if (target & SCB(SC_LATIN)) h++;
                     run = SC_LATIN;
                 }
+                i++;
+                while (i < e && is_alpha(u[i])) i++;
             } else {
+                /* spaces, digits, punctuation: skip the run in one go */
                 run = SC_COUNT;
+                i++;
+                while (i < e && u[i] < 0x80 && !is_alpha(u[i]) && u[i] != '$' && u[i] != '\\') i++;
             }
-            i++;
             continue;
         }
         size_t adv;
         int32_t cp = u8_decode(u + i, e - i, &adv);
         AHA_ASSERT(cp >= 0); /* validated by the caller */
         i += adv;
+        if (cp >= 0x4E00 && cp <= 0x9FFF) { /* the bulk of Chinese text: one Han word each */
+            a++;
+            if (target & SCB(SC_HAN)) h++;
+            run = SC_COUNT;
+            continue;
+        }
         utf8proc_category_t cat = utf8proc_category(cp);
         if (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) {
             script sc = script_of(cp);
@@ -1296,6 +1320,16 @@ static void count_words(const char *s, size_t b, size_t e, unsigned target, size
     *all = a;
 }
 
+/* the language score of a completion already checked to be valid UTF-8 */
+static double language_score(const char *prompt, size_t prompt_len, const char *c, size_t n,
+                             unsigned target)
+{
+    size_t b, e, hit, all;
+    cot_range(prompt, prompt_len, c, n, &b, &e);
+    count_words(c, b, e, target, &hit, &all);
+    return all == 0 ? 1.0 : (double)hit / (double)all;
+}
+
 aha_status aha_reward_language(const char *prompt, size_t prompt_len, const char *c, size_t n,
                                const char *code, size_t code_len, double *score, aha_err *err)
 {
@@ -1309,10 +1343,7 @@ aha_status aha_reward_language(const char *prompt, size_t prompt_len, const char
     size_t bad = u8_invalid_at(c, n);
     if (bad != SIZE_MAX)
         return aha_errf(err, AHA_EINVAL, "completion is not valid UTF-8 (byte %zu)", bad);
-    size_t b, e, hit, all;
-    cot_range(prompt, prompt_len, c, n, &b, &e);
-    count_words(c, b, e, target, &hit, &all);
-    *score = all == 0 ? 1.0 : (double)hit / (double)all;
+    *score = language_score(prompt, prompt_len, c, n, target);
     return AHA_OK;
 }
 
@@ -1419,7 +1450,8 @@ aha_status aha_reward_score(const aha_reward_item *in, const aha_reward_weights 
     }
     const char *p = ptr[0], *c = ptr[1], *r = ptr[2], *lang = ptr[3];
     size_t pn = len[0], cn = len[1], rn = len[2], ln = len[3];
-    if (ln > 0 && !language_scripts(lang, ln)) {
+    unsigned target = ln > 0 ? language_scripts(lang, ln) : 0;
+    if (ln > 0 && !target) {
         aha_errf(&err, AHA_EINVAL, "unknown language '%.*s'", (int)(ln > 32 ? 32 : ln), lang);
         return item_error(out, AHA_EINVAL, err.msg);
     }
@@ -1434,8 +1466,7 @@ aha_status aha_reward_score(const aha_reward_item *in, const aha_reward_weights 
     }
     out->format = aha_reward_format(p, pn, c, cn);
     if (ln > 0) {
-        aha_status st = aha_reward_language(p, pn, c, cn, lang, ln, &out->language, &err);
-        if (st != AHA_OK) return item_error(out, st, err.msg);
+        out->language = language_score(p, pn, c, cn, target);
         out->has_language = true;
     }
     out->total = w->accuracy * out->accuracy + w->format * out->format +
