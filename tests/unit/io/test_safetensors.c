@@ -71,6 +71,13 @@ static void check_model_fixture(const char *name)
         T("mlp.gate_proj.weight", 2, I, H);
         T("mlp.up_proj.weight", 2, I, H);
         T("mlp.down_proj.weight", 2, H, I);
+        if (c.qk_norm) {
+            T("self_attn.q_norm.weight", 1, D, 0);
+            T("self_attn.k_norm.weight", 1, D, 0);
+        }
+        if (c.o_bias) {
+            T("self_attn.o_proj.bias", 1, H, 0);
+        }
         if (c.attention_bias) {
             T("self_attn.q_proj.bias", 1, c.num_heads * D, 0);
             T("self_attn.k_proj.bias", 1, c.num_kv_heads * D, 0);
@@ -449,9 +456,11 @@ int main(void)
     }
     check_model_fixture("tiny-qwen2");
     check_model_fixture("tiny-llama");
+    check_model_fixture("tiny-qwen3");
     const char *fx[] = {"tiny-qwen2/model.safetensors", "tiny-llama/model.safetensors",
                         "tiny-qwen2/forward.safetensors", "tiny-llama/grpo.safetensors",
-                        "tiny-llama/sft.safetensors", "tiny-qwen2/adamw.safetensors"};
+                        "tiny-llama/sft.safetensors", "tiny-qwen2/adamw.safetensors",
+                        "tiny-qwen3/model.safetensors"};
     for (size_t i = 0; i < AHA_ARRAY_LEN(fx); i++) check_rewrite_identical(fx[i]);
     check_conversions();
     check_roundtrip();
