@@ -577,21 +577,20 @@ def k8s_topology(spec, shape):
                     "binary": s["binary"], "args": c["args"][1:], "port": s["port"],
                     "addresses": (k8s_addrs(spec, s["name"], shape) if s["name"] != "learner"
                                   else ["aha-learner:%d" % s["port"]])})
-    return {"format": "aha.topology/v1", "about": HEADER, "services": out}
+    return {"format": "aha.cluster-topology/v1",
+            "about": HEADER + " Where each service runs in this cluster and with which arguments; for "
+                              "people and tools (ahactl up reads the local format, not this one).",
+            "models_dir": spec["mounts"]["models"]["path"], "data_dir": spec["mounts"]["data"]["path"],
+            "jobs_dir": spec["mounts"]["jobs"]["path"], "services": out}
 
 
 def k8s_job_defaults(spec, shape):
     """What a job spec needs to know about this cluster: where models, data and services are."""
-    return {
-        "about": "Defaults for job specs submitted to this deployment (paths inside the pods). " + HEADER,
-        "models_dir": spec["mounts"]["models"]["path"],
-        "data_dir": spec["mounts"]["data"]["path"],
-        "jobs_dir": spec["mounts"]["jobs"]["path"],
-        "rollout": k8s_addrs(spec, "rollout", shape),
-        "reward": k8s_addrs(spec, "reward", shape)[0],
-        "refpolicy": k8s_addrs(spec, "refpolicy", shape)[0],
-        "learner_ranks": shape["learner_ranks"],
-    }
+    # A fragment a grpo job spec may carry verbatim ("services" is a job spec field); the
+    # learner's own --rollout/--reward/--refpolicy flags hold the same addresses as defaults.
+    return {"services": {"rollout": k8s_addrs(spec, "rollout", shape),
+                         "reward": k8s_addrs(spec, "reward", shape)[0],
+                         "refpolicy": k8s_addrs(spec, "refpolicy", shape)[0]}}
 
 
 def k8s_shape(spec, ov):

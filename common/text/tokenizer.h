@@ -14,6 +14,11 @@
  * `tokenizer.decode(ids, skip_special_tokens=False)` (bytes that are not valid UTF-8 become
  * U+FFFD, as Rust's from_utf8_lossy does).
  *
+ * HF runs Split regexes with oniguruma; here they run on PCRE2 (UTF, UCP, JIT) with \s, \S,
+ * \p{L} and \p{N} given oniguruma's meaning (White_Space; Unicode 15.0 letters and numbers),
+ * which 1300 random HF-encoded strings in tests/fixtures/tokenizer confirm. A pattern using
+ * other Unicode classes may still differ on characters new in Unicode 15.
+ *
  * Input text must be valid UTF-8: encode refuses anything else with AHA_EINVAL naming the byte
  * offset (HF can never see invalid UTF-8: Python and Rust strings are always valid).
  *
