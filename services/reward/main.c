@@ -244,10 +244,12 @@ int main(int argc, char **argv)
     if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
         fprintf(stderr, "aha-reward: %s\n", err.msg);
         usage(stderr);
+        aha_rpc_service_args_free(&a);
         return 2;
     }
     if (a.help) {
         usage(stdout);
+        aha_rpc_service_args_free(&a);
         return 0;
     }
     reward_service svc = {.weights = aha_reward_weights_default(),
@@ -267,6 +269,7 @@ int main(int argc, char **argv)
         }
         if (!ok) {
             usage(stderr);
+            aha_rpc_service_args_free(&a);
             return 2;
         }
     }
@@ -277,6 +280,7 @@ int main(int argc, char **argv)
             aha_reward_weights_from_json(text, len, &svc.weights, &err) != AHA_OK) {
             fprintf(stderr, "aha-reward: --config %s: %s\n", a.config_path, err.msg);
             free(text);
+            aha_rpc_service_args_free(&a);
             return 2;
         }
         free(text);
