@@ -68,7 +68,7 @@ static size_t find_last(const char *s, size_t end, const char *pat, size_t m)
 
 /* Decode one UTF-8 code point at s[0, n). Returns the code point and sets *adv, or -1 for an
  * invalid sequence (overlong, surrogate, > U+10FFFF, truncated). */
-static int32_t u8_decode(const unsigned char *s, size_t n, size_t *adv)
+static inline int32_t u8_decode(const unsigned char *s, size_t n, size_t *adv)
 {
     unsigned char c = s[0];
     if (c < 0x80) {
@@ -1194,7 +1194,8 @@ static unsigned language_scripts(const char *code, size_t len)
     for (size_t l = 0; l < AHA_ARRAY_LEN(languages); l++) {
         const char *s = languages[l].codes;
         while (*s) {
-            size_t w = strcspn(s, " ");
+            size_t w = 0;
+            while (s[w] && s[w] != ' ') w++;
             if (w == p && memcmp(s, prim, p) == 0) return languages[l].scripts;
             s += w;
             while (*s == ' ') s++;
@@ -1290,26 +1291,38 @@ static void count_words(const char *s, size_t b, size_t e, unsigned target, size
             continue;
         }
         if (c < 0x80) {
-            if (is_alpha(c)) {
-                if (run != SC_LATIN) {
-                    a++;
-                    if (target & SCB(SC_LATIN)) h++;
-                    run = SC_LATIN;
-                }
+            /* a run of plain ASCII: count word starts without a branch per byte (the
+             * letter/non-letter pattern of real text defeats branch prediction) */
+            unsigned prev = run == SC_LATIN, words = 0;
+            while (i < e) {
+                unsigned char d = u[i];
+                if (d >= 0x80 || d == '$' || d == '\\') break;
+                unsigned letter = (unsigned)((d | 32) - 'a') < 26u;
+                words += letter & ~prev;
+                prev = letter;
                 i++;
-                while (i < e && is_alpha(u[i])) i++;
-            } else {
-                /* spaces, digits, punctuation: skip the run in one go */
-                run = SC_COUNT;
-                i++;
-                while (i < e && u[i] < 0x80 && !is_alpha(u[i]) && u[i] != '$' && u[i] != '\\') i++;
             }
+            a += words;
+            if (target & SCB(SC_LATIN)) h += words;
+            run = prev ? SC_LATIN : SC_COUNT;
             continue;
         }
-        size_t adv;
-        int32_t cp = u8_decode(u + i, e - i, &adv);
-        AHA_ASSERT(cp >= 0); /* validated by the caller */
-        i += adv;
+        /* validated by the caller, so the lead byte tells the length */
+        int32_t cp;
+        if (c < 0xE0) {
+            AHA_ASSERT(i + 1 < e);
+            cp = ((int32_t)(c & 0x1F) << 6) | (u[i + 1] & 0x3F);
+            i += 2;
+        } else if (c < 0xF0) {
+            AHA_ASSERT(i + 2 < e);
+            cp = ((int32_t)(c & 0x0F) << 12) | ((int32_t)(u[i + 1] & 0x3F) << 6) | (u[i + 2] & 0x3F);
+            i += 3;
+        } else {
+            AHA_ASSERT(i + 3 < e);
+            cp = ((int32_t)(c & 0x07) << 18) | ((int32_t)(u[i + 1] & 0x3F) << 12) |
+                 ((int32_t)(u[i + 2] & 0x3F) << 6) | (u[i + 3] & 0x3F);
+            i += 4;
+        }
         if (cp >= 0x4E00 && cp <= 0x9FFF) { /* the bulk of Chinese text: one Han word each */
             a++;
             if (target & SCB(SC_HAN)) h++;
