@@ -5,6 +5,8 @@
  * means "use the default" everywhere. Error paths are built as "spec.stages[1].loss.kl". */
 #include "spec.h"
 
+#include "text/template.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -14,13 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-const char aha_template_r1_zero[] =
-    "A conversation between User and Assistant. The user asks a question, and the Assistant "
-    "solves it. The assistant first thinks about the reasoning process in the mind and then "
-    "provides the user with the answer. The reasoning process and answer are enclosed within "
-    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning "
-    "process here </think> <answer> answer here </answer>. User: {prompt}. Assistant:";
 
 static const char *const kind_names[AHA_JOB_KIND_COUNT] = {
     "grpo", "sft", "distill", "eval", "generate", "mix", "pipeline"};
@@ -416,18 +411,28 @@ static aha_status parse_services(rd *r, const aha_services_spec *inherit, aha_se
 static aha_status parse_template(rd *r, const char *inherit, char **out)
 {
     json_t *v = rd_get(r, "template");
-    if (!v) return dup_str(inherit ? inherit : aha_template_r1_zero, out, r->err);
+    if (!v) return dup_str(inherit ? inherit : aha_template_builtin("r1-zero"), out, r->err);
     if (!json_is_string(v))
         return rd_fail(r, "template", "must be a string, got %s", json_type_word(v));
     const char *s = json_string_value(v);
-    if (strcmp(s, "r1-zero") == 0) return dup_str(aha_template_r1_zero, out, r->err);
-    if (strcmp(s, "plain") == 0) return dup_str("{prompt}", out, r->err);
     if (json_string_length(v) > MAX_TEMPLATE || strlen(s) != json_string_length(v))
         return rd_fail(r, "template", "too long or holds NUL (at most %d bytes)", MAX_TEMPLATE);
-    if (!strstr(s, "{prompt}"))
-        return rd_fail(r, "template",
-                       "must contain {prompt} or be a built-in name (r1-zero, plain)");
-    return dup_str(s, out, r->err);
+    const char *tmpl;
+    aha_err terr = {0};
+    if (aha_template_resolve(s, &tmpl, &terr) != AHA_OK) {
+        char names[256] = "";
+        for (const char *const *n = aha_template_builtin_names(); *n; n++) {
+            size_t l = strlen(names);
+            snprintf(names + l, sizeof names - l, "%s%s", l ? ", " : "", *n);
+        }
+        return rd_fail(r, "template", "must contain {prompt} or be a built-in name (%s)", names);
+    }
+    /* a lone brace or an unknown {field} fails here, at submit time, not mid-job */
+    char *probe;
+    if (aha_template_render(tmpl, "x", &probe, &terr) != AHA_OK)
+        return rd_fail(r, "template", "%s", terr.msg);
+    free(probe);
+    return dup_str(tmpl, out, r->err);
 }
 
 static void dataset_free(aha_dataset_spec *d)

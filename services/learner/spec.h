@@ -133,7 +133,8 @@ struct aha_job_spec {
     char *name;        /* pipeline stage name (required there) or a free job label; may be NULL */
     uint64_t seed;
     aha_services_spec services;
-    char *template_text; /* resolved text holding "{prompt}" (built-in names expanded) */
+    char *template_text; /* resolved text holding "{prompt}" (built-ins of text/template.h
+                          * expanded; default "r1-zero", Table 1) */
 
     /* models: grpo/sft use model (+ ref_model for grpo); distill uses student_config or
      * student_init; eval/generate use checkpoint. tokenizer defaults to the model dir. */
@@ -191,9 +192,6 @@ struct aha_job_spec {
     aha_job_spec *stages;
     int n_stages;
 };
-
-/* The R1-Zero template (Table 1) with "{prompt}". */
-extern const char aha_template_r1_zero[];
 
 /* Largest spec text accepted. */
 #define AHA_JOB_SPEC_MAX_BYTES (1u << 20)

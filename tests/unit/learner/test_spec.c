@@ -6,6 +6,7 @@
 #include "../../harness.h"
 #include "base/fs.h"
 #include "spec.h"
+#include "text/template.h"
 
 static int parse(const char *json, aha_job_spec *s, aha_err *e)
 {
@@ -26,7 +27,7 @@ static void test_defaults(void)
     CHECK(s.sampling.temperature == 1.0 && s.sampling.top_p == 1.0 && s.sampling.top_k == 0, "sampling");
     CHECK(s.optim.grad_clip == 1.0 && s.optim.schedule == AHA_SCHED_CONSTANT, "optim");
     CHECK(strcmp(s.ref_model, "m") == 0 && strcmp(s.tokenizer, "m") == 0, "ref_model default");
-    CHECK(strcmp(s.template_text, aha_template_r1_zero) == 0, "template default");
+    CHECK(strcmp(s.template_text, aha_template_builtin("r1-zero")) == 0, "template default");
     CHECK(strstr(s.template_text, "User: {prompt}. Assistant:") != NULL, "Table 1 text");
     CHECK(s.dataset.format == AHA_DS_GENERIC && strcmp(s.dataset.name, "train") == 0, "dataset");
     CHECK(strcmp(s.dataset.prompt_field, "prompt") == 0 && s.dataset.prompt_fallback_question,
@@ -67,11 +68,11 @@ static void test_formats_and_fields(void)
 
     j = "{\"kind\":\"grpo\",\"model\":\"m\",\"dataset\":\"d.jsonl\",\"steps\":5,"
         "\"loss\":{\"epsilon_high\":0.28,\"kl\":false,\"token_level\":true,\"scale_std\":false},"
-        "\"template\":\"plain\",\"schedule\":\"cosine\",\"warmup_steps\":2}";
+        "\"template\":\"Q: {prompt}\\nA:\",\"schedule\":\"cosine\",\"warmup_steps\":2}";
     CHECK(parse(j, &s, &e) == AHA_OK, "%s", e.msg);
     CHECK(s.loss.epsilon_high == 0.28 && s.loss.epsilon_low == 0.2 && !s.loss.kl &&
               s.loss.token_level && !s.loss.scale_std, "variants parsed");
-    CHECK(strcmp(s.template_text, "{prompt}") == 0, "plain template");
+    CHECK(strcmp(s.template_text, "Q: {prompt}\nA:") == 0, "custom template");
     aha_job_spec_free(&s);
 
     j = "{\"kind\":\"distill\",\"student_config\":\"small/config.json\",\"tokenizer\":\"tok\","
@@ -192,6 +193,7 @@ static const struct {
     {"{\"kind\":\"grpo\",\"model\":\"m\",\"dataset\":\"d\",\"steps\":1,\"schedule\":\"step\"}", "spec.schedule: must be one of constant, cosine, linear"},
     {"{\"kind\":\"grpo\",\"model\":\"m\",\"dataset\":\"d\",\"steps\":1,\"template\":\"no placeholder\"}", "spec.template: must contain {prompt}"},
     {"{\"kind\":\"grpo\",\"model\":\"m\",\"dataset\":{\"path\":\"d\",\"format\":\"csv\"},\"steps\":1}", "spec.dataset.format: must be one of"},
+    {"{\"kind\":\"grpo\",\"model\":\"m\",\"dataset\":\"d\",\"steps\":1,\"template\":\"{prompt} {x}\"}", "spec.template: "},
     {"{\"kind\":\"grpo\",\"model\":\"m\",\"dataset\":{\"path\":\"d\",\"format\":\"sft\"},\"steps\":1}", "spec.dataset.format: must be one of generic, gsm8k, math here, got sft"},
     {"{\"kind\":\"grpo\",\"model\":\"m\",\"dataset\":{\"format\":\"gsm8k\"},\"steps\":1}", "spec.dataset.path: required"},
     {"{\"kind\":\"grpo\",\"model\":\"m\",\"dataset\":{\"path\":\"d\",\"fields\":{\"question\":\"q\"}},\"steps\":1}", "spec.dataset.fields.question: unknown field"},
