@@ -76,7 +76,8 @@ bool aha_tokenizer_is_special(const aha_tokenizer *tok, int32_t id);
 /* true when id is an added token (special or not) */
 bool aha_tokenizer_is_added(const aha_tokenizer *tok, int32_t id);
 
-/* Words cached between calls (default 1 << 16); 0 turns the cache off (benchmarks use it). */
+/* Words cached between calls (default 1 << 16); 0 turns the cache off (benchmarks use it).
+ * Call it while no other thread encodes with tok. */
 void aha_tokenizer_set_cache_capacity(aha_tokenizer *tok, size_t words);
 
 /* Write a byte-level-only tokenizer (no merges): ids 0..255 are the 256 bytes (id = byte value,
