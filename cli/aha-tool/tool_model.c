@@ -3,7 +3,7 @@
  *   grpo-grad     GRPO loss (DESIGN.md Eq. 1) and grad.<name> for every parameter
  *   sft-grad      masked mean cross-entropy and its gradients
  *   init-model    a random model (config.json + model.safetensors) transformers can load
- *   demo-logprobs per-token logprobs of a short fixed id sequence
+ *   demo-logprobs per-token logprobs of a tokenised sentence
  * Input tensors are named as in tests/fixtures (see /work/shared/testdata/README.md). Bad
  * arguments or files: one line on stderr, exit status 2; other failures exit 1. */
 #include <math.h>
@@ -16,11 +16,12 @@
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "text/tokenizer.h"
 #include "tool.h"
 
 typedef struct {
     const char *cmd;
-    const char *model, *input, *output, *config, *out, *device;
+    const char *model, *input, *output, *config, *out, *device, *text, *tokenizer;
     long long seed;
     int threads;
     int logits;
@@ -64,6 +65,8 @@ static int parse(int argc, char **argv, const char *allowed, opts *o)
         else if (strcmp(a, "--config") == 0) o->config = v;
         else if (strcmp(a, "--out") == 0) o->out = v;
         else if (strcmp(a, "--device") == 0) o->device = v;
+        else if (strcmp(a, "--text") == 0) o->text = v;
+        else if (strcmp(a, "--tokenizer") == 0) o->tokenizer = v;
         else if (strcmp(a, "--seed") == 0 || strcmp(a, "--threads") == 0) {
             char *end = NULL;
             long long x = strtoll(v, &end, 10);
@@ -305,36 +308,78 @@ int tool_init_model(int argc, char **argv)
 
 /* ---- demo-logprobs ---------------------------------------------------------------------- */
 
+/* token text for a table cell: printable ASCII as is, other bytes as \xNN */
+static void print_token(const char *b, size_t n)
+{
+    char cell[64];
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 5 < sizeof cell; i++) {
+        unsigned char ch = (unsigned char)b[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\') cell[o++] = (char)ch;
+        else o += (size_t)snprintf(cell + o, sizeof cell - o, "\\x%02x", ch);
+    }
+    cell[o] = 0;
+    printf(" %-16s", cell);
+}
+
 int tool_demo_logprobs(int argc, char **argv)
 {
     opts o;
-    int rc = parse(argc, argv, " model device threads ", &o);
+    int rc = parse(argc, argv, " model text tokenizer device threads ", &o);
     if (rc || (rc = need(&o, o.model, "--model"))) return rc;
+    const char *text = o.text ? o.text : "The quick brown fox jumps over the lazy dog.";
     session s = {0};
     aha_err err = {0};
+    aha_tokenizer *tok = NULL;
+    int32_t *ids = NULL, cu[2] = {0, 0};
+    size_t n = 0;
+    float *lp = NULL;
     aha_status st = open_model(&o, &s, &err);
-    enum { N = 12 };
-    int32_t ids[N], cu[2] = {0, N};
-    float lp[N - 1];
+    /* the model's own tokenizer when it has one; else bytes as ids, which is what the
+     * byte-level vocabulary of the tiny demo models assigns (id = byte value) */
+    char tpath[4096];
+    const char *tp = o.tokenizer;
+    if (!tp && st == AHA_OK && aha_path_join(tpath, sizeof tpath, o.model, "tokenizer.json", NULL) == AHA_OK &&
+        aha_path_exists(tpath))
+        tp = tpath;
+    if (st == AHA_OK && tp) {
+        st = aha_tokenizer_load(tp, &tok, &err);
+        if (st == AHA_OK) st = aha_tokenizer_encode(tok, text, strlen(text), &ids, &n, &err);
+    } else if (st == AHA_OK) {
+        n = strlen(text);
+        ids = malloc(n ? n * sizeof *ids : 1);
+        if (!ids) st = aha_errf(&err, AHA_ENOMEM, "out of memory");
+        for (size_t i = 0; st == AHA_OK && i < n; i++) ids[i] = (unsigned char)text[i];
+    }
+    if (st == AHA_OK && (n < 2 || n > 4096))
+        st = aha_errf(&err, AHA_EINVAL, "--text must give 2 to 4096 tokens, not %zu", n);
     if (st == AHA_OK) {
-        /* a fixed id sequence spread over the vocabulary, so every model prints something */
-        int V = aha_model_cfg(s.m)->vocab_size;
-        for (int i = 0; i < N; i++) ids[i] = (int32_t)((17 + 37 * i * i) % V);
+        cu[1] = (int32_t)n;
+        lp = malloc(n * sizeof *lp);
         aha_batch b = {ids, cu, 1};
-        st = aha_model_token_logprobs(s.m, &b, lp, NULL, &err);
+        st = lp ? aha_model_token_logprobs(s.m, &b, lp, NULL, &err) : aha_errf(&err, AHA_ENOMEM, "out of memory");
     }
     if (st == AHA_OK) {
         const aha_model_config *c = aha_model_cfg(s.m);
         printf("model %s (%s, %d layers, hidden %d, vocab %d) on %s\n", o.model, c->model_type, c->num_layers,
                c->hidden_size, c->vocab_size, s.be->device);
-        printf("%4s %8s %12s\n", "pos", "token", "logprob");
+        printf("text \"%s\" -> %zu tokens (%s)\n", text, n, tok ? tp : "byte-level ids");
+        printf("%4s %8s %-16s %12s\n", "pos", "id", " token", "logprob");
         double sum = 0;
-        for (int i = 1; i < N; i++) {
-            printf("%4d %8d %12.6f\n", i, ids[i], (double)lp[i - 1]);
+        for (size_t i = 1; i < n; i++) {
+            printf("%4zu %8d", i, ids[i]);
+            size_t bl = 1;
+            const char *bytes = tok ? aha_tokenizer_token_bytes(tok, ids[i], &bl) : (const char *)&text[i];
+            print_token(bytes ? bytes : "?", bytes ? bl : 1);
+            printf(" %12.6f\n", (double)lp[i - 1]);
             sum += lp[i - 1];
         }
-        printf("mean logprob %.6f (uniform would be %.6f)\n", sum / (N - 1), -log((double)c->vocab_size));
+        printf("mean logprob %.6f (a uniform model would give %.6f)\n", sum / (double)(n - 1),
+               -log((double)c->vocab_size));
     }
+    free(ids);
+    free(lp);
+    aha_tokenizer_free(tok);
     session_end(&s);
     return st == AHA_OK ? 0 : fail(o.cmd, st, &err);
 }

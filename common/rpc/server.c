@@ -244,13 +244,9 @@ static void call_finish_code(aha_rpc_call *c, int code, const char *msg)
     n++;
     c->finished = 1;
     c->code = code;
-    /* Free the slot before the client can see the status, so that a client that sends
-     * its next call right away is not refused as over the limit. */
-    if (c->counted_active) atomic_fetch_sub(&c->s->active, 1);
-    start_batch(c, ops, n, &c->t_finish);
-    grpc_slice_unref(details); /* start_batch copied it */
-    pthread_mutex_unlock(&c->mu);
-
+    /* Count the call and free its slot before the client can see the status: a client
+     * that sends its next call at once must not be refused as over the limit, and stats
+     * read after a reply must include it. */
     aha_rpc_server *s = c->s;
     double dt = aha_now_s() - c->t0;
     pthread_mutex_lock(&s->mu);
@@ -258,6 +254,11 @@ static void call_finish_code(aha_rpc_call *c, int code, const char *msg)
     if (code != 0) s->stats.errors++;
     s->stats.latency_sum_s += dt;
     pthread_mutex_unlock(&s->mu);
+    if (c->counted_active) atomic_fetch_sub(&s->active, 1);
+    start_batch(c, ops, n, &c->t_finish);
+    grpc_slice_unref(details); /* start_batch copied it */
+    pthread_mutex_unlock(&c->mu);
+
     if (debug_on()) {
         char path[MAX_PATH];
         if (c->m) {

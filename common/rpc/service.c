@@ -135,3 +135,9 @@ void aha_rpc_service_args_free(aha_rpc_service_args *a)
     a->rest_store = NULL;
     a->rest_argv = NULL;
 }
+
+void aha_rpc_service_announce(const aha_rpc_service_args *a, const aha_rpc_server *s)
+{
+    printf("aha-%s listening on port %d\n", a->server.name, aha_rpc_server_port(s));
+    fflush(stdout);
+}

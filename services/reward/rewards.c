@@ -68,7 +68,7 @@ static size_t find_last(const char *s, size_t end, const char *pat, size_t m)
 
 /* Decode one UTF-8 code point at s[0, n). Returns the code point and sets *adv, or -1 for an
  * invalid sequence (overlong, surrogate, > U+10FFFF, truncated). */
-static int32_t u8_decode(const unsigned char *s, size_t n, size_t *adv)
+static inline int32_t u8_decode(const unsigned char *s, size_t n, size_t *adv)
 {
     unsigned char c = s[0];
     if (c < 0x80) {
@@ -471,7 +471,7 @@ static num_kind parse_decimal(const char *s, size_t n, size_t *i, rat *r)
     size_t int_end = p;
     bool grouped = false;
     /* thousands groups: 1-3 leading digits, then ",ddd" groups */
-    if (int_end > int_start && int_end - int_start <= 3 && p + 3 < n + 0 && p < n && s[p] == ',') {
+    if (int_end > int_start && int_end - int_start <= 3 && p + 3 < n && s[p] == ',') {
         size_t q = p;
         while (q + 3 < n && s[q] == ',' && is_digit((unsigned char)s[q + 1]) &&
                is_digit((unsigned char)s[q + 2]) && is_digit((unsigned char)s[q + 3]) &&
@@ -713,16 +713,27 @@ static bool is_number_text(const char *s, size_t i, size_t e, char *scratch)
     return m > 0 && parse_number(scratch, m, &r, &pct) == NUM_OK && !pct;
 }
 
-/* Words that may follow a number as units: letters, spaces and the bits of "cm^2", "m/s". */
+/* Words that may follow a number as units: letters, spaces, '/', '.', and exponents ^2 or
+ * ^{2} ("cm^2", "m/s"); a bare digit means more than units ("3 and 4"). */
 static bool is_unit_text(const char *s, size_t i, size_t e, bool need_letter)
 {
     bool letter = false;
     for (size_t k = i; k < e; k++) {
         unsigned char c = (unsigned char)s[k];
-        if (is_alpha(c)) letter = true;
-        else if (!(is_ws(c) || c == MK_OPEN || c == MK_CLOSE || c == '^' || c == '/' ||
-                   c == '.' || c == '{' || c == '}' || is_digit(c)))
+        if (is_alpha(c)) {
+            letter = true;
+        } else if (c == '^') {
+            size_t q = k + 1;
+            bool braced = q < e && s[q] == '{';
+            if (braced) q++;
+            if (q < e && s[q] == '-') q++;
+            size_t d = q;
+            while (q < e && is_digit((unsigned char)s[q])) q++;
+            if (q == d || (braced && (q >= e || s[q] != '}'))) return false;
+            k = braced ? q : q - 1;
+        } else if (!(is_ws(c) || c == MK_OPEN || c == MK_CLOSE || c == '/' || c == '.')) {
             return false;
+        }
     }
     return letter || !need_letter;
 }
@@ -748,7 +759,7 @@ static aha_status normalise(const char *in, size_t n, norm_text *nt)
                      is_ws((unsigned char)buf[e - 1])))
         e--;
     if (e > i && buf[e - 1] == '.') e = trim_right(buf, i, e - 1);
-    /* a leading "x =" (one ASCII letter, optional subscript) */
+    /* a leading "x =" or "x \\in" (one ASCII letter, optional subscript) */
     if (e - i >= 2 && is_alpha((unsigned char)buf[i])) {
         size_t k = i + 1;
         if (k < e && buf[k] == '_') {
@@ -761,8 +772,12 @@ static aha_status normalise(const char *in, size_t n, norm_text *nt)
             }
         }
         k = trim_left(buf, e, k);
-        if (k < e && buf[k] == '=' && (k + 1 >= e || buf[k + 1] != '=')) {
-            size_t r = trim_left(buf, e, k + 1);
+        size_t op = 0;
+        if (k < e && buf[k] == '=' && (k + 1 >= e || buf[k + 1] != '=')) op = 1;
+        else if (has_prefix(buf + k, e - k, "\\in") && (k + 3 >= e || !is_alpha((unsigned char)buf[k + 3])))
+            op = 3; /* "x \in [1, 2]" */
+        if (op) {
+            size_t r = trim_left(buf, e, k + op);
             if (r < e) i = r;
         }
     }
@@ -1179,7 +1194,8 @@ static unsigned language_scripts(const char *code, size_t len)
     for (size_t l = 0; l < AHA_ARRAY_LEN(languages); l++) {
         const char *s = languages[l].codes;
         while (*s) {
-            size_t w = strcspn(s, " ");
+            size_t w = 0;
+            while (s[w] && s[w] != ' ') w++;
             if (w == p && memcmp(s, prim, p) == 0) return languages[l].scripts;
             s += w;
             while (*s == ' ') s++;
@@ -1275,26 +1291,38 @@ static void count_words(const char *s, size_t b, size_t e, unsigned target, size
             continue;
         }
         if (c < 0x80) {
-            if (is_alpha(c)) {
-                if (run != SC_LATIN) {
-                    a++;
-                    if (target & SCB(SC_LATIN)) h++;
-                    run = SC_LATIN;
-                }
+            /* a run of plain ASCII: count word starts without a branch per byte (the
+             * letter/non-letter pattern of real text defeats branch prediction) */
+            unsigned prev = run == SC_LATIN, words = 0;
+            while (i < e) {
+                unsigned char d = u[i];
+                if (d >= 0x80 || d == '$' || d == '\\') break;
+                unsigned letter = (unsigned)((d | 32) - 'a') < 26u;
+                words += letter & ~prev;
+                prev = letter;
                 i++;
-                while (i < e && is_alpha(u[i])) i++;
-            } else {
-                /* spaces, digits, punctuation: skip the run in one go */
-                run = SC_COUNT;
-                i++;
-                while (i < e && u[i] < 0x80 && !is_alpha(u[i]) && u[i] != '$' && u[i] != '\\') i++;
             }
+            a += words;
+            if (target & SCB(SC_LATIN)) h += words;
+            run = prev ? SC_LATIN : SC_COUNT;
             continue;
         }
-        size_t adv;
-        int32_t cp = u8_decode(u + i, e - i, &adv);
-        AHA_ASSERT(cp >= 0); /* validated by the caller */
-        i += adv;
+        /* validated by the caller, so the lead byte tells the length */
+        int32_t cp;
+        if (c < 0xE0) {
+            AHA_ASSERT(i + 1 < e);
+            cp = ((int32_t)(c & 0x1F) << 6) | (u[i + 1] & 0x3F);
+            i += 2;
+        } else if (c < 0xF0) {
+            AHA_ASSERT(i + 2 < e);
+            cp = ((int32_t)(c & 0x0F) << 12) | ((int32_t)(u[i + 1] & 0x3F) << 6) | (u[i + 2] & 0x3F);
+            i += 3;
+        } else {
+            AHA_ASSERT(i + 3 < e);
+            cp = ((int32_t)(c & 0x07) << 18) | ((int32_t)(u[i + 1] & 0x3F) << 12) |
+                 ((int32_t)(u[i + 2] & 0x3F) << 6) | (u[i + 3] & 0x3F);
+            i += 4;
+        }
         if (cp >= 0x4E00 && cp <= 0x9FFF) { /* the bulk of Chinese text: one Han word each */
             a++;
             if (target & SCB(SC_HAN)) h++;
@@ -1431,6 +1459,8 @@ aha_status aha_reward_score(const aha_reward_item *in, const aha_reward_weights 
                             aha_reward_result *out)
 {
     memset(out, 0, sizeof *out);
+    aha_reward_weights defaults = aha_reward_weights_default();
+    if (!w) w = &defaults;
     aha_err err = {0};
     static const char *const names[] = {"prompt", "completion", "reference_answer", "language",
                                         "task"};

@@ -20,9 +20,11 @@
  *     \displaystyle, \textstyle, ^\circ, ^{\circ}, \circ after ^, ° and \$ are dropped;
  *     \dfrac and \tfrac are \frac; \% is %; {,} is a comma; \times, \cdot, × are '*'; U+2212 is
  *     '-'; \text{…}, \textbf{…}, \textrm{…}, \mathrm{…}, \mathbf{…}, \mbox{…} are unwrapped;
- *     then a trailing period goes, a leading "v =" (one ASCII letter, optional _subscript)
- *     goes, and units go: text after a number that came from a \text-like group, or plain
- *     ASCII words after a number and a space ("5 \text{ cm}" = "5 cm" = "5"; "2x" stays).
+ *     then a trailing period goes, a leading "v =" or "v \in" (one ASCII letter, optional
+ *     _subscript) goes, and units go: text after a number that came from a \text-like group
+ *     (letters, spaces, '/', '.', exponents ^2 / ^{2}), or plain ASCII words after a number
+ *     and a space ("5 \text{ cm}" = "5 cm" = "5\text{ m}^{2}" = "5"; "2x" and
+ *     "3 \text{ and } 4" stay).
  *     Finally all whitespace is removed; string comparisons are case-folded (Unicode, NFC).
  *   - Numbers compare by exact rational value (128-bit numerator/denominator; on overflow the
  *     strings are compared instead): signs, thousands separators in groups of three
@@ -119,7 +121,7 @@ aha_reward_weights aha_reward_weights_default(void);
 aha_status aha_reward_weights_from_json(const char *json, size_t len, aha_reward_weights *w,
                                         aha_err *err);
 
-/* Score one item. Returns AHA_OK when scored; on an item error returns AHA_EINVAL (or
+/* Score one item (w NULL: the defaults). Returns AHA_OK when scored; on an item error returns AHA_EINVAL (or
  * AHA_ENOMEM) with out->error filled and out->total 0. out is always fully written. */
 aha_status aha_reward_score(const aha_reward_item *in, const aha_reward_weights *w,
                             aha_reward_result *out);

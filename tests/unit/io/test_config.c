@@ -95,6 +95,7 @@ static void check_roundtrip(const aha_model_config *c, const char *what)
     aha_model_config d;
     CHECK(aha_config_parse(s, strlen(s), what, &d, &err) == AHA_OK, "%s reparse: %s", what, err.msg);
     CHECK(same_config(c, &d), "%s: to_json -> parse equal", what);
+    CHECK(!strstr(s, "99999") && !strstr(s, "00001"), "%s: reals printed short", what);
     json_t *j = json_loads(s, 0, NULL);
     CHECK(json_number_value(json_object_get(j, "rope_theta")) == c->rope_theta, "%s top-level rope_theta", what);
     CHECK(json_number_value(json_object_get(json_object_get(j, "rope_parameters"), "rope_theta")) == c->rope_theta,

@@ -98,6 +98,9 @@ static const eq_case eq_cases[] = {
     {S("5 cm"), S("6"), 0},
     {S("2x"), S("2"), 0},
     {S("5 cm^2"), S("5"), 0},
+    {S("5\\text{ m}^{2}"), S("5"), 1},
+    {S("3 \\text{ and } 4"), S("3"), 0},
+    {S("7\\text{ m/s}"), S("7"), 1},
     /* degrees */
     {S("90^\\circ"), S("90"), 1},
     {S("90^{\\circ}"), S("90"), 1},
@@ -112,6 +115,9 @@ static const eq_case eq_cases[] = {
     {S("5"), S("x = 5"), 1},
     {S("x == 5"), S("5"), 0},
     {S("x = 4"), S("5"), 0},
+    {S("x \\in [1, 2]"), S("[1,2]"), 1},
+    {S("x \\in (0,1)"), S("[0,1]"), 0},
+    {S("x \\infty"), S("\\infty"), 0},
     /* LaTeX noise */
     {S("\\left( 1, 2 \\right)"), S("(1,2)"), 1},
     {S("\\displaystyle \\frac{1}{2}"), S("0.5"), 1},
