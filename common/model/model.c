@@ -1043,9 +1043,21 @@ aha_status aha_train_adamw_step(aha_train *t, const aha_adamw_args *a, aha_err *
         !(a->eps > 0) || !(a->weight_decay >= 0))
         return aha_errf(err, AHA_EINVAL, "adamw: need lr >= 0, 0 <= beta < 1, eps > 0, weight_decay >= 0");
     int step = t->step + 1;
-    aha_tensor out = m->master.data == m->w.data ? aha_tensor_none() : m->w;
-    TRY_OP(OPS(m)->adamw(BE(m), m->master, out, t->g, t->m1, t->m2, m->numel, a->lr, a->beta1, a->beta2,
-                         a->eps, a->weight_decay, 1.0f, step, err));
+    bool separate = m->master.data != m->w.data;
+    /* one op call per run of consecutive parameters sharing a weight decay (one call in all
+     * unless biases and norms are exempt); runs include the alignment padding, which stays 0 */
+    for (int i = 0; i < m->n_params;) {
+        bool decay = !(a->no_decay_bias_norm && (m->params[i].kind == P_BIAS || m->params[i].kind == P_NORM));
+        int j = i + 1;
+        while (j < m->n_params &&
+               decay == !(a->no_decay_bias_norm && (m->params[j].kind == P_BIAS || m->params[j].kind == P_NORM)))
+            j++;
+        int64_t o = m->params[i].off, n = (j < m->n_params ? m->params[j].off : m->numel) - o;
+        TRY_OP(OPS(m)->adamw(BE(m), aha_tensor_at(m->master, o), separate ? aha_tensor_at(m->w, o) : aha_tensor_none(),
+                             aha_tensor_at(t->g, o), aha_tensor_at(t->m1, o), aha_tensor_at(t->m2, o), n, a->lr,
+                             a->beta1, a->beta2, a->eps, decay ? a->weight_decay : 0.0f, 1.0f, step, err));
+        i = j;
+    }
     t->step = step;
     return AHA_OK;
 }

@@ -166,6 +166,10 @@ aha_status aha_train_clip(aha_train *t, double max_norm, double *norm_before, ah
 
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
+    /* false: decay every parameter (torch.optim.AdamW over model.parameters(), as the fixtures);
+     * true: no decay on biases and norm weights (the parameter groups of transformers' Trainer,
+     * which TRL's GRPOTrainer inherits) */
+    bool no_decay_bias_norm;
 } aha_adamw_args;
 /* One AdamW step (torch semantics) on every parameter; the compute weights follow. */
 aha_status aha_train_adamw_step(aha_train *t, const aha_adamw_args *a, aha_err *err);

@@ -156,6 +156,8 @@ static void test_metrics(void)
     CHECK(fabs(json_real_value(json_object_get(o, "reward_mean")) - 1.0) < 1e-9, "reward mean");
     CHECK(fabs(json_real_value(json_object_get(o, "reward_std")) - sqrt(0.5)) < 1e-9, "reward std");
     CHECK(fabs(json_real_value(json_object_get(o, "accuracy")) - 0.25) < 1e-9, "accuracy");
+    /* group stds (n - 1): {2, 0} → sqrt(2), {1, 1} → 0; mean sqrt(2)/2 */
+    CHECK(fabs(json_real_value(json_object_get(o, "group_reward_std")) - sqrt(2) / 2) < 1e-9, "group std");
     CHECK(fabs(json_real_value(json_object_get(o, "format_rate")) - 0.75) < 1e-9, "format rate");
     CHECK(fabs(json_real_value(json_object_get(o, "length_mean")) - 25) < 1e-9, "length mean");
     CHECK(json_integer_value(json_object_get(o, "length_max")) == 40, "length max");
