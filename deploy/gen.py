@@ -343,7 +343,8 @@ def render_env_example(spec):
     t = spec["targets"]["compose"]
     img = spec["image"]
     lines = ["# " + HEADER, "# Copy to .env beside docker-compose.yml; every line shows the default.", "",
-             "# Which half of the file runs: gpu (N GPUs) or cpu (the demo, no GPU).",
+             "# Which half of the file runs (gpu: N GPUs; cpu: the demo, no GPU). Change it here rather",
+             "# than mixing it with --profile on the command line.",
              "COMPOSE_PROFILES=gpu",
              "AHA_IMAGE=%s:%s" % (img["repository"], img["tag"]),
              "AHA_CPU_IMAGE=%s:%s" % (img["repository"], img["cpu_tag"]),
@@ -363,11 +364,12 @@ def render_env_example(spec):
         for i, gid in enumerate(t["gpu_ids"][role]):
             lines.append("AHA_GPU_%s%s=%s" % (role.upper(), "" if role == "refpolicy" else "_%d" % i, gid))
     lines.append("")
-    lines.append("# Service settings (the cpu profile's defaults are smaller where noted).")
+    lines.append("# Service settings, left unset so each profile keeps its own default (the cpu profile's")
+    lines.append("# are smaller where noted); a value set here applies to both profiles.")
     for var, e in spec["env"].items():
         note = " (cpu profile: %s)" % e["cpu"] if "cpu" in e else ""
         lines.append("# %s%s" % (e["doc"], note))
-        lines.append("%s=%s" % (var, e["default"]))
+        lines.append("#%s=%s" % (var, e["default"]))
     return "\n".join(lines) + "\n"
 
 
