@@ -36,11 +36,12 @@ class SpecError(Exception):
 # ---------------------------------------------------------------------------------------------
 # A YAML emitter for the subset we write: mappings, sequences, strings, ints, bools. Strings
 # that YAML 1.1 could read as anything but a string (ports like 50050:50050 are base-60 ints
-# there, "on" is a bool) are written double-quoted, which JSON's escaping already satisfies.
+# there, "on" is a bool, 2024-01-01 a date) are written double-quoted, which JSON's escaping
+# already satisfies (tests/deploy/yaml_emitter_test.py round-trips this through python3-yaml).
 
 _YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "~", ".inf", ".nan"}
 _PLAIN = re.compile(r"^[A-Za-z0-9_/.-][A-Za-z0-9_./@-]*$")
-_NUMBERISH = re.compile(r"[-+]?[0-9._]+([eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+|[-+.][0-9.].*|-")
+_NUMBERISH = re.compile(r"[-+]?[0-9._-]+([eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+|[-+.][0-9.].*|-")
 
 
 def yaml_scalar(v):
@@ -54,7 +55,7 @@ def yaml_scalar(v):
         return str(v)
     if not isinstance(v, str):
         raise TypeError("cannot write %r as YAML" % (v,))
-    if _PLAIN.match(v) and v.lower() not in _YAML_WORDS and not _NUMBERISH.fullmatch(v):
+    if _PLAIN.fullmatch(v) and v.lower() not in _YAML_WORDS and not _NUMBERISH.fullmatch(v):
         return v
     return json.dumps(v)
 
@@ -242,6 +243,7 @@ def render_compose(spec, tls):
     t = spec["targets"]["compose"]
     img = spec["image"]
     auth = spec["auth"]
+    hl = spec["health"]
     services = {}
     for cpu in (False, True):
         insts = compose_instances(spec, cpu)
@@ -304,8 +306,9 @@ def render_compose(spec, tls):
                 svc["ipc"] = "host"
             svc["healthcheck"] = {
                 "test": ["CMD"] + health_cmd(spec, s, False),
-                "interval": "10s", "timeout": "5s", "retries": 3,
-                "start_period": "600s" if (s["gpu"] and not cpu) else "60s",
+                "interval": "%ds" % hl["interval_s"], "timeout": "%ds" % hl["timeout_s"],
+                "retries": hl["failures"],
+                "start_period": "%ds" % hl["start_s"]["gpu" if (s["gpu"] and not cpu) else "cpu"],
             }
             if s["name"] == "learner":
                 deps = {}
@@ -342,7 +345,8 @@ def render_env_example(spec):
     t = spec["targets"]["compose"]
     img = spec["image"]
     lines = ["# " + HEADER, "# Copy to .env beside docker-compose.yml; every line shows the default.", "",
-             "# Which half of the file runs: gpu (N GPUs) or cpu (the demo, no GPU).",
+             "# Which half of the file runs (gpu: N GPUs; cpu: the demo, no GPU). Change it here rather",
+             "# than mixing it with --profile on the command line.",
              "COMPOSE_PROFILES=gpu",
              "AHA_IMAGE=%s:%s" % (img["repository"], img["tag"]),
              "AHA_CPU_IMAGE=%s:%s" % (img["repository"], img["cpu_tag"]),
@@ -362,11 +366,12 @@ def render_env_example(spec):
         for i, gid in enumerate(t["gpu_ids"][role]):
             lines.append("AHA_GPU_%s%s=%s" % (role.upper(), "" if role == "refpolicy" else "_%d" % i, gid))
     lines.append("")
-    lines.append("# Service settings (the cpu profile's defaults are smaller where noted).")
+    lines.append("# Service settings, left unset so each profile keeps its own default (the cpu profile's")
+    lines.append("# are smaller where noted); a value set here applies to both profiles.")
     for var, e in spec["env"].items():
         note = " (cpu profile: %s)" % e["cpu"] if "cpu" in e else ""
         lines.append("# %s%s" % (e["doc"], note))
-        lines.append("%s=%s" % (var, e["default"]))
+        lines.append("#%s=%s" % (var, e["default"]))
     return "\n".join(lines) + "\n"
 
 
@@ -433,10 +438,14 @@ def k8s_container(spec, s, shape):
         if shape["tls"]:
             return {"exec": {"command": health_cmd(spec, s, True)}}
         return {"grpc": {"port": s["port"]}}
-    c["startupProbe"] = dict(check(), periodSeconds=10,
-                             failureThreshold=60 if shape["device"] != "cpu" else 30)
-    c["readinessProbe"] = dict(check(), periodSeconds=10, timeoutSeconds=5)
-    c["livenessProbe"] = dict(check(), periodSeconds=20, timeoutSeconds=5, failureThreshold=6)
+    hl = spec["health"]
+    start = hl["start_s"]["cpu" if shape["device"] == "cpu" else "gpu"]
+    c["startupProbe"] = dict(check(), periodSeconds=hl["interval_s"], timeoutSeconds=hl["timeout_s"],
+                             failureThreshold=-(-start // hl["interval_s"]))
+    c["readinessProbe"] = dict(check(), periodSeconds=hl["interval_s"], timeoutSeconds=hl["timeout_s"],
+                               failureThreshold=hl["failures"])
+    c["livenessProbe"] = dict(check(), periodSeconds=2 * hl["interval_s"], timeoutSeconds=hl["timeout_s"],
+                              failureThreshold=hl["liveness_failures"])
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     for m in s["mounts"]:
         mm = spec["mounts"][m]
@@ -489,6 +498,9 @@ def k8s_workload(spec, s, shape):
                 "template": tmpl}
         return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": body}
     body = {"replicas": k8s_replicas(s, shape), "selector": {"matchLabels": k8s_selector(s)}, "template": tmpl}
+    if "hpa" in s["k8s"]:
+        # The HPA owns the replica count; a value here would be reset by every `kubectl apply`.
+        del body["replicas"]
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": body}
 
 
@@ -648,11 +660,12 @@ def render_k8s(spec):
                 for h in base_c[pk]:
                     if h not in c[pk] and h in ("grpc", "exec"):
                         c[pk][h] = None
+            body = {"replicas": w["spec"]["replicas"]} if "replicas" in w["spec"] else {}
             patches.append({"apiVersion": "apps/v1", "kind": w["kind"], "metadata": {"name": w["metadata"]["name"]},
-                            "spec": {"replicas": w["spec"]["replicas"], "template": {"spec": {
+                            "spec": dict(body, template={"spec": {
                                 "containers": [c],
                                 "volumes": [v for v in w["spec"]["template"]["spec"]["volumes"]
-                                            if v["name"] == "auth"]}}}})
+                                            if v["name"] == "auth"]}})})
         if ov["learner_service_type"] != shape["learner_service_type"]:
             patches.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "aha-learner"},
                             "spec": {"type": ov["learner_service_type"]}})
