@@ -94,6 +94,10 @@ typedef struct {
     const int32_t *ids;        /* (n_tokens) all sequences concatenated */
     const int32_t *cu_seqlens; /* (n_seqs + 1), [0] = 0, increasing, [n_seqs] = n_tokens */
     int n_seqs;                /* every sequence has >= 1 token */
+    /* optional (n_seqs), for aha_model_token_logprobs without logits: only positions
+     * t >= score_from[s] (>= 1) of sequence s are scored (e.g. the prompt length: the lm_head
+     * then skips prompt rows); the other logprob entries are 0. NULL scores every position. */
+    const int32_t *score_from;
 } aha_batch;
 
 /* total tokens of a batch and the length of its logprob layout */
@@ -148,7 +152,8 @@ typedef struct {
 } aha_grpo_stats;
 
 /* Forward, GRPO loss (Eq. 1), backward; gradients ADD to t's. stats may be NULL;
- * logprobs (logprob layout) receives the current policy's logprobs when not NULL. */
+ * logprobs (logprob layout) receives the current policy's logprobs when not NULL (at tokens
+ * with mask != 0; the loss head may skip the others, which then read 0). */
 aha_status aha_model_grpo_backward(aha_model *m, aha_train *t, const aha_batch *b,
                                    const aha_grpo_args *args, aha_grpo_stats *stats,
                                    float *logprobs, aha_err *err);
