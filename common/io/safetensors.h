@@ -5,7 +5,8 @@
  * data_offsets are checked against the file (offsets inside the data area, no overlaps,
  * shape x dtype size == byte range, no duplicate names, bounded counts) before anything is
  * handed out; a violation is AHA_EFORMAT with a message naming the file and the tensor.
- * Tensor data pointers point into a read-only mapping that lives until aha_st_close. */
+ * Tensor data pointers point into a read-only mapping that lives until aha_st_close. A handle
+ * is immutable after open: threads may share it. */
 #ifndef AHA_IO_SAFETENSORS_H
 #define AHA_IO_SAFETENSORS_H
 
@@ -44,7 +45,7 @@ uint16_t aha_f32_to_f16(float f);
 #define AHA_ST_MAX_DIMS 8
 /* Bounds on what a file may claim (the header limit is the reference implementation's). */
 #define AHA_ST_MAX_HEADER 100000000
-#define AHA_ST_MAX_TENSORS (1 << 20)
+#define AHA_ST_MAX_TENSORS (1 << 18) /* well above the largest published checkpoints */
 #define AHA_ST_MAX_NAME 4096
 #define AHA_ST_MAX_DIM (1ull << 40)
 #define AHA_ST_MAX_SHARDS 99999
