@@ -655,7 +655,6 @@ typedef struct {
     int N, n_seqs, max_seqlen;
     att_mode mode;
     aha_kv_cache *cache; /* when set, k and v rows are stored at (a.slots, a.pos) */
-    bool train;
 } fwd_args;
 
 static aha_tensor cache_k(const aha_kv_cache *c, int l) { return aha_tensor_at(c->base, (int64_t)(2 * l) * c->slab); }
@@ -963,7 +962,6 @@ static aha_status train_prepare(aha_model *m, aha_train *t, const aha_batch *b, 
     fa->N = N;
     fa->n_seqs = b->n_seqs;
     fa->mode = ATT_PACKED;
-    fa->train = true;
     AHA_TRY(upload_batch(m, b, &fa->max_seqlen, err));
     TRY_OP(OPS(m)->fill(BE(m), m->a.stats, 16, 0.0f, err));
     return AHA_OK;
