@@ -206,6 +206,13 @@ typedef struct {
     aha_status (*adamw)(aha_backend *be, aha_tensor p, aha_tensor p_out, aha_tensor g, aha_tensor m,
                         aha_tensor v, int64_t n, float lr, float beta1, float beta2, float eps,
                         float weight_decay, float grad_scale, int step, aha_err *err);
+
+    /* --- row scatter (optional: NULL makes the model compute the training head densely) ---
+     * dst rows idx[i] = src rows i for i < n: src (n, C), dst (rows, C), same dtype (act_dtype),
+     * idx (n) I32 distinct; other rows of dst untouched. The gather direction is embedding_fwd
+     * with dst as the table. Lets the loss head skip rows that carry no loss (prompts). */
+    aha_status (*scatter_rows)(aha_backend *be, aha_tensor dst, aha_tensor idx, aha_tensor src, int n, int C,
+                               aha_err *err);
 } aha_backend_ops;
 
 struct aha_backend {

@@ -83,6 +83,15 @@ int64_t aha_model_param_count(const aha_model *m);
 aha_status aha_model_param_get_f32(aha_model *m, int i, float *dst, aha_err *err);
 aha_status aha_model_param_set_f32(aha_model *m, int i, const float *src, aha_err *err);
 aha_status aha_model_param_set_bf16(aha_model *m, int i, const uint16_t *src, aha_err *err);
+/* A batch of parameter writes (UpdateWeights applying a staged, complete upload): every entry
+ * is checked (index in range, dtype F32 or BF16, data present, no parameter twice) before any
+ * parameter is written, so a bad list changes nothing. */
+typedef struct {
+    int param;        /* index as aha_model_param */
+    aha_dtype dtype;  /* F32 or BF16 */
+    const void *data; /* numel elements of dtype */
+} aha_param_update;
+aha_status aha_model_set_params_from_host(aha_model *m, const aha_param_update *u, int n, aha_err *err);
 /* All compute weights as one contiguous device tensor (parameters in table order, each at
  * the offset aha_model_param_offset gives): for NCCL broadcasts. */
 aha_tensor aha_model_weights(aha_model *m, int64_t *numel);
@@ -94,6 +103,10 @@ typedef struct {
     const int32_t *ids;        /* (n_tokens) all sequences concatenated */
     const int32_t *cu_seqlens; /* (n_seqs + 1), [0] = 0, increasing, [n_seqs] = n_tokens */
     int n_seqs;                /* every sequence has >= 1 token */
+    /* optional (n_seqs), for aha_model_token_logprobs without logits: only positions
+     * t >= score_from[s] (>= 1) of sequence s are scored (e.g. the prompt length: the lm_head
+     * then skips prompt rows); the other logprob entries are 0. NULL scores every position. */
+    const int32_t *score_from;
 } aha_batch;
 
 /* total tokens of a batch and the length of its logprob layout */
@@ -148,7 +161,8 @@ typedef struct {
 } aha_grpo_stats;
 
 /* Forward, GRPO loss (Eq. 1), backward; gradients ADD to t's. stats may be NULL;
- * logprobs (logprob layout) receives the current policy's logprobs when not NULL. */
+ * logprobs (logprob layout) receives the current policy's logprobs when not NULL (at tokens
+ * with mask != 0; the loss head may skip the others, which then read 0). */
 aha_status aha_model_grpo_backward(aha_model *m, aha_train *t, const aha_batch *b,
                                    const aha_grpo_args *args, aha_grpo_stats *stats,
                                    float *logprobs, aha_err *err);

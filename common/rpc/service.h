@@ -18,6 +18,7 @@
  *   --max-concurrent N   calls handled at once; more get RESOURCE_EXHAUSTED (256)
  *   --summary-s N        period of the info summary line, 0 = at exit only (60)
  *   --tls-cert FILE --tls-key FILE   serve TLS instead of plaintext
+ *   --auth-token-file FILE           require "authorization: Bearer <token>" (health exempt)
  * Anything else is left, in order, in rest_argv for the service (rest_argv[0] = argv[0]). */
 #ifndef AHA_RPC_SERVICE_H
 #define AHA_RPC_SERVICE_H
@@ -35,6 +36,7 @@ typedef struct {
     char **rest_argv;        /* NULL-terminated, points into argv */
     /* private */
     char **rest_store;
+    char *token_store;
 } aha_rpc_service_args;
 
 void aha_rpc_service_args_init(aha_rpc_service_args *a, const char *name,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../../harness.h"
+#include "aha/v1/refpolicy.pb-c.h"
 #include "aha/v1/reward.pb-c.h"
 #include "aha/v1/rollout.pb-c.h"
 #include "base/fs.h"
@@ -164,6 +165,17 @@ static aha_status h_generate(aha_rpc_call *c, const ProtobufCMessage *req, void 
             if (i % 64 == 0) sleep_ms(1);
         }
     }
+    if (r->sampling && r->sampling->seed == 2) { /* queue everything, never block */
+        for (int i = 0; i < r->n; i++) {
+            Aha__V1__Completion m = AHA__V1__COMPLETION__INIT;
+            char id[32];
+            snprintf(id, sizeof id, "p%d", i);
+            m.prompt_id = id;
+            m.index = i;
+            AHA_TRY(aha_rpc_call_send_nowait(c, &m.base, err));
+        }
+        return AHA_OK;
+    }
     if (r->sampling && r->sampling->seed == 1) {
         gen_job j = {c, r->n, AHA_OK};
         pthread_t t;
@@ -190,7 +202,8 @@ static aha_status h_update(aha_rpc_call *c, const ProtobufCMessage *req, void *u
         if (!m) break;
         Aha__V1__WeightChunk *ch = (Aha__V1__WeightChunk *)m;
         for (size_t k = 0; k < ch->data.len; k++)
-            sum = (sum + (int64_t)ch->data.data[k] * ((bytes + (int64_t)k) % 1000 + 1)) % 2147483647;
+            sum = (sum + (int64_t)ch->data.data[k] * ((bytes + (int64_t)k) % 1000 + 1)) %
+                  2147483647;
         bytes += (int64_t)ch->data.len;
         chunks++;
         protobuf_c_message_free_unpacked(m, NULL);
@@ -202,8 +215,45 @@ static aha_status h_update(aha_rpc_call *c, const ProtobufCMessage *req, void *u
     return aha_rpc_call_send(c, &rep.base, err);
 }
 
+/* RefPolicy/UpdateWeights: the same sums as h_update, through aha_rpc_call_recv_bytes (the
+ * data field not copied); also checks that the other fields survive: chunk k has
+ * name "w<k>" and offset == bytes before it. */
+static aha_status h_update_zc(aha_rpc_call *c, const ProtobufCMessage *req, void *user,
+                              aha_err *err)
+{
+    (void)user;
+    (void)req;
+    int64_t bytes = 0, sum = 0;
+    int chunks = 0, fields_ok = 1;
+    for (;;) {
+        ProtobufCMessage *m;
+        const uint8_t *data;
+        size_t len;
+        aha_rpc_bytes *hold;
+        AHA_TRY(aha_rpc_call_recv_bytes(c, 6, &m, &data, &len, &hold, err));
+        if (!m) break;
+        Aha__V1__WeightChunk *ch = (Aha__V1__WeightChunk *)m;
+        char name[32];
+        snprintf(name, sizeof name, "w%d", chunks);
+        if (ch->data.len != 0 || strcmp(ch->name, name) != 0 || ch->offset != bytes) fields_ok = 0;
+        for (size_t k = 0; k < len; k++)
+            sum = (sum + (int64_t)data[k] * ((bytes + (int64_t)k) % 1000 + 1)) % 2147483647;
+        bytes += (int64_t)len;
+        chunks++;
+        protobuf_c_message_free_unpacked(m, NULL);
+        aha_rpc_bytes_free(hold);
+    }
+    Aha__V1__UpdateWeightsReply rep = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
+    rep.bytes = bytes;
+    rep.tensors = fields_ok ? chunks : -1;
+    rep.version = sum;
+    return aha_rpc_call_send(c, &rep.base, err);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* helpers                                                                                  */
+
+static aha_rpc_server *start_server_opts(const aha_rpc_server_opts *opts);
 
 static aha_rpc_server *start_server(const char *listen, int64_t max_recv, int grace_ms,
                                     int notice_ms, int max_conc)
@@ -216,6 +266,12 @@ static aha_rpc_server *start_server(const char *listen, int64_t max_recv, int gr
     o.grace_ms = grace_ms;
     o.notice_ms = notice_ms;
     if (max_conc) o.max_concurrent_calls = max_conc;
+    return start_server_opts(&o);
+}
+
+static aha_rpc_server *start_server_opts(const aha_rpc_server_opts *opts)
+{
+    aha_rpc_server_opts o = *opts;
     aha_rpc_server *s = NULL;
     aha_err err;
     aha_status st = aha_rpc_server_create(&o, &s, &err);
@@ -228,6 +284,9 @@ static aha_rpc_server *start_server(const char *listen, int64_t max_recv, int gr
     if (st == AHA_OK)
         st = aha_rpc_server_add_method(s, &aha__v1__rollout__descriptor, "UpdateWeights",
                                        AHA_RPC_CLIENT_STREAM, h_update, NULL, &err);
+    if (st == AHA_OK)
+        st = aha_rpc_server_add_method(s, &aha__v1__ref_policy__descriptor, "UpdateWeights",
+                                       AHA_RPC_CLIENT_STREAM, h_update_zc, NULL, &err);
     if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
     if (st != AHA_OK) {
         fprintf(stderr, "server: %s\n", err.msg);
@@ -435,7 +494,7 @@ static void case_stream(void)
 {
     aha_rpc_server *s = start_server("127.0.0.1:0", 0, 1000, 0, 0);
     aha_rpc_channel *ch = connect_to(aha_rpc_server_port(s), 1);
-    for (int from_thread = 0; from_thread < 2; from_thread++) {
+    for (int from_thread = 0; from_thread < 3; from_thread++) { /* 2: send_nowait */
         Aha__V1__GenerateRequest req = AHA__V1__GENERATE_REQUEST__INIT;
         Aha__V1__SamplingParams sp = AHA__V1__SAMPLING_PARAMS__INIT;
         sp.seed = (uint64_t)from_thread;
@@ -483,41 +542,52 @@ static void case_upload(void)
     aha_rpc_channel *ch = connect_to(aha_rpc_server_port(s), 1);
     enum { CHUNKS = 48, CHUNK = 1 << 20 };
     uint8_t *data = malloc(CHUNK);
-    int64_t bytes = 0, sum = 0;
     aha_rpc_call_opts o = {.timeout_ms = 30000};
     aha_rpc_stream *st;
     aha_err err;
-    aha_status rc = aha_rpc_upload_open(ch, &aha__v1__rollout__descriptor, "UpdateWeights", &o,
-                                        &st, &err);
-    CHECK(rc == AHA_OK, "upload open");
-    aha_rng rng;
-    aha_rng_seed(&rng, 7, 0);
-    double t0 = aha_now_s();
-    for (int c = 0; c < CHUNKS && rc == AHA_OK; c++) {
-        size_t n = CHUNK - (size_t)c * 1000; /* unequal sizes */
-        for (size_t k = 0; k < n; k++) data[k] = (uint8_t)aha_rng_below(&rng, 256);
-        for (size_t k = 0; k < n; k++)
-            sum = (sum + (int64_t)data[k] * ((bytes + (int64_t)k) % 1000 + 1)) % 2147483647;
-        bytes += (int64_t)n;
-        Aha__V1__WeightChunk wc = AHA__V1__WEIGHT_CHUNK__INIT;
-        wc.name = "w";
-        wc.data.data = data;
-        wc.data.len = n;
-        rc = aha_rpc_upload_send(st, &wc.base, &err);
+    aha_status rc;
+    /* Rollout: aha_rpc_call_recv; RefPolicy: aha_rpc_call_recv_bytes (no copy of data) */
+    const ProtobufCServiceDescriptor *svcs[2] = {&aha__v1__rollout__descriptor,
+                                                 &aha__v1__ref_policy__descriptor};
+    for (int v = 0; v < 2; v++) {
+        int64_t bytes = 0, sum = 0;
+        rc = aha_rpc_upload_open(ch, svcs[v], "UpdateWeights", &o, &st, &err);
+        CHECK(rc == AHA_OK, "upload open");
+        aha_rng rng;
+        aha_rng_seed(&rng, 7, 0);
+        double t0 = aha_now_s();
+        for (int c = 0; c < CHUNKS && rc == AHA_OK; c++) {
+            size_t n = CHUNK - (size_t)c * 1000; /* unequal sizes */
+            for (size_t k = 0; k < n; k++) data[k] = (uint8_t)aha_rng_below(&rng, 256);
+            for (size_t k = 0; k < n; k++)
+                sum = (sum + (int64_t)data[k] * ((bytes + (int64_t)k) % 1000 + 1)) % 2147483647;
+            bytes += (int64_t)n;
+            Aha__V1__WeightChunk wc = AHA__V1__WEIGHT_CHUNK__INIT;
+            char name[32];
+            snprintf(name, sizeof name, "w%d", c);
+            wc.name = name;
+            wc.offset = bytes - (int64_t)n;
+            wc.tensor_bytes = 12345;
+            wc.data.data = data;
+            wc.data.len = n;
+            rc = aha_rpc_upload_send(st, &wc.base, &err);
+        }
+        CHECK(rc == AHA_OK, "sends: %s", rc ? err.msg : "");
+        ProtobufCMessage *resp = NULL;
+        rc = aha_rpc_upload_finish(st, &resp, &err);
+        double dt = aha_now_s() - t0;
+        CHECK(rc == AHA_OK && o.code == 0, "upload finish: %s", rc ? err.msg : "");
+        Aha__V1__UpdateWeightsReply *r = (Aha__V1__UpdateWeightsReply *)resp;
+        CHECK(r && r->bytes == bytes && r->tensors == CHUNKS && r->version == sum,
+              "server counted %lld bytes / %d chunks / sum %lld (want %lld / %d / %lld)",
+              r ? (long long)r->bytes : -1LL, r ? r->tensors : -1, r ? (long long)r->version : -1LL,
+              (long long)bytes, CHUNKS, (long long)sum);
+        fprintf(stderr, "  %s upload of %.1f MB in %.2f s (incl. data generation)\n", svcs[v]->name,
+                bytes / 1e6, dt);
+        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+        aha_rpc_stream_free(st);
     }
-    CHECK(rc == AHA_OK, "sends: %s", rc ? err.msg : "");
-    ProtobufCMessage *resp = NULL;
-    rc = aha_rpc_upload_finish(st, &resp, &err);
-    double dt = aha_now_s() - t0;
-    CHECK(rc == AHA_OK && o.code == 0, "upload finish: %s", rc ? err.msg : "");
-    Aha__V1__UpdateWeightsReply *r = (Aha__V1__UpdateWeightsReply *)resp;
-    CHECK(r && r->bytes == bytes && r->tensors == CHUNKS && r->version == sum,
-          "server counted %lld bytes / %d chunks / sum %lld (want %lld / %d / %lld)",
-          r ? (long long)r->bytes : -1LL, r ? r->tensors : -1, r ? (long long)r->version : -1LL,
-          (long long)bytes, CHUNKS, (long long)sum);
-    fprintf(stderr, "  upload of %.1f MB in %.2f s (incl. data generation)\n", bytes / 1e6, dt);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    aha_rpc_stream_free(st);
+    ProtobufCMessage *resp;
 
     /* a chunk over the server's 8 MiB limit ends the call with RESOURCE_EXHAUSTED */
     rc = aha_rpc_upload_open(ch, &aha__v1__rollout__descriptor, "UpdateWeights", &o, &st, &err);
@@ -553,7 +623,8 @@ static void case_deadline(void)
     for (int i = 0; i < 200 && atomic_load(&g_in_handler); i++) sleep_ms(10);
     aha_rpc_server_stats stats;
     aha_rpc_server_get_stats(s, &stats);
-    CHECK(stats.cancelled == 1, "server counted %llu cancelled", (unsigned long long)stats.cancelled);
+    CHECK(stats.cancelled == 1, "server counted %llu cancelled",
+          (unsigned long long)stats.cancelled);
     aha_rpc_channel_free(ch);
     aha_rpc_server_free(s);
 }
@@ -661,7 +732,8 @@ static void case_threads(void)
         pthread_create(&t[i], NULL, unary_thread, &b[i]); /* quick calls, just load */
     }
     for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    CHECK(b[0].ok + b[1].ok == 100, "limited server serves sequential load (%d)", b[0].ok + b[1].ok);
+    CHECK(b[0].ok + b[1].ok == 100, "limited server serves sequential load (%d)",
+          b[0].ok + b[1].ok);
     aha_rpc_channel_free(ch2);
     aha_rpc_server_free(s2);
     aha_rpc_channel_free(ch);
@@ -818,6 +890,114 @@ static void case_drain(void)
     aha_rpc_channel_free(ch);
 }
 
+static void case_auth(void)
+{
+    aha_rpc_server_opts so;
+    aha_rpc_server_opts_init(&so);
+    char token[] = "s3cret-token";
+    so.auth_token = token;
+    aha_rpc_server *s = start_server_opts(&so);
+    memset(token, 'x', sizeof token - 1); /* the server keeps its own copy */
+    aha_rpc_channel *none = connect_to(aha_rpc_server_port(s), 1);
+    int code;
+    aha_err err;
+    aha_status st = score(none, "a", "b", 5000, &code, NULL, &err);
+    CHECK(st == AHA_EUNAUTH && code == 16, "no token -> UNAUTHENTICATED (%d %s)", code, err.msg);
+    CHECK(health(none, "", &code) == 1, "health needs no token (probes cannot send one)");
+    aha_rpc_channel_opts co;
+    aha_rpc_channel_opts_init(&co);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", aha_rpc_server_port(s));
+    co.bearer_token = "wrong";
+    aha_rpc_channel *bad;
+    aha_rpc_channel_create(target, &co, &bad, &err);
+    st = score(bad, "a", "b", 5000, &code, NULL, &err);
+    CHECK(st == AHA_EUNAUTH, "wrong token -> UNAUTHENTICATED (%d)", code);
+    co.bearer_token = "s3cret-token";
+    aha_rpc_channel *good;
+    aha_rpc_channel_create(target, &co, &good, &err);
+    st = score(good, "a", "b", 5000, &code, NULL, &err);
+    CHECK(st == AHA_OK, "right token: %s", st ? err.msg : "ok");
+    /* a stream is checked too */
+    Aha__V1__GenerateRequest req = AHA__V1__GENERATE_REQUEST__INIT;
+    req.n = 2;
+    aha_rpc_stream *stm;
+    aha_rpc_call_opts o = {.timeout_ms = 5000};
+    aha_rpc_stream_open(none, &aha__v1__rollout__descriptor, "Generate", &req.base, &o, &stm, &err);
+    ProtobufCMessage *m;
+    st = aha_rpc_stream_next(stm, &m, &err);
+    CHECK(st == AHA_EUNAUTH && m == NULL, "stream without token -> UNAUTHENTICATED (%d)", o.code);
+    aha_rpc_stream_free(stm);
+    aha_rpc_channel_free(none);
+    aha_rpc_channel_free(bad);
+    aha_rpc_channel_free(good);
+    aha_rpc_server_free(s);
+}
+
+static void case_tls(void)
+{
+    if (system("command -v openssl >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "openssl not found: TLS case skipped\n");
+        exit(77); /* meson: skipped */
+    }
+    char dir[] = "/tmp/aha-rpc-tls-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    char cmd[1024], crt[256], key[256], other[256];
+    snprintf(crt, sizeof crt, "%s/server.crt", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    snprintf(other, sizeof other, "%s/other.crt", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout %s -out %s 2>/dev/null && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+             "-keyout %s/other.key -out %s 2>/dev/null",
+             key, crt, dir, other);
+    int rc = system(cmd);
+    CHECK(rc == 0, "openssl made test certificates (rc %d)", rc);
+    if (rc == 0) {
+        aha_rpc_server_opts so;
+        aha_rpc_server_opts_init(&so);
+        so.tls_cert_file = crt;
+        so.tls_key_file = key;
+        aha_rpc_server *s = start_server_opts(&so);
+        char target[64];
+        snprintf(target, sizeof target, "127.0.0.1:%d", aha_rpc_server_port(s));
+        aha_rpc_channel_opts co;
+        aha_rpc_channel_opts_init(&co);
+        co.attempts = 1;
+        co.tls_ca_file = crt;
+        aha_rpc_channel *ch;
+        aha_err err;
+        CHECK(aha_rpc_channel_create(target, &co, &ch, &err) == AHA_OK, "TLS channel");
+        int code;
+        Aha__V1__ScoreResponse *r = NULL;
+        aha_status st = score(ch, "t", "tls!", 5000, &code, &r, &err);
+        CHECK(st == AHA_OK && r && r->results[0]->total == 4.0, "call over TLS: %s",
+              st ? err.msg : "ok");
+        if (r) protobuf_c_message_free_unpacked(&r->base, NULL);
+        aha_rpc_channel_free(ch);
+        co.tls_ca_file = other; /* a root that did not sign the server's certificate */
+        aha_rpc_channel_create(target, &co, &ch, &err);
+        st = score(ch, "t", "x", 5000, &code, NULL, &err);
+        CHECK(st == AHA_EUNAVAILABLE, "untrusted certificate -> UNAVAILABLE (%d)", code);
+        aha_rpc_channel_free(ch);
+        aha_rpc_channel *plain = connect_to(aha_rpc_server_port(s), 1);
+        st = score(plain, "t", "x", 5000, &code, NULL, &err);
+        CHECK(st == AHA_EUNAVAILABLE, "plaintext client to a TLS port -> UNAVAILABLE (%d)", code);
+        aha_rpc_channel_free(plain);
+        aha_rpc_server_free(s);
+        co.tls_ca_file = "/nonexistent/ca.pem";
+        st = aha_rpc_channel_create(target, &co, &ch, &err);
+        CHECK(st != AHA_OK && strstr(err.msg, "/nonexistent/ca.pem"), "missing CA file named: %s",
+              err.msg);
+    }
+    aha_err e2;
+    aha_remove_tree(dir, &e2);
+}
+
 int main(int argc, char **argv)
 {
     aha_log_set_level(getenv("AHA_TEST_DEBUG") ? AHA_LOG_DEBUG : AHA_LOG_WARN);
@@ -828,7 +1008,8 @@ int main(int argc, char **argv)
     } cases[] = {{"unary", case_unary},   {"errors", case_errors},     {"stream", case_stream},
                  {"upload", case_upload}, {"deadline", case_deadline}, {"cancel", case_cancel},
                  {"health", case_health}, {"threads", case_threads},   {"limit", case_limit},
-                 {"retry", case_retry},   {"drain", case_drain}};
+                 {"retry", case_retry},   {"drain", case_drain},       {"auth", case_auth},
+                 {"tls", case_tls}};
     int ran = 0;
     for (size_t i = 0; i < AHA_ARRAY_LEN(cases); i++) {
         if (strcmp(which, "all") != 0 && strcmp(which, cases[i].name) != 0) continue;
