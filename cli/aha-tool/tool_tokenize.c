@@ -1,12 +1,80 @@
-/* tool_tokenize.c: placeholder until the tokenizer lands (replaced by the tokenizer work). */
+/* tool_tokenize.c: `aha-tool tokenize --tokenizer PATH`: JSON lines {"text": ...} on stdin,
+ * one {"ids": [...], "decoded": "..."} line out per line in (blank lines are skipped). Used by
+ * tests and scripts to compare with Hugging Face tokenizers. */
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "text/tokenizer.h"
 #include "tool.h"
+
+static int usage_error(const char *msg)
+{
+    fprintf(stderr, "aha-tool tokenize: %s (usage: aha-tool tokenize --tokenizer PATH < lines.jsonl)\n", msg);
+    return 2;
+}
 
 int tool_tokenize(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "aha-tool tokenize: not built yet\n");
-    return 1;
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc) path = argv[++i];
+        else if (strncmp(argv[i], "--tokenizer=", 12) == 0) path = argv[i] + 12;
+        else {
+            char msg[256];
+            snprintf(msg, sizeof msg, "unknown or incomplete argument '%.100s'", argv[i]);
+            return usage_error(msg);
+        }
+    }
+    if (!path) return usage_error("--tokenizer PATH is required");
+    aha_tokenizer *tok = NULL;
+    aha_err err = {0};
+    if (aha_tokenizer_load(path, &tok, &err) != AHA_OK) {
+        fprintf(stderr, "aha-tool tokenize: %s\n", aha_err_msg(&err));
+        return 2;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long lineno = 0;
+    int rc = 0;
+    while (rc == 0 && (len = getline(&line, &cap, stdin)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue;
+        json_error_t je;
+        json_t *in = json_loadb(line, (size_t)len, JSON_ALLOW_NUL, &je);
+        json_t *text = json_is_object(in) ? json_object_get(in, "text") : NULL;
+        if (!json_is_string(text)) {
+            fprintf(stderr, "aha-tool tokenize: stdin line %ld: expected {\"text\": \"...\"}%s%s\n", lineno,
+                    in ? "" : ": ", in ? "" : je.text);
+            json_decref(in);
+            rc = 2;
+            break;
+        }
+        int32_t *ids = NULL;
+        size_t n = 0;
+        char *dec = NULL;
+        size_t dlen = 0;
+        if (aha_tokenizer_encode(tok, json_string_value(text), json_string_length(text), &ids, &n, &err) != AHA_OK ||
+            aha_tokenizer_decode_len(tok, ids, n, &dec, &dlen, &err) != AHA_OK) {
+            fprintf(stderr, "aha-tool tokenize: stdin line %ld: %s\n", lineno, aha_err_msg(&err));
+            rc = 1;
+        } else {
+            json_t *out = json_object(), *arr = json_array();
+            for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
+            json_object_set_new(out, "ids", arr);
+            json_object_set_new(out, "decoded", json_stringn(dec, dlen));
+            if (json_dumpf(out, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0 || fputc('\n', stdout) == EOF)
+                rc = 1;
+            json_decref(out);
+        }
+        free(ids);
+        free(dec);
+        json_decref(in);
+    }
+    free(line);
+    aha_tokenizer_free(tok);
+    if (fflush(stdout) != 0) rc = 1;
+    return rc;
 }

@@ -39,15 +39,23 @@ typedef struct {
     int eos_token_ids[AHA_MAX_EOS];
     int n_eos;
     float initializer_range;
+    char dtype[16];        /* "float32", "bfloat16" (config "dtype" or "torch_dtype") */
 } aha_model_config;
 
-/* Parse config.json text. path is only used in messages. */
+/* Parse config.json text. path is only used in messages. Wrong JSON types and missing
+ * required fields are AHA_EFORMAT, out-of-range values AHA_EINVAL, features the decoder does
+ * not implement AHA_EUNSUPPORTED; each message names the file and the field. */
 aha_status aha_config_parse(const char *json, size_t len, const char *path, aha_model_config *cfg,
                             aha_err *err);
+/* Apply generation_config.json text over cfg: its bos/eos/pad ids win where present. */
+aha_status aha_config_parse_generation(const char *json, size_t len, const char *path,
+                                       aha_model_config *cfg, aha_err *err);
 /* dir/config.json, then dir/generation_config.json (eos/bos ids, optional) if present. */
 aha_status aha_config_load(const char *dir, aha_model_config *cfg, aha_err *err);
 /* config.json text that transformers loads (malloc'd, free()). */
 char *aha_config_to_json(const aha_model_config *cfg);
+/* generation_config.json text (bos/eos/pad ids), malloc'd */
+char *aha_config_generation_to_json(const aha_model_config *cfg);
 /* Write dir/config.json and dir/generation_config.json atomically. */
 aha_status aha_config_save(const aha_model_config *cfg, const char *dir, aha_err *err);
 /* true when id is one of the EOS ids */

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""test_tool_tokenize: runs `aha-tool tokenize` (argv[1]) on the Hugging Face reference cases
+and checks ids and decoded text line by line; bad arguments and input exit with status 2."""
+import json
+import os
+import subprocess
+import sys
+
+tool = sys.argv[1]
+fix = os.environ.get("AHA_FIXTURES", "tests/fixtures")
+tok = os.path.join(fix, "tokenizer", "qwen3")
+cases = [json.loads(l) for l in open(os.path.join(fix, "tokenizer", "tok_cases.expected.jsonl"), encoding="utf-8")]
+failures = 0
+
+
+def check(cond, msg):
+    global failures
+    if not cond:
+        failures += 1
+        print("not ok:", msg, file=sys.stderr)
+
+
+stdin = "".join(json.dumps({"text": c["text"]}) + "\n" for c in cases) + "\n"
+r = subprocess.run([tool, "tokenize", "--tokenizer", tok], input=stdin.encode(), capture_output=True)
+check(r.returncode == 0, f"exit {r.returncode}: {r.stderr.decode()}")
+out = [json.loads(l) for l in r.stdout.decode("utf-8").splitlines()]
+check(len(out) == len(cases), f"{len(out)} output lines for {len(cases)} cases")
+for i, (c, o) in enumerate(zip(cases, out)):
+    if o["ids"] != c["ids"]:
+        k = next((j for j, (a, b) in enumerate(zip(o["ids"], c["ids"])) if a != b), min(len(o["ids"]), len(c["ids"])))
+        check(False, f"case {i}: ids differ at index {k}")
+    check(o["decoded"] == c["decoded"], f"case {i}: decoded text differs")
+
+for args, stdin, what in [
+    (["tokenize"], "", "missing --tokenizer"),
+    (["tokenize", "--tokenizer", "/nonexistent/tok"], "", "missing file"),
+    (["tokenize", "--tokenizer", tok, "--bogus"], "", "unknown flag"),
+    (["tokenize", "--tokenizer", tok], '{"text": 5}\n', "text not a string"),
+    (["tokenize", "--tokenizer", tok], "not json\n", "not JSON"),
+]:
+    r = subprocess.run([tool] + args, input=stdin.encode(), capture_output=True)
+    err = r.stderr.decode().strip()
+    check(r.returncode == 2, f"{what}: exit {r.returncode}, want 2")
+    check(err.count("\n") == 0 and err.startswith("aha-tool tokenize:"), f"{what}: one-line error, got {err!r}")
+
+print(f"test_tool_tokenize: {len(cases)} cases, {failures} failures", file=sys.stderr)
+sys.exit(1 if failures else 0)
