@@ -57,11 +57,14 @@ aha_status aha__cu_fail(aha_err *err, const char *call, const char *file, int li
 
 #define AHA_CU_LAUNCHED() AHA_CU_CHECK(cudaGetLastError())
 
+/* cuBLASLt status name (cublasGetStatusString lives in libcublas, which is not linked) */
+const char *aha__cublas_str(cublasStatus_t s);
+
 #define AHA_CUBLAS_CHECK(call)                                                                 \
     do {                                                                                       \
         cublasStatus_t aha__s = (call);                                                        \
         if (aha__s != CUBLAS_STATUS_SUCCESS)                                                   \
-            return aha__cu_fail(err, #call, __FILE__, __LINE__, cublasGetStatusString(aha__s)); \
+            return aha__cu_fail(err, #call, __FILE__, __LINE__, aha__cublas_str(aha__s)); \
     } while (0)
 
 /* A dtype the op does not handle. */

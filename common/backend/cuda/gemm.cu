@@ -41,7 +41,7 @@ static aha_status lt_matmul(aha_backend *be, bool ta, bool tb, int m, int n, int
     do {                                                                                \
         s = (call);                                                                     \
         if (s != CUBLAS_STATUS_SUCCESS) {                                               \
-            st = aha__cu_fail(err, #call, __FILE__, __LINE__, cublasGetStatusString(s)); \
+            st = aha__cu_fail(err, #call, __FILE__, __LINE__, aha__cublas_str(s)); \
             goto done;                                                                  \
         }                                                                               \
     } while (0)
