@@ -206,6 +206,16 @@ typedef struct {
     aha_status (*adamw)(aha_backend *be, aha_tensor p, aha_tensor p_out, aha_tensor g, aha_tensor m,
                         aha_tensor v, int64_t n, float lr, float beta1, float beta2, float eps,
                         float weight_decay, float grad_scale, int step, aha_err *err);
+
+    /* --- sampling (optional: NULL when the backend has none; the model then draws on the host)
+     * For each row i of logits (n, V) act_dtype: tokens (n) I32 receives a draw from
+     * softmax(logits[i] / temperature) restricted by top_k and top_p as model/sample.h defines
+     * them (the argmax, lowest index among ties, when temperature == 0); logprobs (n) F32 =
+     * log_softmax of the RAW logits at that token. The draw is a function of (seed,
+     * rng_ids[i], rng_pos[i]) alone (counter-based), never of how rows were batched. */
+    aha_status (*sample)(aha_backend *be, aha_tensor tokens, aha_tensor logprobs, aha_tensor logits,
+                         aha_tensor rng_ids, aha_tensor rng_pos, int n, int V, float temperature,
+                         int top_k, float top_p, uint64_t seed, aha_err *err);
 } aha_backend_ops;
 
 struct aha_backend {

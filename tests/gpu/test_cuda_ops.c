@@ -14,6 +14,7 @@
 #include "../harness.h"
 #include "backend/backend.h"
 #include "base/rng.h"
+#include "model/sample.h"
 
 static aha_backend *cpu, *gpu;
 static aha_rng rng;
@@ -512,6 +513,112 @@ static void t_adamw(int64_t n)
     release();
 }
 
+/* n rows of logits (n, V): sample on the GPU and return tokens and logprobs */
+static void gpu_sample(aha_tensor lg, int n, int V, const aha_sampling *sp, uint64_t seed,
+                       const int32_t *ids, const int32_t *pos, int32_t *tok, float *lp)
+{
+    aha_err err = {0};
+    aha_tensor gt = alloc_t(gpu, n, AHA_DT_I32), gl = alloc_t(gpu, n, FP32);
+    aha_tensor gi = up_i32(gpu, ids, n), gp = up_i32(gpu, pos, n);
+    CHECK(gpu->ops->sample(gpu, gt, gl, lg, gi, gp, n, V, sp->temperature, sp->top_k, sp->top_p, seed, &err) ==
+              AHA_OK, "sample: %s", err.msg);
+    CHECK(gpu->ops->to_host(gpu, tok, gt, (size_t)n * 4, &err) == AHA_OK, "%s", err.msg);
+    float *l = down(gpu, gl, n);
+    memcpy(lp, l, (size_t)n * sizeof(float));
+    free(l);
+}
+
+/* The draw follows aha_sample_probs (model/sample.h, the CPU sampler's exact distribution):
+ * total variation distance of 40000  draws over a small vocabulary; kept sets at the full
+ * vocabulary; greedy = argmax; raw logprobs; draws independent of batching. */
+static void t_sample(void)
+{
+    fprintf(stderr, "== sample\n");
+    CHECK(gpu->ops->sample != NULL, "cuda backend offers sample");
+    if (!gpu->ops->sample) return;
+    const aha_sampling cases[] = {{0.8f, 0.9f, 10}, {1.0f, 1.0f, 0}, {0.5f, 0.0f, 5}, {1.3f, 0.6f, 0}};
+    int V = 40, n = 100000;
+    float *row = rnd(V, 2.0f, 0.0f);
+    float *x = malloc((size_t)n * V * sizeof(float));
+    for (int i = 0; i < n; i++) memcpy(x + (size_t)i * V, row, (size_t)V * sizeof(float));
+    aha_tensor lg = up(gpu, x, (int64_t)n * V, BF16);
+    int32_t *ids = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4), *tok = malloc((size_t)n * 4);
+    float *lp = malloc((size_t)n * 4), *probs = malloc((size_t)V * sizeof(float));
+    void *work = malloc(aha_sample_work_bytes(151936));
+    for (int i = 0; i < n; i++) {
+        ids[i] = i;
+        pos[i] = 7 + i % 3;
+    }
+    double lse = aha_logsumexp(row, V);
+    for (size_t c = 0; c < AHA_ARRAY_LEN(cases); c++) {
+        gpu_sample(lg, n, V, &cases[c], 1234 + c, ids, pos, tok, lp);
+        aha_sample_probs(row, V, &cases[c], work, probs);
+        double *cnt = calloc((size_t)V, sizeof(double));
+        int outside = 0;
+        double lperr = 0;
+        for (int i = 0; i < n; i++) {
+            if (tok[i] < 0 || tok[i] >= V || probs[tok[i]] <= 0) {
+                outside++;
+                continue;
+            }
+            cnt[tok[i]] += 1.0 / n;
+            lperr = fmax(lperr, fabs(lp[i] - (row[tok[i]] - lse)));
+        }
+        double tv = 0;
+        for (int v = 0; v < V; v++) tv += 0.5 * fabs(cnt[v] - probs[v]);
+        fprintf(stderr, "  T %.1f top_p %.2f top_k %d: TV %.4f, outside kept set %d, logprob err %.2e\n",
+                cases[c].temperature, cases[c].top_p, cases[c].top_k, tv, outside, lperr);
+        CHECK(outside == 0, "%d draws outside the kept set", outside);
+        CHECK(tv <= 0.015, "total variation %.4f", tv);
+        CHECK(lperr <= 1e-5, "raw logprob error %.3e", lperr);
+        free(cnt);
+    }
+    /* batching independence: the second half of the rows drawn alone gives the same tokens */
+    int32_t *tok2 = malloc((size_t)n * 4);
+    float *lp2 = malloc((size_t)n * 4);
+    gpu_sample(lg, n, V, &cases[0], 99, ids, pos, tok, lp);
+    aha_tensor half = aha_tensor_at(lg, (int64_t)(n / 2) * V);
+    gpu_sample(half, n / 2, V, &cases[0], 99, ids + n / 2, pos + n / 2, tok2, lp2);
+    CHECK(!memcmp(tok + n / 2, tok2, (size_t)(n / 2) * 4), "draws depend on batching");
+    free(x);
+    free(tok2);
+    free(lp2);
+
+    /* full vocabulary: greedy is the argmax; top-p draws stay in the kept set */
+    int VV = 151936, nn = 48;
+    float *big = rnd((int64_t)nn * VV, 2.5f, 0.0f);
+    aha_tensor lb = up(gpu, big, (int64_t)nn * VV, BF16);
+    aha_sampling greedy = {0.0f, 1.0f, 0}, nucleus = {0.9f, 0.5f, 0}, both = {1.0f, 0.95f, 50};
+    gpu_sample(lb, nn, VV, &greedy, 5, ids, pos, tok, lp);
+    float *pb = malloc((size_t)VV * sizeof(float));
+    for (int i = 0; i < nn; i++) {
+        const float *r = big + (size_t)i * VV;
+        CHECK(tok[i] == aha_argmax(r, VV), "greedy row %d: %d vs argmax %d", i, tok[i], aha_argmax(r, VV));
+        CHECK(fabs(lp[i] - (r[tok[i]] - aha_logsumexp(r, VV))) <= 1e-5 * 20, "greedy logprob row %d", i);
+    }
+    for (int k = 0; k < 2; k++) {
+        const aha_sampling *sp = k ? &both : &nucleus;
+        gpu_sample(lb, nn, VV, sp, 77 + k, ids, pos, tok, lp);
+        int outside = 0;
+        for (int i = 0; i < nn; i++) {
+            aha_sample_probs(big + (size_t)i * VV, VV, sp, work, pb);
+            if (tok[i] < 0 || tok[i] >= VV || pb[tok[i]] <= 0) outside++;
+        }
+        CHECK(outside == 0, "V %d top_p %.2f top_k %d: %d of %d draws outside the kept set", VV, sp->top_p,
+              sp->top_k, outside, nn);
+    }
+    free(big);
+    free(pb);
+    free(row);
+    free(ids);
+    free(pos);
+    free(tok);
+    free(lp);
+    free(probs);
+    free(work);
+    release();
+}
+
 int main(void)
 {
     aha_err err = {0};
@@ -543,6 +650,7 @@ int main(void)
     t_logprob(33, 448);
     t_losses(100000);
     t_adamw(3000017);
+    t_sample();
     aha_backend_free(cpu);
     aha_backend_free(gpu);
     return th_done("cuda_ops");

@@ -105,9 +105,9 @@ static aha_status cu_to_device(aha_backend *be, aha_tensor dst, const void *src,
                                aha_err *err)
 {
     if (!nbytes) return AHA_OK;
-    /* pageable source: the copy has read src when the call returns */
+    /* from pageable memory the call returns once src has been staged, so the caller may reuse
+     * src at once, and the GPU keeps running the work queued before */
     AHA_CU_CHECK(cudaMemcpyAsync(dst.data, src, nbytes, cudaMemcpyHostToDevice, aha__cu(be)->stream));
-    AHA_CU_CHECK(cudaStreamSynchronize(aha__cu(be)->stream));
     return AHA_OK;
 }
 
@@ -132,6 +132,13 @@ static void cu_free(aha_backend *be)
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->scratch) cudaFree(c->scratch);
+    for (int i = 0; i < c->n_algos; i++) {
+        aha__cu_algo_entry *a = &c->algos[i];
+        if (a->ld) cublasLtMatrixLayoutDestroy(a->ld);
+        if (a->lb) cublasLtMatrixLayoutDestroy(a->lb);
+        if (a->la) cublasLtMatrixLayoutDestroy(a->la);
+        if (a->op) cublasLtMatmulDescDestroy(a->op);
+    }
     if (c->lt_ws) cudaFree(c->lt_ws);
     if (c->lt) cublasLtDestroy(c->lt);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -174,6 +181,7 @@ static const aha_backend_ops cu_ops = {
     .grpo_loss = aha__cu_grpo_loss,
     .sft_loss = aha__cu_sft_loss,
     .adamw = aha__cu_adamw,
+    .sample = aha__cu_sample,
 };
 
 static aha_status cu_init(aha__cu_ctx *c, int device, aha_err *err)

@@ -19,8 +19,11 @@ extern "C" {
 
 /* ---- the backend context ------------------------------------------------------------------ */
 
+/* one cached matmul configuration: descriptors and the heuristic's algorithm for a shape */
 typedef struct {
     uint64_t key[4];
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
 } aha__cu_algo_entry;
 
@@ -214,5 +217,9 @@ aha_status aha__cu_sft_loss(aha_backend *be, aha_tensor dlp, aha_tensor stats, a
 aha_status aha__cu_adamw(aha_backend *be, aha_tensor p, aha_tensor p_out, aha_tensor g, aha_tensor m,
                          aha_tensor v, int64_t n, float lr, float beta1, float beta2, float eps,
                          float weight_decay, float grad_scale, int step, aha_err *err);
+/* sample.cu */
+aha_status aha__cu_sample(aha_backend *be, aha_tensor tokens, aha_tensor logprobs, aha_tensor logits,
+                          aha_tensor rng_ids, aha_tensor rng_pos, int n, int V, float temperature,
+                          int top_k, float top_p, uint64_t seed, aha_err *err);
 
 #endif

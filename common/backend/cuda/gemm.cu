@@ -13,83 +13,97 @@
 
 static cudaDataType_t cu_type(aha_dtype dt) { return dt == AHA_DT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
-/* D (m, n) col-major = alpha op(A) op(B) + beta C, C = D. A is (m, k) after op, B (k, n). */
+/* D (m, n) col-major = alpha op(A) op(B) + beta C, C = D. A is (m, k) after op, B (k, n).
+ * Descriptors, layouts and the algorithm are made once per configuration and kept in the
+ * context's cache (only the bias pointer changes between calls). */
 static aha_status lt_matmul(aha_backend *be, bool ta, bool tb, int m, int n, int k, const void *A,
                             aha_dtype adt, int lda, const void *B, aha_dtype bdt, int ldb, float beta,
                             void *D, aha_dtype ddt, int ldd, const void *bias, aha_dtype biasdt,
                             aha_err *err)
 {
     aha__cu_ctx *c = aha__cu(be);
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
-    aha_status st = AHA_OK;
-    cublasStatus_t s;
     float alpha = 1.0f;
-    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    cudaDataType_t bias_t = cu_type(biasdt);
     uint64_t key[4] = {((uint64_t)(unsigned)m << 32) | (unsigned)n,
                        ((uint64_t)(unsigned)k << 32) | ((unsigned)lda << 1) | (ta ? 1u : 0u),
                        ((uint64_t)(unsigned)ldb << 32) | ((unsigned)ldd << 1) | (tb ? 1u : 0u),
                        ((uint64_t)adt << 24) | ((uint64_t)bdt << 16) | ((uint64_t)ddt << 8) |
-                           (bias ? 0x80u | (unsigned)biasdt : 0u) | ((beta != 0.0f) ? 0x40u : 0u)};
-    const cublasLtMatmulAlgo_t *algo = NULL;
-    cublasLtMatmulHeuristicResult_t heur;
-
-#define LT(call)                                                                        \
-    do {                                                                                \
-        s = (call);                                                                     \
-        if (s != CUBLAS_STATUS_SUCCESS) {                                               \
-            st = aha__cu_fail(err, #call, __FILE__, __LINE__, aha__cublas_str(s)); \
-            goto done;                                                                  \
-        }                                                                               \
-    } while (0)
-
-    LT(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-    LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-    if (bias) {
-        LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-        LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-        LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_t, sizeof bias_t));
-    }
-    LT(cublasLtMatrixLayoutCreate(&la, cu_type(adt), ta ? k : m, ta ? m : k, lda));
-    LT(cublasLtMatrixLayoutCreate(&lb, cu_type(bdt), tb ? n : k, tb ? k : n, ldb));
-    LT(cublasLtMatrixLayoutCreate(&ld, cu_type(ddt), m, n, ldd));
-
+                           (bias ? 0x80u | (unsigned)biasdt : 0u)};
+    aha__cu_algo_entry *e = NULL;
     for (int i = 0; i < c->n_algos; i++)
         if (!memcmp(c->algos[i].key, key, sizeof key)) {
-            algo = &c->algos[i].algo;
+            e = &c->algos[i];
             break;
         }
-    if (!algo) {
+    if (!e) {
+        aha__cu_algo_entry ne;
+        memset(&ne, 0, sizeof ne);
+        memcpy(ne.key, key, sizeof key);
+        cublasLtMatmulPreference_t pref = NULL;
+        cublasLtMatmulHeuristicResult_t heur;
+        cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bias_t = cu_type(biasdt);
         int found = 0;
-        LT(cublasLtMatmulPreferenceCreate(&pref));
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                &c->lt_ws_size, sizeof c->lt_ws_size));
-        LT(cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &heur, &found));
-        if (found < 1) {
-            st = aha_errf(err, AHA_EUNSUPPORTED,
-                          "cuBLASLt has no algorithm for %dx%dx%d (%s x %s -> %s)", m, n, k,
-                          aha_dtype_name(adt), aha_dtype_name(bdt), aha_dtype_name(ddt));
-            goto done;
+        aha_status st = AHA_OK;
+        cublasStatus_t s;
+#define LT(call)                                                                         \
+    do {                                                                                 \
+        s = (call);                                                                      \
+        if (s != CUBLAS_STATUS_SUCCESS) {                                                \
+            st = aha__cu_fail(err, #call, __FILE__, __LINE__, aha__cublas_str(s));       \
+            goto fail;                                                                   \
+        }                                                                                \
+    } while (0)
+        LT(cublasLtMatmulDescCreate(&ne.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+        LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+        LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+        if (bias) {
+            LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+            LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+            LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_t, sizeof bias_t));
         }
-        int slot = c->n_algos < AHA__CU_ALGO_CACHE ? c->n_algos++ : (int)(key[0] % AHA__CU_ALGO_CACHE);
-        memcpy(c->algos[slot].key, key, sizeof key);
-        c->algos[slot].algo = heur.algo;
-        algo = &c->algos[slot].algo;
-    }
-    LT(cublasLtMatmul(c->lt, op, &alpha, A, la, B, lb, &beta, D, ld, D, ld, algo, c->lt_ws,
-                      c->lt_ws_size, c->stream));
-done:
+        LT(cublasLtMatrixLayoutCreate(&ne.la, cu_type(adt), ta ? k : m, ta ? m : k, lda));
+        LT(cublasLtMatrixLayoutCreate(&ne.lb, cu_type(bdt), tb ? n : k, tb ? k : n, ldb));
+        LT(cublasLtMatrixLayoutCreate(&ne.ld, cu_type(ddt), m, n, ldd));
+        LT(cublasLtMatmulPreferenceCreate(&pref));
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_size,
+                                                sizeof c->lt_ws_size));
+        LT(cublasLtMatmulAlgoGetHeuristic(c->lt, ne.op, ne.la, ne.lb, ne.ld, ne.ld, pref, 1, &heur, &found));
+        if (found < 1) {
+            st = aha_errf(err, AHA_EUNSUPPORTED, "cuBLASLt has no algorithm for %dx%dx%d (%s x %s -> %s)", m, n, k,
+                          aha_dtype_name(adt), aha_dtype_name(bdt), aha_dtype_name(ddt));
+            goto fail;
+        }
 #undef LT
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (op) cublasLtMatmulDescDestroy(op);
-    return st;
+        ne.algo = heur.algo;
+        cublasLtMatmulPreferenceDestroy(pref);
+        if (c->n_algos == AHA__CU_ALGO_CACHE) {
+            /* full: evict the oldest */
+            aha__cu_algo_entry *o = &c->algos[0];
+            cublasLtMatrixLayoutDestroy(o->ld);
+            cublasLtMatrixLayoutDestroy(o->lb);
+            cublasLtMatrixLayoutDestroy(o->la);
+            cublasLtMatmulDescDestroy(o->op);
+            memmove(&c->algos[0], &c->algos[1], sizeof c->algos[0] * (AHA__CU_ALGO_CACHE - 1));
+            c->n_algos--;
+        }
+        c->algos[c->n_algos] = ne;
+        e = &c->algos[c->n_algos++];
+        goto run;
+    fail:
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        if (ne.ld) cublasLtMatrixLayoutDestroy(ne.ld);
+        if (ne.lb) cublasLtMatrixLayoutDestroy(ne.lb);
+        if (ne.la) cublasLtMatrixLayoutDestroy(ne.la);
+        if (ne.op) cublasLtMatmulDescDestroy(ne.op);
+        return st;
+    }
+run:
+    if (bias)
+        AHA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    AHA_CUBLAS_CHECK(cublasLtMatmul(c->lt, e->op, &alpha, A, e->la, B, e->lb, &beta, D, e->ld, D, e->ld, &e->algo,
+                                    c->lt_ws, c->lt_ws_size, c->stream));
+    return AHA_OK;
 }
 
 aha_status aha__cu_matmul(aha_backend *be, aha_tensor y, aha_tensor x, aha_tensor w, aha_tensor bias,
