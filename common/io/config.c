@@ -403,11 +403,30 @@ static json_t *eos_json(const aha_model_config *cfg)
     return a;
 }
 
-/* json_dumps with sorted keys, two-space indent and a final newline, as transformers writes */
-static char *dump(json_t *o)
+/* the fewest significant digits that read back as x, and enough to print a number >= 1
+ * without an exponent (500000.0, not 5e5) */
+static int shortest_digits(double x)
+{
+    char buf[40];
+    double ax = fabs(x);
+    if (ax >= 1 && ax < 1e16) {
+        int p = (int)floor(log10(ax)) + 1;
+        snprintf(buf, sizeof buf, "%.*g", p, x);
+        if (strtod(buf, NULL) == x) return p;
+    }
+    for (int p = 1; p < 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, x);
+        if (strtod(buf, NULL) == x) return p;
+    }
+    return 17;
+}
+
+/* json_dumps with sorted keys, two-space indent and a final newline, as transformers writes;
+ * reals with the given significant digits */
+static char *dump(json_t *o, int digits)
 {
     if (!o) return NULL;
-    char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(digits));
     json_decref(o);
     if (!s) return NULL;
     size_t n = strlen(s);
@@ -452,7 +471,6 @@ char *aha_config_to_json(const aha_model_config *cfg)
     json_object_set_new(rp, "rope_theta", json_real(cfg->rope_theta));
     json_object_set_new(rp, "rope_type", json_string("default"));
     json_object_set_new(o, "rope_parameters", rp);
-    json_object_set_new(o, "rope_scaling", json_null());
     json_object_set_new(o, "tie_word_embeddings", json_boolean(cfg->tie_word_embeddings));
     json_object_set_new(o, "torch_dtype", json_string(dtype));
     json_object_set_new(o, "dtype", json_string(dtype));
@@ -478,7 +496,14 @@ char *aha_config_to_json(const aha_model_config *cfg)
         json_object_set_new(o, "pretraining_tp", json_integer(1));
         break;
     }
-    return dump(o);
+    /* the fewest digits that round-trip every real here: 1e-06, not 9.9999999999999995e-07 */
+    double reals[] = {cfg->rms_norm_eps, cfg->rope_theta, json_real_value(json_object_get(o, "initializer_range"))};
+    int digits = 1;
+    for (size_t i = 0; i < AHA_ARRAY_LEN(reals); i++) {
+        int d = shortest_digits(reals[i]);
+        if (d > digits) digits = d;
+    }
+    return dump(o, digits);
 }
 
 char *aha_config_generation_to_json(const aha_model_config *cfg)
@@ -490,7 +515,7 @@ char *aha_config_generation_to_json(const aha_model_config *cfg)
     json_object_set_new(o, "eos_token_id", eos_json(cfg));
     if (cfg->pad_token_id >= 0) json_object_set_new(o, "pad_token_id", json_integer(cfg->pad_token_id));
     json_object_set_new(o, "use_cache", json_true());
-    return dump(o);
+    return dump(o, 17);
 }
 
 aha_status aha_config_save(const aha_model_config *cfg, const char *dir, aha_err *err)

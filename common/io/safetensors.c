@@ -1294,7 +1294,7 @@ aha_status aha_st_writer_save_sharded(aha_st_writer *w, const char *dir, size_t 
     size_t cur = 0;
     uint64_t total = 0;
     for (int i = 0; i < n; i++) {
-        if (cur > 0 && ents[i]->nbytes > max_shard_bytes - cur) {
+        if (cur > 0 && (cur >= max_shard_bytes || ents[i]->nbytes > max_shard_bytes - cur)) {
             nshards++;
             cur = 0;
         }

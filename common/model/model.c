@@ -280,6 +280,13 @@ const aha_model_config *aha_model_cfg(const aha_model *m) { return &m->cfg; }
 aha_backend *aha_model_backend(const aha_model *m) { return m->be; }
 int aha_model_n_params(const aha_model *m) { return m->n_params; }
 int64_t aha_model_numel(const aha_model *m) { return m->numel; }
+
+int64_t aha_model_param_count(const aha_model *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < m->n_params; i++) n += m->params[i].info.numel;
+    return n;
+}
 int64_t aha_model_param_offset(const aha_model *m, int i) { return m->params[i].off; }
 
 const aha_param_info *aha_model_param(const aha_model *m, int i)

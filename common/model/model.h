@@ -73,8 +73,10 @@ int aha_model_n_params(const aha_model *m);
 const aha_param_info *aha_model_param(const aha_model *m, int i);
 /* index of name, or -1 */
 int aha_model_param_find(const aha_model *m, const char *name);
-/* total elements of all parameters */
+/* elements of the weight (and gradient) buffers: all parameters plus alignment padding
+ * between them; aha_model_param_count sums the parameters alone */
 int64_t aha_model_numel(const aha_model *m);
+int64_t aha_model_param_count(const aha_model *m);
 /* Copy parameter i to / from host memory of numel elements. get reads the fp32 master when
  * training, else the compute weights. set writes the compute weights and, when training, the
  * master; the caller validates and stages a whole update first (UpdateWeights is all or

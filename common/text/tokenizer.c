@@ -248,6 +248,7 @@ enum { PT_SPLIT, PT_BYTELEVEL };
 typedef struct {
     int kind;
     pcre2_code *re;        /* split regex (Split, or ByteLevel with use_regex) */
+    pcre2_code *re_compat; /* the same rewritten to oniguruma's classes (see onig_compat) */
     bool add_prefix_space; /* ByteLevel */
 } pt_step;
 
@@ -736,8 +737,105 @@ static aha_status load_normalizer(loader *L, json_t *n, int depth)
 static const char gpt2_regex[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static aha_status compile_regex(loader *L, const char *pat, size_t len, bool literal,
-                                pcre2_code **out, const char *where)
+/* HF runs Split regexes with oniguruma, whose classes differ from PCRE2's in two ways that
+ * real text can hit: oniguruma's \s is the Unicode White_Space property, while PCRE2's also
+ * takes U+180E (and nothing else extra); and PCRE2 10.42 knows Unicode 14, oniguruma 6.9.8
+ * (tokenizers' copy) Unicode 15.0, whose new letters and numbers (CJK Extension H, Kawi, Nag
+ * Mundari, ...) PCRE2 takes for unassigned. The pattern is rewritten so \s, \S, \p{L} and
+ * \p{N} mean what oniguruma means (adding ranges that a newer PCRE2 already has is harmless).
+ * \S inside a class cannot be rewritten and stays PCRE2's. */
+#define ONIG_WS "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define U15_L                                                                                     \
+    "\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{13441}-\\x{13446}" \
+    "\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{31350}-\\x{323AF}"
+#define U15_N "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"
+
+static bool onig_compat(const char *pat, size_t len, char **out, size_t *olen)
+{
+    size_t cap = len * 8 + 1024, n = 0;
+    char *o = malloc(cap);
+    if (!o) return false;
+#define EMIT(str)                                                                              \
+    do {                                                                                       \
+        size_t l_ = strlen(str);                                                               \
+        if (n + l_ + 8 > cap) {                                                                \
+            cap = (n + l_ + 8) * 2;                                                            \
+            char *g_ = realloc(o, cap);                                                        \
+            if (!g_) {                                                                         \
+                free(o);                                                                       \
+                return false;                                                                  \
+            }                                                                                  \
+            o = g_;                                                                            \
+        }                                                                                      \
+        memcpy(o + n, str, l_);                                                                \
+        n += l_;                                                                               \
+    } while (0)
+    bool in_class = false;
+    size_t i = 0;
+    while (i < len) {
+        char c = pat[i], d = i + 1 < len ? pat[i + 1] : 0;
+        char one[3] = {c, 0, 0};
+        if (c == '\\' && d) {
+            if (d == 'Q') { /* quoted spans: leave the whole pattern alone */
+                free(o);
+                *out = NULL;
+                return true;
+            }
+            if (d == 's') EMIT(in_class ? ONIG_WS : "[" ONIG_WS "]");
+            else if (d == 'S' && !in_class) EMIT("[^" ONIG_WS "]");
+            else if (d == 'p' && i + 4 < len && pat[i + 2] == '{' && pat[i + 4] == '}' &&
+                     (pat[i + 3] == 'L' || pat[i + 3] == 'N')) {
+                const char *extra = pat[i + 3] == 'L' ? U15_L : U15_N;
+                EMIT(in_class ? "" : "[");
+                EMIT(pat[i + 3] == 'L' ? "\\p{L}" : "\\p{N}");
+                EMIT(extra);
+                EMIT(in_class ? "" : "]");
+                i += 5;
+                continue;
+            } else {
+                one[1] = d;
+                EMIT(one);
+            }
+            i += 2;
+            continue;
+        }
+        if (c == '[' && !in_class) {
+            in_class = true;
+            EMIT("[");
+            i++;
+            if (i < len && pat[i] == '^') {
+                EMIT("^");
+                i++;
+            }
+            if (i < len && pat[i] == ']') { /* a leading ] is literal */
+                EMIT("]");
+                i++;
+            }
+            continue;
+        }
+        if (c == '[' && in_class && d == ':') { /* POSIX class [:name:] inside a class */
+            const char *end = strstr(pat + i, ":]");
+            size_t stop = end && (size_t)(end - pat) < len ? (size_t)(end - pat) + 2 : i + 1;
+            for (; i < stop; i++) {
+                one[0] = pat[i];
+                one[1] = 0;
+                EMIT(one);
+            }
+            continue;
+        }
+        if (c == ']' && in_class) in_class = false;
+        EMIT(one);
+        i++;
+    }
+#undef EMIT
+    o[n] = 0;
+    *out = o;
+    *olen = n;
+    return true;
+}
+
+static aha_status compile_one(loader *L, const char *pat, size_t len, bool literal,
+                               pcre2_code **out, const char *where)
 {
     int ec;
     PCRE2_SIZE eo;
@@ -752,6 +850,47 @@ static aha_status compile_regex(loader *L, const char *pat, size_t len, bool lit
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
     *out = re;
     return AHA_OK;
+}
+
+/* The pattern as written (fast: PCRE2's own \s and \p{L} are quick under JIT) and, when the
+ * rewrite changes it, the oniguruma-compatible form, which is several times slower and used
+ * only on text holding a code point where the two differ (compat_needed). On any other text
+ * the two forms match identically. */
+static aha_status compile_regex(loader *L, const char *pat, size_t len, bool literal,
+                                pt_step *st, const char *where)
+{
+    AHA_TRY(compile_one(L, pat, len, literal, &st->re, where));
+    char *compat = NULL;
+    size_t clen = 0;
+    if (literal) return AHA_OK;
+    if (!onig_compat(pat, len, &compat, &clen)) return lerr(L, AHA_ENOMEM, "out of memory");
+    aha_status r = AHA_OK;
+    if (compat && (clen != len || memcmp(compat, pat, len) != 0))
+        r = compile_one(L, compat, clen, false, &st->re_compat, where);
+    free(compat);
+    return r;
+}
+
+/* whether s holds U+180E or a letter/number new in Unicode 15.0 (see onig_compat); all of
+ * those but U+180E are 4-byte sequences starting 0xF0 */
+static bool compat_needed(const uint8_t *s, size_t n)
+{
+    static const uint32_t r15[][2] = {
+        {0x1123F, 0x11240}, {0x11F02, 0x11F02}, {0x11F04, 0x11F10}, {0x11F12, 0x11F33},
+        {0x11F50, 0x11F59}, {0x13441, 0x13446}, {0x1D2C0, 0x1D2D3}, {0x1DF25, 0x1DF2A},
+        {0x1E030, 0x1E06D}, {0x1E4D0, 0x1E4EB}, {0x1E4F0, 0x1E4F9}, {0x31350, 0x323AF},
+    };
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < 0xE1) continue;
+        if (s[i] == 0xE1 && i + 2 < n && s[i + 1] == 0xA0 && s[i + 2] == 0x8E) return true;
+        if (s[i] == 0xF0 && i + 3 < n) {
+            size_t w;
+            uint32_t cp = utf8_decode(s + i, &w);
+            for (size_t k = 0; k < AHA_ARRAY_LEN(r15); k++)
+                if (cp >= r15[k][0] && cp <= r15[k][1]) return true;
+        }
+    }
+    return false;
 }
 
 static aha_status load_pretok_step(loader *L, json_t *p, const char *where, int depth)
@@ -791,7 +930,7 @@ static aha_status load_pretok_step(loader *L, json_t *p, const char *where, int 
         char w[128];
         snprintf(w, sizeof w, "%s.pattern", where);
         st->kind = PT_SPLIT;
-        AHA_TRY(compile_regex(L, json_string_value(s), json_string_length(s), s == lit, &st->re, w));
+        AHA_TRY(compile_regex(L, json_string_value(s), json_string_length(s), s == lit, st, w));
         t->n_steps++;
         return AHA_OK;
     }
@@ -801,7 +940,7 @@ static aha_status load_pretok_step(loader *L, json_t *p, const char *where, int 
         AHA_TRY(get_bool(L, p, "add_prefix_space", true, &st->add_prefix_space, where));
         AHA_TRY(get_bool(L, p, "use_regex", true, &use_regex, where));
         st->kind = PT_BYTELEVEL;
-        if (use_regex) AHA_TRY(compile_regex(L, gpt2_regex, sizeof gpt2_regex - 1, false, &st->re, where));
+        if (use_regex) AHA_TRY(compile_regex(L, gpt2_regex, sizeof gpt2_regex - 1, false, st, where));
         t->n_steps++;
         return AHA_OK;
     }
@@ -932,7 +1071,10 @@ aha_status aha_tokenizer_load(const char *path_or_dir, aha_tokenizer **out, aha_
 void aha_tokenizer_free(aha_tokenizer *t)
 {
     if (!t) return;
-    for (int i = 0; i < t->n_steps; i++) pcre2_code_free(t->steps[i].re);
+    for (int i = 0; i < t->n_steps; i++) {
+        pcre2_code_free(t->steps[i].re);
+        pcre2_code_free(t->steps[i].re_compat);
+    }
     pcre2_match_context_free(t->mctx);
     free(t->raw_set.order);
     free(t->norm_set.order);
@@ -955,7 +1097,8 @@ typedef struct {
     aha_err *err;
     int32_t *ids;
     size_t n, cap;
-    pcre2_match_data *md[MAX_STEPS];
+    pcre2_match_data *md; /* group 0 only */
+    bool compat;          /* the current piece needs the oniguruma-compatible regexes */
     /* BPE scratch, (scap) each */
     int32_t *sym, *prev, *next;
     uint64_t *heap;
@@ -1162,13 +1305,14 @@ static aha_status pretok(enc *e, int step, const char *s, size_t n);
 static aha_status split_isolated(enc *e, int step, const pcre2_code *re, const char *s, size_t n)
 {
     const aha_tokenizer *t = e->t;
-    pcre2_match_data *md = e->md[step];
+    pcre2_match_data *md = e->md;
     size_t prev = 0, at = 0;
     while (at <= n) {
         int rc = pcre2_match(re, (PCRE2_SPTR)s, n, at, PCRE2_NO_UTF_CHECK, md, t->mctx);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
             rc = pcre2_match(re, (PCRE2_SPTR)s, n, at, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, t->mctx);
         if (rc == PCRE2_ERROR_NOMATCH) break;
+        /* rc 0: matched, with more groups than the one-pair ovector holds */
         if (rc < 0) {
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(rc, msg, sizeof msg);
@@ -1176,6 +1320,8 @@ static aha_status split_isolated(enc *e, int step, const pcre2_code *re, const c
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t ms = ov[0], me = ov[1];
+        if (ms > me || me > n) /* \K in a lookbehind can do this; refuse rather than misread */
+            return aha_errf(e->err, AHA_EUNSUPPORTED, "tokenizer: pre-tokenizer regex gave a backwards match");
         if (ms == me) {
             if (ms > prev) AHA_TRY(pretok(e, step + 1, s + prev, ms - prev));
             if (ms > prev) prev = ms;
@@ -1204,11 +1350,13 @@ static aha_status pretok(enc *e, int step, const char *s, size_t n)
         if (!p) return aha_errf(e->err, AHA_ENOMEM, "tokenizer: out of memory");
         p[0] = ' ';
         memcpy(p + 1, s, n);
-        aha_status r = st->re ? split_isolated(e, step, st->re, p, n + 1) : pretok(e, step + 1, p, n + 1);
+        const pcre2_code *re = e->compat && st->re_compat ? st->re_compat : st->re;
+        aha_status r = re ? split_isolated(e, step, re, p, n + 1) : pretok(e, step + 1, p, n + 1);
         free(p);
         return r;
     }
-    if (st->re) return split_isolated(e, step, st->re, s, n);
+    const pcre2_code *re = e->compat && st->re_compat ? st->re_compat : st->re;
+    if (re) return split_isolated(e, step, re, s, n);
     return pretok(e, step + 1, s, n);
 }
 
@@ -1216,6 +1364,7 @@ typedef aha_status (*piece_fn)(enc *e, const char *s, size_t n);
 
 static aha_status piece_pretok(enc *e, const char *s, size_t n)
 {
+    e->compat = compat_needed((const uint8_t *)s, n);
     return pretok(e, 0, s, n);
 }
 
@@ -1302,13 +1451,10 @@ aha_status aha_tokenizer_encode(const aha_tokenizer *t, const char *text, size_t
                         (uint8_t)text[bad], bad);
     enc e = {.t = t, .err = err};
     aha_status st = AHA_OK;
-    for (int i = 0; i < t->n_steps && st == AHA_OK; i++) {
-        if (!t->steps[i].re) continue;
-        e.md[i] = pcre2_match_data_create_from_pattern(t->steps[i].re, NULL);
-        if (!e.md[i]) st = aha_errf(err, AHA_ENOMEM, "tokenizer: out of memory");
-    }
+    e.md = pcre2_match_data_create(1, NULL);
+    if (!e.md) st = aha_errf(err, AHA_ENOMEM, "tokenizer: out of memory");
     if (st == AHA_OK) st = split_added(&e, &t->raw_set, text, len, piece_normalize);
-    for (int i = 0; i < t->n_steps; i++) pcre2_match_data_free(e.md[i]);
+    pcre2_match_data_free(e.md);
     free(e.sym);
     free(e.prev);
     free(e.next);

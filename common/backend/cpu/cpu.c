@@ -327,13 +327,14 @@ static aha_status cpu_rope(aha_backend *be, aha_tensor x, aha_tensor pos, int N,
     NEED_F32(x, "rope x");
     NEED_I32(pos, "rope pos");
     int half = D / 2;
-    float *cs = cpu_scratch(be, (size_t)D);
+    float *cs = cpu_scratch(be, (size_t)D + half);
     if (!cs) return aha_errf(err, AHA_ENOMEM, "cpu backend: rope scratch");
+    float *inv = cs + D;
+    for (int i = 0; i < half; i++) inv[i] = 1.0f / powf(theta, (float)(2 * i) / (float)D);
     for (int n = 0; n < N; n++) {
         float p = (float)IX(pos)[n];
         for (int i = 0; i < half; i++) {
-            float inv = 1.0f / powf(theta, (float)(2 * i) / (float)D);
-            float ang = p * inv;
+            float ang = p * inv[i];
             cs[i] = (float)cos((double)ang);
             cs[half + i] = sign * (float)sin((double)ang);
         }
@@ -371,6 +372,10 @@ static float dotf(const float *a, const float *b, int n)
     return s;
 }
 
+/* Per (sequence, query head): S = Q K^T scale as one GEMM into a (T, T) scratch, causal
+ * softmax by rows, O = P V as another GEMM. The strided head views are plain leading
+ * dimensions (H*D for q, KV*D for k and v), so nothing is copied. The upper triangle is
+ * computed and discarded: twice the flops of a causal kernel, still far faster than loops. */
 static aha_status cpu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q,
                                     aha_tensor k, aha_tensor v, aha_tensor cu_seqlens, int n_seqs,
                                     int N, int H, int KV, int D, int max_seqlen, aha_err *err)
@@ -381,43 +386,41 @@ static aha_status cpu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor 
     NEED_F32(k, "attention k");
     NEED_F32(v, "attention v");
     NEED_I32(cu_seqlens, "attention cu_seqlens");
-    float *sc = cpu_scratch(be, (size_t)max_seqlen);
-    if (!sc) return aha_errf(err, AHA_ENOMEM, "cpu backend: attention scratch");
+    float *S = cpu_scratch(be, (size_t)max_seqlen * max_seqlen);
+    if (!S) return aha_errf(err, AHA_ENOMEM, "cpu backend: attention scratch (%d^2)", max_seqlen);
     const float scale = 1.0f / sqrtf((float)D);
     const int rep = H / KV;
     for (int s = 0; s < n_seqs; s++) {
-        int b = IX(cu_seqlens)[s], e = IX(cu_seqlens)[s + 1];
-        for (int t = b; t < e; t++) {
-            for (int h = 0; h < H; h++) {
-                const float *qr = F(q) + ((size_t)t * H + h) * D;
-                int kh = h / rep;
-                float mx = -INFINITY;
-                for (int u = b; u <= t; u++) {
-                    float x = dotf(qr, F(k) + ((size_t)u * KV + kh) * D, D) * scale;
-                    sc[u - b] = x;
-                    if (x > mx) mx = x;
-                }
+        int b = IX(cu_seqlens)[s], T = IX(cu_seqlens)[s + 1] - b;
+        if (T <= 0) continue;
+        for (int h = 0; h < H; h++) {
+            const float *Q = F(q) + ((size_t)b * H + h) * D;
+            const float *K = F(k) + ((size_t)b * KV + h / rep) * D;
+            const float *Vv = F(v) + ((size_t)b * KV + h / rep) * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, Q, H * D, K, KV * D, 0.0f, S, T);
+            for (int i = 0; i < T; i++) {
+                float *r = S + (size_t)i * T, mx = -INFINITY;
+                for (int j = 0; j <= i; j++)
+                    if (r[j] > mx) mx = r[j];
                 double sum = 0;
-                for (int u = b; u <= t; u++) {
-                    float p = expf(sc[u - b] - mx);
-                    sc[u - b] = p;
-                    sum += p;
+                for (int j = 0; j <= i; j++) {
+                    r[j] = expf(r[j] - mx);
+                    sum += r[j];
                 }
-                float *o = F(out) + ((size_t)t * H + h) * D;
-                memset(o, 0, (size_t)D * sizeof(float));
                 float inv = (float)(1.0 / sum);
-                for (int u = b; u <= t; u++) {
-                    const float *vr = F(v) + ((size_t)u * KV + kh) * D;
-                    float p = sc[u - b] * inv;
-                    for (int d = 0; d < D; d++) o[d] += p * vr[d];
-                }
-                F(lse)[(size_t)t * H + h] = mx + (float)log(sum);
+                for (int j = 0; j <= i; j++) r[j] *= inv;
+                for (int j = i + 1; j < T; j++) r[j] = 0.0f;
+                F(lse)[((size_t)b + i) * H + h] = mx + (float)log(sum);
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, S, T, Vv, KV * D, 0.0f,
+                        F(out) + ((size_t)b * H + h) * D, H * D);
         }
     }
     return AHA_OK;
 }
 
+/* Per (sequence, query head), with P rebuilt from the saved lse:
+ *   dP = dO V^T, dS = P (dP - rowsum(dO * O)) scale, dQ = dS K, dK += dS^T Q, dV += P^T dO. */
 static aha_status cpu_attention_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv,
                                     aha_tensor dout, aha_tensor q, aha_tensor k, aha_tensor v,
                                     aha_tensor out, aha_tensor lse, aha_tensor cu_seqlens, int n_seqs,
@@ -433,36 +436,38 @@ static aha_status cpu_attention_bwd(aha_backend *be, aha_tensor dq, aha_tensor d
     NEED_F32(out, "attention out");
     NEED_F32(lse, "attention lse");
     NEED_I32(cu_seqlens, "attention cu_seqlens");
-    memset(dq.data, 0, (size_t)N * H * D * sizeof(float));
+    size_t TT = (size_t)max_seqlen * max_seqlen;
+    float *P = cpu_scratch(be, 2 * TT + (size_t)max_seqlen);
+    if (!P) return aha_errf(err, AHA_ENOMEM, "cpu backend: attention scratch (%d^2)", max_seqlen);
+    float *dP = P + TT, *Di = dP + TT;
     memset(dk.data, 0, (size_t)N * KV * D * sizeof(float));
     memset(dv.data, 0, (size_t)N * KV * D * sizeof(float));
     const float scale = 1.0f / sqrtf((float)D);
     const int rep = H / KV;
     for (int s = 0; s < n_seqs; s++) {
-        int b = IX(cu_seqlens)[s], e = IX(cu_seqlens)[s + 1];
-        for (int t = b; t < e; t++) {
-            for (int h = 0; h < H; h++) {
-                size_t qi = ((size_t)t * H + h) * D;
-                const float *qr = F(q) + qi, *go = F(dout) + qi, *o = F(out) + qi;
-                float *gq = F(dq) + qi;
-                int kh = h / rep;
-                float l = F(lse)[(size_t)t * H + h];
-                /* dS = P (dP - rowsum(dO * O)), dP = dO V^T */
-                float di = dotf(go, o, D);
-                for (int u = b; u <= t; u++) {
-                    size_t ki = ((size_t)u * KV + kh) * D;
-                    float pu = expf(dotf(qr, F(k) + ki, D) * scale - l);
-                    float dp = dotf(go, F(v) + ki, D);
-                    float ds = pu * (dp - di) * scale;
-                    const float *kr = F(k) + ki;
-                    float *gk = F(dk) + ki, *gv = F(dv) + ki;
-                    for (int d = 0; d < D; d++) {
-                        gq[d] += ds * kr[d];
-                        gk[d] += ds * qr[d];
-                        gv[d] += pu * go[d];
-                    }
+        int b = IX(cu_seqlens)[s], T = IX(cu_seqlens)[s + 1] - b;
+        if (T <= 0) continue;
+        for (int h = 0; h < H; h++) {
+            size_t qo = ((size_t)b * H + h) * D, ko = ((size_t)b * KV + h / rep) * D;
+            const float *Q = F(q) + qo, *K = F(k) + ko, *Vv = F(v) + ko, *O = F(out) + qo, *dO = F(dout) + qo;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, Q, H * D, K, KV * D, 0.0f, P, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dO, H * D, Vv, KV * D, 0.0f, dP, T);
+            for (int i = 0; i < T; i++) Di[i] = dotf(dO + (size_t)i * H * D, O + (size_t)i * H * D, D);
+            for (int i = 0; i < T; i++) {
+                float *p = P + (size_t)i * T, *g = dP + (size_t)i * T;
+                float l = F(lse)[((size_t)b + i) * H + h];
+                for (int j = 0; j <= i; j++) {
+                    p[j] = expf(p[j] - l);
+                    g[j] = p[j] * (g[j] - Di[i]) * scale;
                 }
+                for (int j = i + 1; j < T; j++) p[j] = g[j] = 0.0f;
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, dP, T, K, KV * D, 0.0f,
+                        F(dq) + qo, H * D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, dP, T, Q, H * D, 1.0f, F(dk) + ko,
+                        KV * D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, dO, H * D, 1.0f, F(dv) + ko,
+                        KV * D);
         }
     }
     return AHA_OK;
@@ -488,6 +493,7 @@ static aha_status cpu_kv_store(aha_backend *be, aha_tensor kc, aha_tensor vc, ah
     return AHA_OK;
 }
 
+/* One query against its slot's cached keys: two matrix-vector products per head. */
 static aha_status cpu_attention_cached(aha_backend *be, aha_tensor out, aha_tensor q, aha_tensor kc,
                                        aha_tensor vc, aha_tensor slots, aha_tensor lens, int n, int H,
                                        int KV, int D, int max_seq, aha_err *err)
@@ -503,32 +509,22 @@ static aha_status cpu_attention_cached(aha_backend *be, aha_tensor out, aha_tens
     const float scale = 1.0f / sqrtf((float)D);
     const int rep = H / KV;
     for (int i = 0; i < n; i++) {
-        const float *kbase = F(kc) + (size_t)IX(slots)[i] * max_seq * KV * D;
-        const float *vbase = F(vc) + (size_t)IX(slots)[i] * max_seq * KV * D;
         int L = IX(lens)[i];
         for (int h = 0; h < H; h++) {
-            const float *qr = F(q) + ((size_t)i * H + h) * D;
-            int kh = h / rep;
+            size_t base = (size_t)IX(slots)[i] * max_seq * KV * D + (size_t)(h / rep) * D;
+            const float *K = F(kc) + base, *Vv = F(vc) + base;
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, L, D, scale, K, KV * D, F(q) + ((size_t)i * H + h) * D, 1, 0.0f,
+                        sc, 1);
             float mx = -INFINITY;
-            for (int u = 0; u < L; u++) {
-                float x = dotf(qr, kbase + ((size_t)u * KV + kh) * D, D) * scale;
-                sc[u] = x;
-                if (x > mx) mx = x;
-            }
+            for (int u = 0; u < L; u++)
+                if (sc[u] > mx) mx = sc[u];
             double sum = 0;
             for (int u = 0; u < L; u++) {
-                float p = expf(sc[u] - mx);
-                sc[u] = p;
-                sum += p;
+                sc[u] = expf(sc[u] - mx);
+                sum += sc[u];
             }
-            float *o = F(out) + ((size_t)i * H + h) * D;
-            memset(o, 0, (size_t)D * sizeof(float));
-            float inv = (float)(1.0 / sum);
-            for (int u = 0; u < L; u++) {
-                const float *vr = vbase + ((size_t)u * KV + kh) * D;
-                float p = sc[u] * inv;
-                for (int d = 0; d < D; d++) o[d] += p * vr[d];
-            }
+            cblas_sgemv(CblasRowMajor, CblasTrans, L, D, (float)(1.0 / sum), Vv, KV * D, sc, 1, 0.0f,
+                        F(out) + ((size_t)i * H + h) * D, 1);
         }
     }
     return AHA_OK;

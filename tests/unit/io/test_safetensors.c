@@ -71,6 +71,13 @@ static void check_model_fixture(const char *name)
         T("mlp.gate_proj.weight", 2, I, H);
         T("mlp.up_proj.weight", 2, I, H);
         T("mlp.down_proj.weight", 2, H, I);
+        if (c.qk_norm) {
+            T("self_attn.q_norm.weight", 1, D, 0);
+            T("self_attn.k_norm.weight", 1, D, 0);
+        }
+        if (c.o_bias) {
+            T("self_attn.o_proj.bias", 1, H, 0);
+        }
         if (c.attention_bias) {
             T("self_attn.q_proj.bias", 1, c.num_heads * D, 0);
             T("self_attn.k_proj.bias", 1, c.num_kv_heads * D, 0);
@@ -116,10 +123,10 @@ static void check_model_fixture(const char *name)
 
 /* Reading a file and writing it back with the same metadata gives the same bytes: the writer
  * lays files out exactly as Python's safetensors (the fixtures' author) does. */
-static void check_rewrite_identical(const char *rel)
+static void check_rewrite_identical(const char *dir, const char *rel)
 {
-    char path[1024], out[1024];
-    snprintf(path, sizeof path, "%s/%s", th_fixtures(), rel);
+    char path[2048], out[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
     snprintf(out, sizeof out, "%s/rewrite.safetensors", tmpdir);
     aha_err err = {0};
     aha_st_file *f = NULL;
@@ -387,6 +394,26 @@ static void check_roundtrip(void)
     f = NULL;
     CHECK(aha_st_open(ip, &f, &err) == AHA_OK, "open index path: %s", err.msg);
     aha_st_close(f);
+    /* every shard within the limit, unless it holds a single larger tensor */
+    int nsh = 0, over = 0;
+    for (int k = 1; k <= 99; k++) {
+        char fn[64];
+        size_t nt = 0, bytes = 0;
+        const char *key;
+        json_t *val;
+        json_object_foreach(json_object_get(idx, "weight_map"), key, val)
+        {
+            snprintf(fn, sizeof fn, "model-%05d-of-", k);
+            if (strncmp(json_string_value(val), fn, strlen(fn)) != 0) continue;
+            nt++;
+            for (int i = 0; i < N; i++)
+                if (strcmp(ts[i].name, key) == 0) bytes += ts[i].nbytes;
+        }
+        if (nt == 0) break;
+        nsh++;
+        over += bytes > 64 && nt > 1;
+    }
+    CHECK(nsh > 2 && over == 0, "%d shards, %d over the limit with more than one tensor", nsh, over);
     json_decref(idx);
     CHECK(aha_st_writer_save_sharded(w, dir, 0, &err) == AHA_OK, "save unsharded: %s", err.msg);
     CHECK(!aha_path_exists(ip), "stale index removed");
@@ -440,6 +467,59 @@ static void check_roundtrip(void)
     for (int i = 0; i < N; i++) free(ts[i].bytes);
 }
 
+static const char *io_data(void)
+{
+    static char buf[1024];
+    const char *root = getenv("AHA_SOURCE_ROOT");
+    snprintf(buf, sizeof buf, "%s/tests/unit/io/data", root ? root : ".");
+    return buf;
+}
+
+/* transformers' own saves of the tiny-qwen3 fixture (bf16 sharded with an index, f16 single,
+ * made by interop_transformers.py): every tensor holds exactly torch's rounding of the f32
+ * fixture, which our conversions must reproduce bit for bit */
+static void check_hf_saves(void)
+{
+    char ref_dir[1024];
+    snprintf(ref_dir, sizeof ref_dir, "%s/tiny-qwen3", th_fixtures());
+    aha_err err = {0};
+    aha_st_file *ref = NULL;
+    CHECK(aha_st_open(ref_dir, &ref, &err) == AHA_OK, "open qwen3 fixture: %s", err.msg);
+    const char *sub[2] = {"hf-qwen3-bf16-sharded", "hf-qwen3-f16"};
+    for (int k = 0; k < 2 && ref; k++) {
+        char dir[1200];
+        snprintf(dir, sizeof dir, "%s/%s", io_data(), sub[k]);
+        aha_st_file *f = NULL;
+        CHECK(aha_st_open(dir, &f, &err) == AHA_OK, "open %s: %s", sub[k], err.msg);
+        if (!f) continue;
+        aha_dtype want = k == 0 ? AHA_DT_BF16 : AHA_DT_F16;
+        CHECK(aha_st_shard_count(f) == (k == 0 ? 4 : 1), "%s: %d shards", sub[k], aha_st_shard_count(f));
+        CHECK(aha_st_count(f) == aha_st_count(ref), "%s: %d tensors", sub[k], aha_st_count(f));
+        int wrong = 0, tensors_bad = 0;
+        for (int i = 0; i < aha_st_count(ref); i++) {
+            const aha_st_tensor *r = aha_st_at(ref, i), *t = aha_st_find(f, r->name);
+            if (!t || t->dtype != want || t->numel != r->numel) {
+                tensors_bad++;
+                continue;
+            }
+            for (int64_t j = 0; j < r->numel; j++) {
+                float x;
+                uint16_t h;
+                memcpy(&x, (const uint8_t *)r->data + 4 * j, 4);
+                memcpy(&h, (const uint8_t *)t->data + 2 * j, 2);
+                wrong += h != (k == 0 ? aha_f32_to_bf16(x) : aha_f32_to_f16(x));
+            }
+        }
+        CHECK(tensors_bad == 0 && wrong == 0, "%s: %d tensors missing/mismatched, %d elements differ from torch's rounding",
+              sub[k], tensors_bad, wrong);
+        aha_st_close(f);
+        aha_model_config c;
+        CHECK(aha_config_load(dir, &c, &err) == AHA_OK && c.qk_norm && c.head_dim == 16, "%s config: %s", sub[k], err.msg);
+        CHECK(strcmp(c.dtype, k == 0 ? "bfloat16" : "float16") == 0, "%s dtype %s", sub[k], c.dtype);
+    }
+    aha_st_close(ref);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/aha_st_XXXXXX");
@@ -449,10 +529,20 @@ int main(void)
     }
     check_model_fixture("tiny-qwen2");
     check_model_fixture("tiny-llama");
+    check_model_fixture("tiny-qwen3");
     const char *fx[] = {"tiny-qwen2/model.safetensors", "tiny-llama/model.safetensors",
                         "tiny-qwen2/forward.safetensors", "tiny-llama/grpo.safetensors",
-                        "tiny-llama/sft.safetensors", "tiny-qwen2/adamw.safetensors"};
-    for (size_t i = 0; i < AHA_ARRAY_LEN(fx); i++) check_rewrite_identical(fx[i]);
+                        "tiny-llama/sft.safetensors", "tiny-qwen2/adamw.safetensors",
+                        "tiny-qwen3/model.safetensors"};
+    for (size_t i = 0; i < AHA_ARRAY_LEN(fx); i++) check_rewrite_identical(th_fixtures(), fx[i]);
+    /* transformers' shards, written back: the same bytes (BF16 layout, metadata) */
+    for (int i = 1; i <= 4; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "hf-qwen3-bf16-sharded/model-%05d-of-00004.safetensors", i);
+        check_rewrite_identical(io_data(), rel);
+    }
+    check_rewrite_identical(io_data(), "hf-qwen3-f16/model.safetensors");
+    check_hf_saves();
     check_conversions();
     check_roundtrip();
     aha_remove_tree(tmpdir, NULL);

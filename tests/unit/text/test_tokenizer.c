@@ -1,5 +1,5 @@
 /* test_tokenizer: the Qwen3 tokenizer against the Hugging Face reference cases
- * (tok_cases.expected.jsonl), BPE merge order against a naive reference implementation, the
+ * (tok_cases.expected.jsonl and qwen3_random.expected.jsonl), BPE merge order against a naive reference implementation, the
  * byte-level-only tokenizer round trip, added-token flags, lossy decoding, long inputs,
  * concurrent encoders, and malformed tokenizer.json files. */
 #include <jansson.h>
@@ -15,10 +15,12 @@ static aha_tokenizer *qwen;
 
 /* ------------------------------------------------------------ reference cases */
 
-static void test_reference_cases(void)
+/* every line of file (JSON {"text", "ids", "decoded"} from HF tokenizers): ids identical,
+ * decode(ids) equal to decoded */
+static void test_reference_cases(const char *file, int want_cases)
 {
     char path[1024];
-    snprintf(path, sizeof path, "%s/tokenizer/tok_cases.expected.jsonl", th_fixtures());
+    snprintf(path, sizeof path, "%s/tokenizer/%s", th_fixtures(), file);
     FILE *f = fopen(path, "r");
     CHECK(f != NULL, "open %s", path);
     if (!f) return;
@@ -44,8 +46,8 @@ static void test_reference_cases(void)
                 first_diff = i;
                 break;
             }
-        CHECK(first_diff == SIZE_MAX, "case %d (%.40s): ids differ at index %zu (got %d, want %d; %zu vs %zu ids)",
-              cases, json_string_value(text), first_diff, first_diff < n ? ids[first_diff] : -1,
+        CHECK(first_diff == SIZE_MAX, "%s case %d (%.40s): ids differ at index %zu (got %d, want %d; %zu vs %zu ids)",
+              file, cases, json_string_value(text), first_diff, first_diff < n ? ids[first_diff] : -1,
               first_diff < nw ? (int)json_integer_value(json_array_get(want, first_diff)) : -1, n, nw);
         /* decode the reference ids, so a decode bug shows even when encode is wrong */
         int32_t *ref = malloc((nw + 1) * sizeof *ref);
@@ -57,7 +59,7 @@ static void test_reference_cases(void)
         if (st == AHA_OK) {
             size_t dl = json_string_length(dec), k = 0;
             while (k < olen && k < dl && out[k] == json_string_value(dec)[k]) k++;
-            CHECK(olen == dl && k == dl, "case %d: decoded text differs at byte %zu", cases, k);
+            CHECK(olen == dl && k == dl, "%s case %d: decoded text differs at byte %zu", file, cases, k);
         }
         free(out);
         free(ref);
@@ -67,7 +69,7 @@ static void test_reference_cases(void)
     }
     free(line);
     fclose(f);
-    CHECK(cases == 28, "%d reference cases (28 expected)", cases);
+    CHECK(cases == want_cases, "%s: %d reference cases (%d expected)", file, cases, want_cases);
 }
 
 static void test_lookups(void)
@@ -620,12 +622,15 @@ int main(void)
     CHECK(st == AHA_OK, "load %s: %s", path, err.msg);
     if (st != AHA_OK) return th_done("test_tokenizer");
     fprintf(stderr, "  qwen3 tokenizer loaded in %.3f s\n", aha_now_s() - t0);
-    test_reference_cases();
+    test_reference_cases("tok_cases.expected.jsonl", 28);
+    /* random strings that hit the corners: whitespace kinds, U+180E, Unicode 15 letters,
+     * NFC pairs, added-token prefixes (made by tokenizer/make_hf_random.py) */
+    test_reference_cases("qwen3_random.expected.jsonl", 1300);
     test_lookups();
     test_invalid_utf8();
     test_long_inputs();
     test_threads();
-    test_reference_cases(); /* again, after the cache has been turned over */
+    test_reference_cases("tok_cases.expected.jsonl", 28); /* again, after the cache turned over */
     test_toy_bpe();
     test_added_flags();
     test_bytelevel();

@@ -23,7 +23,7 @@ def check(cond, msg):
 stdin = "".join(json.dumps({"text": c["text"]}) + "\n" for c in cases) + "\n"
 r = subprocess.run([tool, "tokenize", "--tokenizer", tok], input=stdin.encode(), capture_output=True)
 check(r.returncode == 0, f"exit {r.returncode}: {r.stderr.decode()}")
-out = [json.loads(l) for l in r.stdout.decode("utf-8").splitlines()]
+out = [json.loads(l) for l in r.stdout.decode("utf-8").split("\n") if l]
 check(len(out) == len(cases), f"{len(out)} output lines for {len(cases)} cases")
 for i, (c, o) in enumerate(zip(cases, out)):
     if o["ids"] != c["ids"]:

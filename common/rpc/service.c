@@ -1,0 +1,137 @@
+/* service.c: parsing of the flags every aha service shares (see service.h). */
+#include "rpc/service.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+
+void aha_rpc_service_args_init(aha_rpc_service_args *a, const char *name,
+                               const char *default_listen)
+{
+    memset(a, 0, sizeof *a);
+    aha_rpc_server_opts_init(&a->server);
+    a->server.name = name;
+    a->server.listen = default_listen;
+}
+
+void aha_rpc_service_usage(FILE *f)
+{
+    fputs("common flags:\n"
+          "  --listen ADDR        host:port or unix:/path to serve on\n"
+          "  --config FILE.json   service configuration\n"
+          "  --log-level LEVEL    debug|info|warn|error|off (default info)\n"
+          "  --threads N          completion-queue threads, >= 2 (default 2)\n"
+          "  --max-message-mb N   largest message in MiB (default 64)\n"
+          "  --grace-ms N         drain grace period after SIGTERM (default 5000)\n"
+          "  --notice-ms N        NOT_SERVING period before refusing calls (default 0)\n"
+          "  --max-concurrent N   calls handled at once (default 256)\n"
+          "  --summary-s N        period of the summary log line, 0 = exit only (default 60)\n"
+          "  --tls-cert FILE --tls-key FILE   serve TLS\n",
+          f);
+}
+
+static aha_status parse_int(const char *flag, const char *v, long lo, long hi, long *out,
+                            aha_err *err)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return aha_errf(err, AHA_EINVAL, "%s: '%s' is not an integer in [%ld, %ld]", flag, v, lo,
+                        hi);
+    *out = x;
+    return AHA_OK;
+}
+
+aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv, aha_err *err)
+{
+    static const char *const known[] = {"--listen",   "--config",         "--log-level",
+                                        "--threads",  "--max-message-mb", "--grace-ms",
+                                        "--notice-ms", "--max-concurrent", "--summary-s",
+                                        "--tls-cert", "--tls-key"};
+    a->rest_store = calloc((size_t)argc + 1, sizeof *a->rest_store);
+    if (!a->rest_store) return aha_errf(err, AHA_ENOMEM, "out of memory");
+    a->rest_argv = a->rest_store;
+    a->rest_argc = 0;
+    if (argc > 0) a->rest_argv[a->rest_argc++] = argv[0];
+    aha_log_set_component(a->server.name);
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            a->help = 1;
+            continue;
+        }
+        int which = -1;
+        const char *val = NULL;
+        for (size_t k = 0; k < AHA_ARRAY_LEN(known); k++) {
+            size_t n = strlen(known[k]);
+            if (strncmp(arg, known[k], n) != 0) continue;
+            if (arg[n] == '=') val = arg + n + 1;
+            else if (arg[n] != 0) continue;
+            which = (int)k;
+            break;
+        }
+        if (which < 0) {
+            a->rest_argv[a->rest_argc++] = argv[i];
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= argc) return aha_errf(err, AHA_EINVAL, "%s needs a value", known[which]);
+            val = argv[++i];
+        }
+        long x = 0;
+        switch (which) {
+        case 0:
+            if (!*val) return aha_errf(err, AHA_EINVAL, "--listen: empty address");
+            a->server.listen = val;
+            break;
+        case 1: a->config_path = val; break;
+        case 2: {
+            aha_log_level lv;
+            AHA_TRY(aha_log_parse_level(val, &lv, err));
+            aha_log_set_level(lv);
+            break;
+        }
+        case 3:
+            AHA_TRY(parse_int(known[which], val, 2, 256, &x, err));
+            a->server.threads = (int)x;
+            break;
+        case 4:
+            AHA_TRY(parse_int(known[which], val, 1, 2047, &x, err));
+            a->server.max_recv_bytes = a->server.max_send_bytes = (int64_t)x << 20;
+            break;
+        case 5:
+            AHA_TRY(parse_int(known[which], val, 0, 3600000, &x, err));
+            a->server.grace_ms = (int)x;
+            break;
+        case 6:
+            AHA_TRY(parse_int(known[which], val, 0, 3600000, &x, err));
+            a->server.notice_ms = (int)x;
+            break;
+        case 7:
+            AHA_TRY(parse_int(known[which], val, 1, 100000, &x, err));
+            a->server.max_concurrent_calls = (int)x;
+            break;
+        case 8:
+            AHA_TRY(parse_int(known[which], val, 0, 86400, &x, err));
+            a->server.summary_s = (int)x;
+            break;
+        case 9: a->server.tls_cert_file = val; break;
+        case 10: a->server.tls_key_file = val; break;
+        }
+    }
+    a->rest_argv[a->rest_argc] = NULL;
+    if ((a->server.tls_cert_file == NULL) != (a->server.tls_key_file == NULL))
+        return aha_errf(err, AHA_EINVAL, "--tls-cert and --tls-key go together");
+    return AHA_OK;
+}
+
+void aha_rpc_service_args_free(aha_rpc_service_args *a)
+{
+    free(a->rest_store);
+    a->rest_store = NULL;
+    a->rest_argv = NULL;
+}

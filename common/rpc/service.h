@@ -1,0 +1,47 @@
+/* service.h: the common start-up of every aha service binary.
+ *
+ *   aha_rpc_service_args a;
+ *   aha_rpc_service_args_init(&a, "reward", "0.0.0.0:50052");
+ *   if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) { usage; exit 2 }
+ *   ... the service reads a.config_path and its own flags from a.rest_argc/a.rest_argv ...
+ *   aha_rpc_server_create(&a.server, ...); add methods; start; aha_rpc_server_run(...)
+ *
+ * Common flags (also as --flag=value):
+ *   --listen ADDR        host:port or unix:/path            (default: the service's)
+ *   --config FILE.json   service configuration file         (read by the service)
+ *   --log-level LEVEL    debug|info|warn|error|off          (info; debug logs every request)
+ *   --threads N          completion-queue threads, >= 2     (2)
+ *   --max-message-mb N   largest message in either direction, MiB (64)
+ *   --grace-ms N         drain: time in-flight calls get after SIGTERM (5000)
+ *   --notice-ms N        drain: NOT_SERVING period before refusing calls (0)
+ *   --max-concurrent N   calls handled at once; more get RESOURCE_EXHAUSTED (256)
+ *   --summary-s N        period of the info summary line, 0 = at exit only (60)
+ *   --tls-cert FILE --tls-key FILE   serve TLS instead of plaintext
+ * Anything else is left, in order, in rest_argv for the service (rest_argv[0] = argv[0]). */
+#ifndef AHA_RPC_SERVICE_H
+#define AHA_RPC_SERVICE_H
+
+#include <stdio.h>
+
+#include "rpc/rpc.h"
+
+typedef struct {
+    /* public: filled by parse */
+    aha_rpc_server_opts server;
+    const char *config_path; /* NULL when --config was not given */
+    int help;                /* --help / -h was given */
+    int rest_argc;
+    char **rest_argv;        /* NULL-terminated, points into argv */
+    /* private */
+    char **rest_store;
+} aha_rpc_service_args;
+
+void aha_rpc_service_args_init(aha_rpc_service_args *a, const char *name,
+                               const char *default_listen);
+/* Parse the common flags; sets the log level and component. EINVAL names a bad flag. */
+aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv, aha_err *err);
+/* The common flags' help text. */
+void aha_rpc_service_usage(FILE *f);
+void aha_rpc_service_args_free(aha_rpc_service_args *a);
+
+#endif

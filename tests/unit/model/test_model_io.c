@@ -1,0 +1,266 @@
+/* test_model_io.c: models on disk. A random model (init_random) saved and opened again is
+ * bit-identical, its statistics follow transformers' _init_weights (norms 1, biases 0,
+ * matrices N(0, initializer_range)); sharded saves load; BF16 saves round to bf16; malformed
+ * model directories (a missing tensor, a wrong shape, no weights) fail with a message naming
+ * the tensor; the parameter API refuses bad indexes; optimizer state resumes exactly. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../harness.h"
+#include "backend/backend.h"
+#include "base/fs.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+
+static aha_backend *be;
+static char tmp[256];
+
+static float *params_of(aha_model *m, int i)
+{
+    const aha_param_info *p = aha_model_param(m, i);
+    float *x = malloc((size_t)p->numel * sizeof(float));
+    aha_err err = {0};
+    CHECK(aha_model_param_get_f32(m, i, x, &err) == AHA_OK, "%s", err.msg);
+    return x;
+}
+
+static int same_params(aha_model *a, aha_model *b, int bf16)
+{
+    if (aha_model_n_params(a) != aha_model_n_params(b)) return 0;
+    int ok = 1;
+    for (int i = 0; i < aha_model_n_params(a) && ok; i++) {
+        const aha_param_info *p = aha_model_param(a, i);
+        float *x = params_of(a, i), *y = params_of(b, i);
+        for (int64_t j = 0; j < p->numel && ok; j++) {
+            float want = bf16 ? aha_bf16_to_f32(aha_f32_to_bf16(x[j])) : x[j];
+            if (memcmp(&want, &y[j], 4) != 0) {
+                fprintf(stderr, "  %s[%lld]: %.9g vs %.9g\n", p->name, (long long)j, (double)want, (double)y[j]);
+                ok = 0;
+            }
+        }
+        free(x);
+        free(y);
+    }
+    return ok;
+}
+
+static void test_random_roundtrip(void)
+{
+    aha_err err = {0};
+    aha_model_config cfg;
+    char fx[512];
+    snprintf(fx, sizeof fx, "%s/tiny-qwen2", th_fixtures());
+    CHECK(aha_config_load(fx, &cfg, &err) == AHA_OK, "%s", err.msg);
+    aha_model *m = NULL, *r = NULL, *same = NULL, *other = NULL;
+    CHECK(aha_model_init_random(&cfg, 42, be, NULL, &m, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_model_init_random(&cfg, 42, be, NULL, &same, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_model_init_random(&cfg, 43, be, NULL, &other, &err) == AHA_OK, "%s", err.msg);
+    CHECK(same_params(m, same, 0), "same seed, same model");
+    CHECK(!same_params(m, other, 0), "another seed, another model");
+
+    /* init statistics: norms 1, biases 0, matrices ~ N(0, 0.02) */
+    for (int i = 0; i < aha_model_n_params(m); i++) {
+        const aha_param_info *p = aha_model_param(m, i);
+        float *x = params_of(m, i);
+        double s = 0, s2 = 0;
+        for (int64_t j = 0; j < p->numel; j++) s += x[j], s2 += (double)x[j] * x[j];
+        double mean = s / p->numel, sd = sqrt(s2 / p->numel - mean * mean);
+        if (strstr(p->name, "norm")) CHECK(mean == 1.0 && sd == 0, "%s: norm not 1", p->name);
+        else if (strstr(p->name, "bias")) CHECK(s2 == 0, "%s: bias not 0", p->name);
+        else if (p->numel >= 2048)
+            CHECK(fabs(mean) < 0.002 && fabs(sd - cfg.initializer_range) < 0.002, "%s: mean %g sd %g",
+                  p->name, mean, sd);
+        free(x);
+    }
+
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/rnd", tmp);
+    CHECK(aha_model_save(m, dir, AHA_DT_F32, 0, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_model_open(dir, be, NULL, &r, &err) == AHA_OK, "%s", err.msg);
+    if (r) CHECK(same_params(m, r, 0), "saved and reopened model is bit-identical");
+    aha_model_free(r);
+    r = NULL;
+
+    /* sharded: shards of 140 kB (the embedding is 128 kB) force several files */
+    snprintf(dir, sizeof dir, "%s/sharded", tmp);
+    CHECK(aha_model_save(m, dir, AHA_DT_F32, 140000, &err) == AHA_OK, "%s", err.msg);
+    char idx[600];
+    snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", dir);
+    CHECK(aha_path_exists(idx), "sharded save writes an index");
+    CHECK(aha_model_open(dir, be, NULL, &r, &err) == AHA_OK, "%s", err.msg);
+    if (r) CHECK(same_params(m, r, 0), "sharded model is bit-identical");
+    aha_model_free(r);
+    r = NULL;
+
+    /* BF16 */
+    snprintf(dir, sizeof dir, "%s/bf16", tmp);
+    CHECK(aha_model_save(m, dir, AHA_DT_BF16, 0, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_model_open(dir, be, NULL, &r, &err) == AHA_OK, "%s", err.msg);
+    if (r) CHECK(same_params(m, r, 1), "bf16 model equals the rounded parameters");
+    aha_model_free(r);
+
+    aha_model_free(m);
+    aha_model_free(same);
+    aha_model_free(other);
+}
+
+/* Write dir with the fixture's config.json and its tensors, with `drop` left out and `bad`
+ * given a wrong shape. */
+static void write_broken(const char *dir, const char *drop, const char *bad)
+{
+    aha_err err = {0};
+    char fx[512], path[700];
+    snprintf(fx, sizeof fx, "%s/tiny-qwen2", th_fixtures());
+    CHECK(aha_mkdirs(dir, &err) == AHA_OK, "%s", err.msg);
+    char *json = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/config.json", fx);
+    CHECK(aha_read_file(path, 1 << 20, &json, &len, &err) == AHA_OK, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    CHECK(aha_write_file_atomic(path, json, len, &err) == AHA_OK, "%s", err.msg);
+    free(json);
+    aha_st_file *f = NULL;
+    CHECK(aha_st_open(fx, &f, &err) == AHA_OK, "%s", err.msg);
+    aha_st_writer *w = aha_st_writer_new();
+    for (int i = 0; f && i < aha_st_count(f); i++) {
+        const aha_st_tensor *t = aha_st_at(f, i);
+        if (drop && strcmp(t->name, drop) == 0) continue;
+        int64_t shape[AHA_ST_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        int ndim = t->ndim;
+        if (bad && strcmp(t->name, bad) == 0) {
+            /* same bytes, another shape */
+            shape[0] = t->numel / 2;
+            shape[1] = 2;
+            ndim = 2;
+        }
+        CHECK(aha_st_writer_add(w, t->name, t->dtype, ndim, shape, t->data, &err) == AHA_OK, "%s", err.msg);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(aha_st_writer_save(w, path, &err) == AHA_OK, "%s", err.msg);
+    aha_st_writer_free(w);
+    aha_st_close(f);
+}
+
+static void test_malformed(void)
+{
+    aha_err err = {0};
+    aha_model *m = NULL;
+    char dir[512];
+
+    snprintf(dir, sizeof dir, "%s/missing", tmp);
+    write_broken(dir, "model.layers.1.self_attn.k_proj.bias", NULL);
+    CHECK(aha_model_open(dir, be, NULL, &m, &err) == AHA_EFORMAT, "missing tensor must be EFORMAT");
+    fprintf(stderr, "  expected error: %s\n", err.msg);
+    CHECK(strstr(err.msg, "model.layers.1.self_attn.k_proj.bias") && strstr(err.msg, "missing"),
+          "message names the missing tensor: %s", err.msg);
+    CHECK(m == NULL, "no model on error");
+
+    snprintf(dir, sizeof dir, "%s/shape", tmp);
+    write_broken(dir, NULL, "model.layers.0.mlp.up_proj.weight");
+    CHECK(aha_model_open(dir, be, NULL, &m, &err) == AHA_EFORMAT, "wrong shape must be EFORMAT");
+    fprintf(stderr, "  expected error: %s\n", err.msg);
+    CHECK(strstr(err.msg, "model.layers.0.mlp.up_proj.weight") && strstr(err.msg, "[176, 64]"),
+          "message names the tensor and the expected shape: %s", err.msg);
+
+    /* config but no weights at all */
+    snprintf(dir, sizeof dir, "%s/noweights", tmp);
+    write_broken(dir, NULL, NULL);
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    remove(path);
+    CHECK(aha_model_open(dir, be, NULL, &m, &err) != AHA_OK, "no weights must fail");
+    fprintf(stderr, "  expected error: %s\n", err.msg);
+
+    snprintf(dir, sizeof dir, "%s/does-not-exist", tmp);
+    CHECK(aha_model_open(dir, be, NULL, &m, &err) != AHA_OK, "missing dir must fail");
+
+    /* the untouched copy opens (so the failures above come from the damage) */
+    snprintf(dir, sizeof dir, "%s/intact", tmp);
+    write_broken(dir, NULL, NULL);
+    CHECK(aha_model_open(dir, be, NULL, &m, &err) == AHA_OK, "intact copy: %s", err.msg);
+    if (m) {
+        CHECK(aha_model_param_find(m, "lm_head.weight") == -1, "tied model has no lm_head parameter");
+        CHECK(aha_model_param_find(m, "model.norm.weight") >= 0, "find");
+        float x[4];
+        CHECK(aha_model_param_get_f32(m, aha_model_n_params(m), x, &err) == AHA_EINVAL, "index out of range");
+        int32_t ids[3] = {1, 2, 9999}, cu[2] = {0, 3};
+        aha_batch b = {ids, cu, 1};
+        CHECK(aha_model_token_logprobs(m, &b, x, NULL, &err) == AHA_EINVAL, "id outside the vocabulary");
+        int32_t cu_bad[3] = {0, 2, 2};
+        aha_batch b2 = {ids, cu_bad, 2};
+        CHECK(aha_batch_check(m, &b2, &err) == AHA_EINVAL, "empty sequence refused");
+    }
+    aha_model_free(m);
+}
+
+/* Optimizer state: save after one step, take another; reload and take it again: same. */
+static void test_train_resume(void)
+{
+    aha_err err = {0};
+    char fx[512], path[600];
+    snprintf(fx, sizeof fx, "%s/tiny-llama", th_fixtures());
+    aha_model *m = NULL;
+    aha_train *t = NULL;
+    CHECK(aha_model_open(fx, be, NULL, &m, &err) == AHA_OK, "%s", err.msg);
+    if (!m) return;
+    CHECK(aha_train_create(m, &t, &err) == AHA_OK, "%s", err.msg);
+    int32_t ids[10] = {1, 5, 9, 200, 17, 3, 44, 12, 300, 2}, cu[3] = {0, 6, 10};
+    float mask[8] = {0, 1, 1, 1, 1, 1, 1, 1};
+    aha_batch b = {ids, cu, 2};
+    double loss;
+    aha_adamw_args aa = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    CHECK(aha_model_sft_backward(m, t, &b, mask, 1.0f / 7, &loss, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_train_adamw_step(t, &aa, &err) == AHA_OK, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/opt.safetensors", tmp);
+    char mdir[600];
+    snprintf(mdir, sizeof mdir, "%s/after1", tmp);
+    CHECK(aha_train_save(t, path, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_model_save(m, mdir, AHA_DT_F32, 0, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_train_zero_grad(t, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_model_sft_backward(m, t, &b, mask, 1.0f / 7, &loss, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_train_adamw_step(t, &aa, &err) == AHA_OK, "%s", err.msg);
+
+    aha_model *m2 = NULL;
+    aha_train *t2 = NULL;
+    CHECK(aha_model_open(mdir, be, NULL, &m2, &err) == AHA_OK, "%s", err.msg);
+    if (m2) {
+        CHECK(aha_train_create(m2, &t2, &err) == AHA_OK, "%s", err.msg);
+        CHECK(aha_train_load(t2, path, &err) == AHA_OK, "%s", err.msg);
+        CHECK(aha_train_step_count(t2) == 1, "step restored");
+        /* the gradient of the same parameters as the first run's second step */
+        CHECK(aha_model_sft_backward(m2, t2, &b, mask, 1.0f / 7, &loss, &err) == AHA_OK, "%s", err.msg);
+        CHECK(aha_train_adamw_step(t2, &aa, &err) == AHA_OK, "%s", err.msg);
+        CHECK(same_params(m, m2, 0), "resumed run equals the uninterrupted one");
+        /* a state file of another model is refused and changes nothing */
+        CHECK(aha_train_load(t2, fx, &err) != AHA_OK, "foreign file refused");
+        CHECK(aha_train_step_count(t2) == 2, "step unchanged after a refused load");
+    }
+    double n0, n1;
+    CHECK(aha_train_grad_norm(t, &n0, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_train_clip(t, n0 / 4, &n1, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_train_grad_norm(t, &n1, &err) == AHA_OK, "%s", err.msg);
+    CHECK(fabs(n1 - n0 / 4) < 1e-4 * n0, "clip scales the norm to max_norm: %g vs %g", n1, n0 / 4);
+    aha_train_free(t2);
+    aha_model_free(m2);
+    aha_train_free(t);
+    aha_model_free(m);
+}
+
+int main(void)
+{
+    aha_err err = {0};
+    snprintf(tmp, sizeof tmp, "/tmp/aha-model-io-XXXXXX");
+    if (!mkdtemp(tmp) || aha_backend_open("cpu", 1, &be, &err) != AHA_OK) {
+        fprintf(stderr, "setup failed: %s\n", err.msg);
+        return 1;
+    }
+    test_random_roundtrip();
+    test_malformed();
+    test_train_resume();
+    aha_backend_free(be);
+    if (!getenv("AHA_KEEP_TMP")) aha_remove_tree(tmp, NULL);
+    return th_done("model_io");
+}
