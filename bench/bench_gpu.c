@@ -12,8 +12,8 @@
  *   memory       device memory in use (cudaMemGetInfo) above what it was before the model.
  * One model instance serves all three phases (bf16 compute weights + fp32 master, gradients
  * and AdamW moments), where the peer holds an fp32 policy and two bf16 copies.
- * Random weights of the Qwen2.5-0.5B shape; random prompt ids.
- * Usage: bench_gpu [P G PL NT MB [layers]] */
+ * Random weights of the Qwen2.5-0.5B shape (or the checkpoint in MODEL_DIR); random prompt ids.
+ * Usage: bench_gpu [P G PL NT MB [layers [MODEL_DIR]]] */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -79,7 +79,13 @@ int main(int argc, char **argv)
     double t = aha_now_s();
     aha_model *m = NULL;
     aha_model_opts opts = {.max_batch_tokens = MB * T, .logits_chunk_rows = 2048, .training = true};
-    if (aha_model_init_random(&cfg, 1, be, &opts, &m, &err) != AHA_OK) die("init_random", &err);
+    if (argc > 7) {
+        if (aha_model_open(argv[7], be, &opts, &m, &err) != AHA_OK) die(argv[7], &err);
+        cfg = *aha_model_cfg(m);
+        layers = cfg.num_layers;
+    } else if (aha_model_init_random(&cfg, 1, be, &opts, &m, &err) != AHA_OK) {
+        die("init_random", &err);
+    }
     double nparam = (double)aha_model_numel(m);
     fprintf(stderr, "model: %.0f parameters, init %.1f s\n", nparam, aha_now_s() - t);
 
@@ -197,7 +203,7 @@ int main(int argc, char **argv)
     double mem_peak = mem_used_gib() - mem0;
 
     double gen_tps = (double)N * NT / t_gen, ref_tps = (double)N * T / t_ref, train_tps = (double)N * T / t_train;
-    double fl_tok = 6.0 * nparam + 6.0 * layers * 896.0 * T;
+    double fl_tok = 6.0 * nparam + 6.0 * layers * (double)cfg.hidden_size * T;
     double mfu = train_tps * fl_tok / 989e12;
     printf("\nbench_gpu: %d prompts x G=%d, prompt %d, %d new tokens, micro-batch %d, %d layers, %.0fM params\n", P,
            G, PL, NT, MB, layers, nparam / 1e6);

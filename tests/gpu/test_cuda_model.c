@@ -161,10 +161,13 @@ static void run_fixture(aha_backend *be, const char *fixture)
     CHECK(aha_train_zero_grad(t, &err) == AHA_OK, "%s", err.msg);
     CHECK(aha_model_grpo_backward(m, t, &fb.b, &ga, &gs, NULL, &err) == AHA_OK, "%s", err.msg);
     fprintf(stderr, "  grpo loss %.8f ref %.8f\n", gs.loss, (double)loss_ref);
-    /* the GRPO loss of the fixture is small (ratios near 1, A summing to 0): compare it at the
-     * scale of its KL term, which is what bf16 logprobs can resolve */
-    CHECK(fabs(gs.loss - loss_ref) <= 1e-2 * fabs(loss_ref) + 1e-3 * beta * gs.kl_sum / gs.tokens + 1e-5,
-          "grpo loss %.8f vs %.8f", gs.loss, (double)loss_ref);
+    /* The GRPO loss is a sum of per-token terms of size ~|A| that cancel (the advantages of a
+     * group sum to zero), so its absolute error is ~|A| times the bf16 logprob error (~1e-3),
+     * however small the loss itself is. */
+    double amean = 0;
+    for (int i = 0; i < fb.B; i++) amean += fabs(adv[i]) / fb.B;
+    CHECK(fabs(gs.loss - loss_ref) <= 1e-2 * fabs(loss_ref) + 1e-3 * amean, "grpo loss %.8f vs %.8f", gs.loss,
+          (double)loss_ref);
     check_grads(m, t, f, "grpo");
     free(mask);
     free(old);

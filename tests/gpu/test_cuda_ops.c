@@ -529,7 +529,7 @@ static void gpu_sample(aha_tensor lg, int n, int V, const aha_sampling *sp, uint
 }
 
 /* The draw follows aha_sample_probs (model/sample.h, the CPU sampler's exact distribution):
- * total variation distance of 40000  draws over a small vocabulary; kept sets at the full
+ * total variation distance of 100000 draws over a small vocabulary; kept sets at the full
  * vocabulary; greedy = argmax; raw logprobs; draws independent of batching. */
 static void t_sample(void)
 {
@@ -584,10 +584,13 @@ static void t_sample(void)
     free(tok2);
     free(lp2);
 
-    /* full vocabulary: greedy is the argmax; top-p draws stay in the kept set */
+    /* full vocabulary: greedy is the argmax; top-k / top-p draws stay in the kept set. F32
+     * logits without ties: with ties at the k-th value the GPU keeps them all, as transformers'
+     * TopK warper does, where the CPU sampler keeps exactly k. */
     int VV = 151936, nn = 48;
-    float *big = rnd((int64_t)nn * VV, 2.5f, 0.0f);
-    aha_tensor lb = up(gpu, big, (int64_t)nn * VV, BF16);
+    float *big = malloc((size_t)nn * VV * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)nn * VV; i++) big[i] = 2.5f * (float)aha_rng_normal(&rng);
+    aha_tensor lb = up(gpu, big, (int64_t)nn * VV, FP32);
     aha_sampling greedy = {0.0f, 1.0f, 0}, nucleus = {0.9f, 0.5f, 0}, both = {1.0f, 0.95f, 50};
     gpu_sample(lb, nn, VV, &greedy, 5, ids, pos, tok, lp);
     float *pb = malloc((size_t)VV * sizeof(float));
