@@ -36,11 +36,12 @@ class SpecError(Exception):
 # ---------------------------------------------------------------------------------------------
 # A YAML emitter for the subset we write: mappings, sequences, strings, ints, bools. Strings
 # that YAML 1.1 could read as anything but a string (ports like 50050:50050 are base-60 ints
-# there, "on" is a bool) are written double-quoted, which JSON's escaping already satisfies.
+# there, "on" is a bool, 2024-01-01 a date) are written double-quoted, which JSON's escaping
+# already satisfies (tests/deploy/yaml_emitter_test.py round-trips this through python3-yaml).
 
 _YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "~", ".inf", ".nan"}
 _PLAIN = re.compile(r"^[A-Za-z0-9_/.-][A-Za-z0-9_./@-]*$")
-_NUMBERISH = re.compile(r"[-+]?[0-9._]+([eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+|[-+.][0-9.].*|-")
+_NUMBERISH = re.compile(r"[-+]?[0-9._-]+([eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+|[-+.][0-9.].*|-")
 
 
 def yaml_scalar(v):
@@ -54,7 +55,7 @@ def yaml_scalar(v):
         return str(v)
     if not isinstance(v, str):
         raise TypeError("cannot write %r as YAML" % (v,))
-    if _PLAIN.match(v) and v.lower() not in _YAML_WORDS and not _NUMBERISH.fullmatch(v):
+    if _PLAIN.fullmatch(v) and v.lower() not in _YAML_WORDS and not _NUMBERISH.fullmatch(v):
         return v
     return json.dumps(v)
 
@@ -342,7 +343,8 @@ def render_env_example(spec):
     t = spec["targets"]["compose"]
     img = spec["image"]
     lines = ["# " + HEADER, "# Copy to .env beside docker-compose.yml; every line shows the default.", "",
-             "# Which half of the file runs: gpu (N GPUs) or cpu (the demo, no GPU).",
+             "# Which half of the file runs (gpu: N GPUs; cpu: the demo, no GPU). Change it here rather",
+             "# than mixing it with --profile on the command line.",
              "COMPOSE_PROFILES=gpu",
              "AHA_IMAGE=%s:%s" % (img["repository"], img["tag"]),
              "AHA_CPU_IMAGE=%s:%s" % (img["repository"], img["cpu_tag"]),
@@ -362,11 +364,12 @@ def render_env_example(spec):
         for i, gid in enumerate(t["gpu_ids"][role]):
             lines.append("AHA_GPU_%s%s=%s" % (role.upper(), "" if role == "refpolicy" else "_%d" % i, gid))
     lines.append("")
-    lines.append("# Service settings (the cpu profile's defaults are smaller where noted).")
+    lines.append("# Service settings, left unset so each profile keeps its own default (the cpu profile's")
+    lines.append("# are smaller where noted); a value set here applies to both profiles.")
     for var, e in spec["env"].items():
         note = " (cpu profile: %s)" % e["cpu"] if "cpu" in e else ""
         lines.append("# %s%s" % (e["doc"], note))
-        lines.append("%s=%s" % (var, e["default"]))
+        lines.append("#%s=%s" % (var, e["default"]))
     return "\n".join(lines) + "\n"
 
 
@@ -489,6 +492,9 @@ def k8s_workload(spec, s, shape):
                 "template": tmpl}
         return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": body}
     body = {"replicas": k8s_replicas(s, shape), "selector": {"matchLabels": k8s_selector(s)}, "template": tmpl}
+    if "hpa" in s["k8s"]:
+        # The HPA owns the replica count; a value here would be reset by every `kubectl apply`.
+        del body["replicas"]
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": body}
 
 
@@ -648,11 +654,12 @@ def render_k8s(spec):
                 for h in base_c[pk]:
                     if h not in c[pk] and h in ("grpc", "exec"):
                         c[pk][h] = None
+            body = {"replicas": w["spec"]["replicas"]} if "replicas" in w["spec"] else {}
             patches.append({"apiVersion": "apps/v1", "kind": w["kind"], "metadata": {"name": w["metadata"]["name"]},
-                            "spec": {"replicas": w["spec"]["replicas"], "template": {"spec": {
+                            "spec": dict(body, template={"spec": {
                                 "containers": [c],
                                 "volumes": [v for v in w["spec"]["template"]["spec"]["volumes"]
-                                            if v["name"] == "auth"]}}}})
+                                            if v["name"] == "auth"]}})})
         if ov["learner_service_type"] != shape["learner_service_type"]:
             patches.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "aha-learner"},
                             "spec": {"type": ov["learner_service_type"]}})

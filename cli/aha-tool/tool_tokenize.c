@@ -1,26 +1,32 @@
-/* tool_tokenize.c: `aha-tool tokenize --tokenizer PATH`: JSON lines {"text": ...} on stdin,
- * one {"ids": [...], "decoded": "..."} line out per line in (blank lines are skipped). Used by
- * tests and scripts to compare with Hugging Face tokenizers. */
+/* tool_tokenize.c: `aha-tool tokenize --tokenizer PATH [--template NAME|TEXT]`: JSON lines
+ * {"text": ...} on stdin, one {"ids": [...], "decoded": "..."} line out per line in (blank lines
+ * are skipped). With --template the text is first rendered into the prompt template (e.g.
+ * r1-zero), showing exactly what the learner sends to the policy. Used by tests and scripts to
+ * compare with Hugging Face tokenizers. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "text/template.h"
 #include "text/tokenizer.h"
 #include "tool.h"
 
 static int usage_error(const char *msg)
 {
-    fprintf(stderr, "aha-tool tokenize: %s (usage: aha-tool tokenize --tokenizer PATH < lines.jsonl)\n", msg);
+    fprintf(stderr, "aha-tool tokenize: %s (usage: aha-tool tokenize --tokenizer PATH [--template NAME|TEXT] < lines.jsonl)\n",
+            msg);
     return 2;
 }
 
 int tool_tokenize(int argc, char **argv)
 {
-    const char *path = NULL;
+    const char *path = NULL, *tmpl_arg = NULL, *tmpl = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc) path = argv[++i];
         else if (strncmp(argv[i], "--tokenizer=", 12) == 0) path = argv[i] + 12;
+        else if (strcmp(argv[i], "--template") == 0 && i + 1 < argc) tmpl_arg = argv[++i];
+        else if (strncmp(argv[i], "--template=", 11) == 0) tmpl_arg = argv[i] + 11;
         else {
             char msg[256];
             snprintf(msg, sizeof msg, "unknown or incomplete argument '%.100s'", argv[i]);
@@ -30,6 +36,10 @@ int tool_tokenize(int argc, char **argv)
     if (!path) return usage_error("--tokenizer PATH is required");
     aha_tokenizer *tok = NULL;
     aha_err err = {0};
+    if (tmpl_arg && aha_template_resolve(tmpl_arg, &tmpl, &err) != AHA_OK) {
+        fprintf(stderr, "aha-tool tokenize: %s\n", aha_err_msg(&err));
+        return 2;
+    }
     if (aha_tokenizer_load(path, &tok, &err) != AHA_OK) {
         fprintf(stderr, "aha-tool tokenize: %s\n", aha_err_msg(&err));
         return 2;
@@ -54,9 +64,21 @@ int tool_tokenize(int argc, char **argv)
         }
         int32_t *ids = NULL;
         size_t n = 0;
-        char *dec = NULL;
+        char *dec = NULL, *rendered = NULL;
         size_t dlen = 0;
-        if (aha_tokenizer_encode(tok, json_string_value(text), json_string_length(text), &ids, &n, &err) != AHA_OK ||
+        const char *src = json_string_value(text);
+        size_t slen = json_string_length(text);
+        if (tmpl) {
+            if (aha_template_render(tmpl, src, &rendered, &err) != AHA_OK) {
+                fprintf(stderr, "aha-tool tokenize: stdin line %ld: %s\n", lineno, aha_err_msg(&err));
+                json_decref(in);
+                rc = 2;
+                break;
+            }
+            src = rendered;
+            slen = strlen(rendered);
+        }
+        if (aha_tokenizer_encode(tok, src, slen, &ids, &n, &err) != AHA_OK ||
             aha_tokenizer_decode_len(tok, ids, n, &dec, &dlen, &err) != AHA_OK) {
             fprintf(stderr, "aha-tool tokenize: stdin line %ld: %s\n", lineno, aha_err_msg(&err));
             rc = 1;
@@ -71,6 +93,7 @@ int tool_tokenize(int argc, char **argv)
         }
         free(ids);
         free(dec);
+        free(rendered);
         json_decref(in);
     }
     free(line);

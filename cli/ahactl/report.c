@@ -69,6 +69,55 @@ static void mb_num(mbuf *b, json_t *o, const char *k)
     else mb_printf(b, " - |");
 }
 
+/* Rejection-sampling records ({"type":"generate"}) as a second table. */
+static void generate_table(mbuf *b, const aha_report_input *in, int n_in)
+{
+    static const char *const reasons[] = {"truncated", "incorrect", "format", "language",
+                                          "duplicate", "over_limit", "error"};
+    int rows = 0;
+    for (int f = 0; f < n_in; f++) {
+        size_t off = 0;
+        while (off < in[f].len) {
+            const char *p = in[f].text + off;
+            const char *nl = memchr(p, '\n', in[f].len - off);
+            size_t ll = nl ? (size_t)(nl - p) : in[f].len - off;
+            off += ll + (nl ? 1 : 0);
+            json_t *o = json_loadb(p, ll, 0, NULL);
+            const char *type = json_string_value(json_object_get(o, "type"));
+            if (!json_is_object(o) || !type || strcmp(type, "generate") != 0) {
+                json_decref(o);
+                continue;
+            }
+            if (rows++ == 0) {
+                mb_printf(b, "\n### Rejection sampling\n\n| stage | prompts | samples | kept | "
+                             "accepted | ");
+                for (size_t i = 0; i < AHA_ARRAY_LEN(reasons); i++) mb_printf(b, "%s | ", reasons[i]);
+                mb_printf(b, "\n|---|---:|---:|---:|---:|");
+                for (size_t i = 0; i < AHA_ARRAY_LEN(reasons); i++) mb_printf(b, "---:|");
+                mb_printf(b, "\n");
+            }
+            mb_printf(b, "|");
+            const char *stage = json_string_value(json_object_get(o, "stage"));
+            mb_cell(b, stage ? stage : in[f].stage);
+            static const char *const counts[] = {"prompts", "samples", "kept"};
+            for (size_t i = 0; i < AHA_ARRAY_LEN(counts); i++) {
+                json_t *v = json_object_get(o, counts[i]);
+                if (json_is_integer(v)) mb_printf(b, " %lld |", (long long)json_integer_value(v));
+                else mb_printf(b, " - |");
+            }
+            mb_pct(b, o, "acceptance_rate");
+            json_t *rej = json_object_get(o, "rejected");
+            for (size_t i = 0; i < AHA_ARRAY_LEN(reasons); i++) {
+                json_t *v = json_object_get(rej, reasons[i]);
+                if (json_is_integer(v)) mb_printf(b, " %lld |", (long long)json_integer_value(v));
+                else mb_printf(b, " - |");
+            }
+            mb_printf(b, "\n");
+            json_decref(o);
+        }
+    }
+}
+
 aha_status aha_report_markdown(const aha_report_input *in, int n_in, const char *title, char **md,
                                aha_err *err)
 {
@@ -116,6 +165,7 @@ aha_status aha_report_markdown(const aha_report_input *in, int n_in, const char 
         mb_printf(&b, "\npass@1: mean correctness over k samples per question; cons@k: majority "
                       "vote over the k answers; format: share of well-formatted samples; "
                       "lengths in tokens.\n");
+    generate_table(&b, in, n_in);
     if (b.oom) {
         free(b.s);
         return aha_errf(err, AHA_ENOMEM, "report: out of memory");

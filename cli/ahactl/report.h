@@ -3,8 +3,9 @@
  *
  *   | stage | step | dataset | k | pass@1 | cons@k | format | mean len | p90 len |
  *
- * Input: JSON lines (metrics.jsonl or eval.jsonl texts); only {"type":"eval"} records are
- * used, in file order; lines that are not JSON are skipped. */
+ * Input: JSON lines (metrics.jsonl or eval.jsonl texts); {"type":"eval"} records make the
+ * table, in file order, and {"type":"generate"} records (rejection sampling) a second one with
+ * the acceptance rate and the count per rejection reason; other lines are skipped. */
 #ifndef AHA_AHACTL_REPORT_H
 #define AHA_AHACTL_REPORT_H
 

@@ -133,3 +133,42 @@ aha_status aha_watch_line(const char *record, size_t len, double elapsed_s, char
     json_decref(o);
     return AHA_OK;
 }
+
+aha_status aha_pipeline_progress(const char *state_json, size_t len, double now, char *out,
+                                 size_t cap, aha_err *err)
+{
+    if (cap) out[0] = 0;
+    json_t *o = json_loadb(state_json, len, 0, NULL);
+    json_t *arr = json_object_get(o, "stages");
+    if (!json_is_array(arr)) {
+        json_decref(o);
+        return aha_errf(err, AHA_EFORMAT, "pipeline progress: no stages array");
+    }
+    size_t n = json_array_size(arr), done = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *st = json_string_value(json_object_get(json_array_get(arr, i), "status"));
+        if (st && strcmp(st, "done") == 0) done++;
+    }
+    cat(out, cap, "pipeline: %zu/%zu stages done\n", done, n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_array_get(arr, i);
+        const char *name = json_string_value(json_object_get(s, "name"));
+        const char *kind = json_string_value(json_object_get(s, "kind"));
+        const char *st = json_string_value(json_object_get(s, "status"));
+        const char *error = json_string_value(json_object_get(s, "error"));
+        double t0 = num(s, "started"), t1 = num(s, "finished");
+        char dur[32] = "";
+        if (!isnan(t0) && t0 > 0) {
+            double end = !isnan(t1) && t1 > 0 ? t1 : now;
+            aha_format_duration(end - t0, dur, sizeof dur);
+        }
+        cat(out, cap, "  %-2zu %-20.40s %-9.9s %-8.8s %s", i + 1, name ? name : "?", kind ? kind : "?",
+            st ? st : "?", dur);
+        if (error && st && strcmp(st, "failed") == 0) cat(out, cap, "  (%.200s)", error);
+        size_t l = strlen(out);
+        while (l && out[l - 1] == ' ') out[--l] = 0;
+        cat(out, cap, "\n");
+    }
+    json_decref(o);
+    return AHA_OK;
+}

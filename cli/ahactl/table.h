@@ -25,4 +25,14 @@ void aha_format_duration(double seconds, char *out, size_t cap);
 /* "[######..............]" of width bar_width + 2 for done/total (clamped). */
 void aha_progress_bar(double done, double total, int bar_width, char *out, size_t cap);
 
+/* The stages of a pipeline state ({"stages":[{"name","kind","status","started"?,
+ * "finished"?,"error"?}]}, as pipeline.json and GetJob give it) as lines:
+ *   pipeline: 2/4 stages done
+ *     1  cold_start          sft       done      12m05s
+ *     3  rejection_sampling  generate  running   1m10s
+ *     4  final               grpo      failed    3s  (error text)
+ * now: unix seconds, for the running time of a running stage. */
+aha_status aha_pipeline_progress(const char *state_json, size_t len, double now, char *out,
+                                 size_t cap, aha_err *err);
+
 #endif

@@ -207,6 +207,13 @@ typedef struct {
                         aha_tensor v, int64_t n, float lr, float beta1, float beta2, float eps,
                         float weight_decay, float grad_scale, int step, aha_err *err);
 
+    /* --- row scatter (optional: NULL makes the model compute the training head densely) ---
+     * dst rows idx[i] = src rows i for i < n: src (n, C), dst (rows, C), same dtype (act_dtype),
+     * idx (n) I32 distinct; other rows of dst untouched. The gather direction is embedding_fwd
+     * with dst as the table. Lets the loss head skip rows that carry no loss (prompts). */
+    aha_status (*scatter_rows)(aha_backend *be, aha_tensor dst, aha_tensor idx, aha_tensor src, int n, int C,
+                               aha_err *err);
+
     /* --- sampling (optional: NULL when the backend has none; the model then draws on the host)
      * For each row i of logits (n, V) act_dtype: tokens (n) I32 receives a draw from
      * softmax(logits[i] / temperature) restricted by top_k and top_p as model/sample.h defines

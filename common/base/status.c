@@ -64,7 +64,14 @@ aha_status aha_err_prefix(aha_err *err, aha_status st, const char *fmt, ...)
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
     if (err->status == AHA_OK) err->status = st;
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old[0] ? old : aha_status_str(st));
+    /* prefix + ": " + old message, cut to the buffer */
+    const char *tail = old[0] ? old : aha_status_str(st);
+    size_t n = strlen(prefix), cap = sizeof err->msg - 1;
+    if (n > cap) n = cap;
+    memcpy(err->msg, prefix, n);
+    for (const char *p = ": "; *p && n < cap; p++) err->msg[n++] = *p;
+    for (const char *p = tail; *p && n < cap; p++) err->msg[n++] = *p;
+    err->msg[n] = '\0';
     return err->status;
 }
 

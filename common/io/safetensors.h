@@ -5,7 +5,8 @@
  * data_offsets are checked against the file (offsets inside the data area, no overlaps,
  * shape x dtype size == byte range, no duplicate names, bounded counts) before anything is
  * handed out; a violation is AHA_EFORMAT with a message naming the file and the tensor.
- * Tensor data pointers point into a read-only mapping that lives until aha_st_close. */
+ * Tensor data pointers point into a read-only mapping that lives until aha_st_close. A handle
+ * is immutable after open: threads may share it. */
 #ifndef AHA_IO_SAFETENSORS_H
 #define AHA_IO_SAFETENSORS_H
 

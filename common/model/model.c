@@ -53,11 +53,12 @@ typedef struct {
     aha_tensor *res; /* (L + 1) residual streams (all the same tensor unless train) */
     layer_acts *la;  /* (L) */
     aha_tensor hf, rstdf, logits, logits32, lp, lse, dlp;
+    aha_tensor sel, hsel, dhsel; /* rows the loss head works on, gathered (head row selection) */
     aha_tensor dres, dh, dq, dk, dv, datt, dkpre, dg, du, da;
     aha_tensor ids, pos, targets, cu, slots, lens;
     aha_tensor old, ref, adv, weight, mask, stats;
     /* host staging, cap (+1) entries */
-    int32_t *h_pos, *h_targets, *h_cu, *h_slots, *h_lens;
+    int32_t *h_pos, *h_targets, *h_cu, *h_slots, *h_lens, *h_sel;
     float *h_old, *h_ref, *h_adv, *h_weight, *h_mask, *h_lp;
 } acts;
 
@@ -253,6 +254,7 @@ static void acts_release(aha_model *m)
     free(a->h_cu);
     free(a->h_slots);
     free(a->h_lens);
+    free(a->h_sel);
     free(a->h_old);
     free(a->h_ref);
     free(a->h_adv);
@@ -542,6 +544,8 @@ static void carve_acts(aha_model *m, acts *a, carver *cv, int N, bool train)
     a->lp = carve(cv, f, N);
     a->lse = carve(cv, f, N);
     a->dlp = carve(cv, f, N);
+    a->sel = carve(cv, i32, N);
+    a->hsel = carve(cv, ad, (int64_t)N * C);
     if (train) {
         a->dres = carve(cv, ad, (int64_t)N * C);
         a->dh = carve(cv, ad, (int64_t)N * C);
@@ -553,6 +557,7 @@ static void carve_acts(aha_model *m, acts *a, carver *cv, int N, bool train)
         a->dg = carve(cv, ad, (int64_t)N * I);
         a->du = carve(cv, ad, (int64_t)N * I);
         a->da = carve(cv, ad, (int64_t)N * I);
+        a->dhsel = carve(cv, ad, (int64_t)N * C);
     }
     a->ids = carve(cv, i32, N);
     a->pos = carve(cv, i32, N);
@@ -589,13 +594,14 @@ static aha_status acts_ensure(aha_model *m, int N, bool train, aha_err *err)
     a->h_cu = malloc(n1 * sizeof(int32_t));
     a->h_slots = malloc(n1 * sizeof(int32_t));
     a->h_lens = malloc(n1 * sizeof(int32_t));
+    a->h_sel = malloc(n1 * sizeof(int32_t));
     a->h_old = malloc(n1 * sizeof(float));
     a->h_ref = malloc(n1 * sizeof(float));
     a->h_adv = malloc(n1 * sizeof(float));
     a->h_weight = malloc(n1 * sizeof(float));
     a->h_mask = malloc(n1 * sizeof(float));
     a->h_lp = malloc(n1 * sizeof(float));
-    if (!a->res || !a->la || !a->h_pos || !a->h_targets || !a->h_cu || !a->h_slots || !a->h_lens ||
+    if (!a->res || !a->la || !a->h_pos || !a->h_targets || !a->h_cu || !a->h_slots || !a->h_lens || !a->h_sel ||
         !a->h_old || !a->h_ref || !a->h_adv || !a->h_weight || !a->h_mask || !a->h_lp) {
         acts_release(m);
         return aha_errf(err, AHA_ENOMEM, "model: activation staging for %d tokens", cap);
@@ -683,12 +689,33 @@ static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
     return AHA_OK;
 }
 
-/* logits of rows [r0, r0 + n) of a.hf into a.logits */
-static aha_status logits_rows(aha_model *m, int r0, int n, aha_err *err)
+/* logits of rows [r0, r0 + n) of h (a.hf, or the gathered a.hsel) into a.logits */
+static aha_status logits_of(aha_model *m, aha_tensor h, int r0, int n, aha_err *err)
 {
     int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
-    return OPS(m)->matmul(BE(m), m->a.logits, aha_tensor_at(m->a.hf, (int64_t)r0 * C),
-                          W(m, m->lm_head), aha_tensor_none(), n, C, V, err);
+    return OPS(m)->matmul(BE(m), m->a.logits, aha_tensor_at(h, (int64_t)r0 * C), W(m, m->lm_head),
+                          aha_tensor_none(), n, C, V, err);
+}
+
+static aha_status logits_rows(aha_model *m, int r0, int n, aha_err *err)
+{
+    return logits_of(m, m->a.hf, r0, n, err);
+}
+
+/* Keep only the rows flagged in keep (row layout, N): their indexes go to a.h_sel (and the
+ * device a.sel), and each given row array is compacted in place. Returns the count. */
+static int select_rows(aha_model *m, int N, const bool *keep, int32_t *i32s[], int n_i32, float *f32s[], int n_f32)
+{
+    acts *a = &m->a;
+    int k = 0;
+    for (int r = 0; r < N; r++) {
+        if (!keep[r]) continue;
+        a->h_sel[k] = r;
+        for (int j = 0; j < n_i32; j++) i32s[j][k] = i32s[j][r];
+        for (int j = 0; j < n_f32; j++) f32s[j][k] = f32s[j][r];
+        k++;
+    }
+    return k;
 }
 
 /* a.logits (n rows) -> host fp32 */
@@ -709,6 +736,9 @@ aha_status aha_batch_check(const aha_model *m, const aha_batch *b, aha_err *err)
     for (int s = 0; s < b->n_seqs; s++)
         if (b->cu_seqlens[s + 1] <= b->cu_seqlens[s])
             return aha_errf(err, AHA_EINVAL, "batch: sequence %d is empty or cu_seqlens decreases", s);
+    for (int s = 0; b->score_from && s < b->n_seqs; s++)
+        if (b->score_from[s] < 1)
+            return aha_errf(err, AHA_EINVAL, "batch: score_from[%d] = %d must be >= 1", s, b->score_from[s]);
     int N = b->cu_seqlens[b->n_seqs];
     for (int i = 0; i < N; i++)
         if (b->ids[i] < 0 || b->ids[i] >= m->cfg.vocab_size)
@@ -756,14 +786,40 @@ aha_status aha_model_token_logprobs(aha_model *m, const aha_batch *b, float *log
     fwd_args fa = {.N = N, .n_seqs = b->n_seqs, .mode = ATT_PACKED};
     AHA_TRY(upload_batch(m, b, &fa.max_seqlen, err));
     AHA_TRY(forward(m, &fa, err));
-    for (int r0 = 0; r0 < N; r0 += a->chunk) {
-        int n = N - r0 < a->chunk ? N - r0 : a->chunk;
-        AHA_TRY(logits_rows(m, r0, n, err));
+    if (logits) {
+        /* every row: the caller wants all the logits */
+        for (int r0 = 0; r0 < N; r0 += a->chunk) {
+            int n = N - r0 < a->chunk ? N - r0 : a->chunk;
+            AHA_TRY(logits_rows(m, r0, n, err));
+            TRY_OP(OPS(m)->logprob_fwd(BE(m), aha_tensor_at(a->lp, r0), aha_tensor_at(a->lse, r0), a->logits,
+                                       aha_tensor_at(a->targets, r0), n, V, err));
+            AHA_TRY(logits_to_host(m, n, logits + (size_t)r0 * V, err));
+        }
+        TRY_OP(OPS(m)->to_host(BE(m), a->h_lp, a->lp, (size_t)N * sizeof(float), err));
+        if (logprobs) rows_to_layout(b, a->h_lp, logprobs);
+        return AHA_OK;
+    }
+    /* only rows predicting a scored position reach the lm_head: gathered into a.hsel */
+    bool *keep = (bool *)a->h_lp; /* h_lp is free until the results come back */
+    for (int s = 0; s < b->n_seqs; s++) {
+        int s0 = b->cu_seqlens[s], s1 = b->cu_seqlens[s + 1], from = b->score_from ? b->score_from[s] : 1;
+        for (int r = s0; r < s1; r++) keep[r] = r + 1 < s1 && r + 1 - s0 >= from;
+    }
+    int32_t *ia[1] = {a->h_targets};
+    int ns = select_rows(m, N, keep, ia, 1, NULL, 0);
+    TRY_OP(OPS(m)->to_device(BE(m), a->sel, a->h_sel, (size_t)ns * 4, err));
+    TRY_OP(OPS(m)->to_device(BE(m), a->targets, a->h_targets, (size_t)ns * 4, err));
+    TRY_OP(OPS(m)->embedding_fwd(BE(m), a->hsel, a->sel, a->hf, ns, m->cfg.hidden_size, err));
+    for (int r0 = 0; r0 < ns; r0 += a->chunk) {
+        int n = ns - r0 < a->chunk ? ns - r0 : a->chunk;
+        AHA_TRY(logits_of(m, a->hsel, r0, n, err));
         TRY_OP(OPS(m)->logprob_fwd(BE(m), aha_tensor_at(a->lp, r0), aha_tensor_at(a->lse, r0), a->logits,
                                    aha_tensor_at(a->targets, r0), n, V, err));
-        if (logits) AHA_TRY(logits_to_host(m, n, logits + (size_t)r0 * V, err));
     }
-    TRY_OP(OPS(m)->to_host(BE(m), a->h_lp, a->lp, (size_t)N * sizeof(float), err));
+    float *lpc = a->h_old; /* compact results; h_old is free while scoring */
+    TRY_OP(OPS(m)->to_host(BE(m), lpc, a->lp, (size_t)ns * sizeof(float), err));
+    memset(a->h_lp, 0, (size_t)N * sizeof(float));
+    for (int k = 0; k < ns; k++) a->h_lp[a->h_sel[k]] = lpc[k];
     if (logprobs) rows_to_layout(b, a->h_lp, logprobs);
     return AHA_OK;
 }
@@ -772,20 +828,30 @@ aha_status aha_model_token_logprobs(aha_model *m, const aha_batch *b, float *log
 
 typedef enum { LOSS_GRPO, LOSS_SFT } loss_kind;
 
-/* Chunked head: logits -> logprobs -> loss -> dlogits -> d hf (into a.dh) and lm_head grads. */
-static aha_status head_train(aha_model *m, aha_train *t, int N, loss_kind kind, const aha_grpo_args *ga,
-                             aha_err *err)
+/* Chunked head over ns rows: logits -> logprobs -> loss -> dlogits -> d hf (into a.dh) and
+ * lm_head grads. With a selection (sel), the ns rows are gathered from a.hf into a.hsel and
+ * their gradient scattered back into a zeroed a.dh; otherwise all N rows are used in place. */
+static aha_status head_train(aha_model *m, aha_train *t, int N, int ns, bool sel, loss_kind kind,
+                             const aha_grpo_args *ga, aha_err *err)
 {
     const aha_backend_ops *o = OPS(m);
     aha_backend *be = BE(m);
     acts *a = &m->a;
     int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
-    for (int r0 = 0; r0 < N; r0 += a->chunk) {
-        int n = N - r0 < a->chunk ? N - r0 : a->chunk;
+    aha_tensor hsrc = a->hf, dhdst = a->dh;
+    if (sel) {
+        TRY_OP(o->embedding_fwd(be, a->hsel, a->sel, a->hf, ns, C, err));
+        hsrc = a->hsel;
+        dhdst = a->dhsel;
+    } else {
+        AHA_ASSERT(ns == N);
+    }
+    for (int r0 = 0; r0 < ns; r0 += a->chunk) {
+        int n = ns - r0 < a->chunk ? ns - r0 : a->chunk;
         aha_tensor lp = aha_tensor_at(a->lp, r0), dlp = aha_tensor_at(a->dlp, r0),
                    lse = aha_tensor_at(a->lse, r0), tg = aha_tensor_at(a->targets, r0),
                    w = aha_tensor_at(a->weight, r0);
-        AHA_TRY(logits_rows(m, r0, n, err));
+        AHA_TRY(logits_of(m, hsrc, r0, n, err));
         TRY_OP(o->logprob_fwd(be, lp, lse, a->logits, tg, n, V, err));
         if (kind == LOSS_GRPO)
             TRY_OP(o->grpo_loss(be, dlp, a->stats, lp, aha_tensor_at(a->old, r0),
@@ -795,10 +861,14 @@ static aha_status head_train(aha_model *m, aha_train *t, int N, loss_kind kind, 
         else
             TRY_OP(o->sft_loss(be, dlp, a->stats, lp, w, n, err));
         TRY_OP(o->logprob_bwd(be, a->logits, a->logits, lse, tg, dlp, n, V, err));
-        TRY_OP(o->matmul_bwd_dx(be, aha_tensor_at(a->dh, (int64_t)r0 * C), a->logits, W(m, m->lm_head), n,
+        TRY_OP(o->matmul_bwd_dx(be, aha_tensor_at(dhdst, (int64_t)r0 * C), a->logits, W(m, m->lm_head), n,
                                 C, V, false, err));
         TRY_OP(o->matmul_bwd_dw(be, G(t, m->lm_head), aha_tensor_none(), a->logits,
-                                aha_tensor_at(a->hf, (int64_t)r0 * C), n, C, V, err));
+                                aha_tensor_at(hsrc, (int64_t)r0 * C), n, C, V, err));
+    }
+    if (sel) {
+        TRY_OP(o->fill(be, a->dh, (int64_t)N * C, 0.0f, err));
+        TRY_OP(o->scatter_rows(be, a->dh, a->sel, a->dhsel, ns, C, err));
     }
     return AHA_OK;
 }
@@ -879,6 +949,26 @@ static aha_status upload_f32(aha_model *m, aha_tensor dst, const float *src, int
     return OPS(m)->to_device(BE(m), dst, src, (size_t)n * sizeof(float), err);
 }
 
+/* The training head's rows: when the backend can scatter rows back, only the rows flagged in
+ * keep (those carrying loss) go through the lm_head; the row arrays f32s are compacted in place
+ * and the selection and targets uploaded. Otherwise all N rows, arrays untouched. */
+static aha_status train_select(aha_model *m, int N, const bool *keep, float *f32s[], int n_f32, int *ns,
+                               bool *sel, aha_err *err)
+{
+    acts *a = &m->a;
+    int cnt = 0;
+    for (int r = 0; r < N; r++) cnt += keep[r];
+    *ns = N;
+    *sel = false;
+    if (!OPS(m)->scatter_rows || cnt == N) return AHA_OK;
+    int32_t *ia[1] = {a->h_targets};
+    *ns = select_rows(m, N, keep, ia, 1, f32s, n_f32);
+    *sel = true;
+    TRY_OP(OPS(m)->to_device(BE(m), a->sel, a->h_sel, (size_t)*ns * 4, err));
+    TRY_OP(OPS(m)->to_device(BE(m), a->targets, a->h_targets, (size_t)*ns * 4, err));
+    return AHA_OK;
+}
+
 aha_status aha_model_grpo_backward(aha_model *m, aha_train *t, const aha_batch *b,
                                    const aha_grpo_args *args, aha_grpo_stats *stats, float *logprobs,
                                    aha_err *err)
@@ -911,13 +1001,19 @@ aha_status aha_model_grpo_backward(aha_model *m, aha_train *t, const aha_batch *
             a->h_adv[r] = args->advantages[s];
         }
     }
-    AHA_TRY(upload_f32(m, a->mask, a->h_mask, N, err));
-    AHA_TRY(upload_f32(m, a->weight, a->h_weight, N, err));
-    AHA_TRY(upload_f32(m, a->old, a->h_old, N, err));
-    AHA_TRY(upload_f32(m, a->ref, a->h_ref, N, err));
-    AHA_TRY(upload_f32(m, a->adv, a->h_adv, N, err));
+    bool *keep = (bool *)a->h_lp; /* h_lp is free until the logprobs come back */
+    for (int r = 0; r < N; r++) keep[r] = a->h_mask[r] != 0 || a->h_weight[r] != 0;
+    float *fa32[5] = {a->h_mask, a->h_weight, a->h_old, a->h_ref, a->h_adv};
+    int ns;
+    bool sel;
+    AHA_TRY(train_select(m, N, keep, fa32, 5, &ns, &sel, err));
+    AHA_TRY(upload_f32(m, a->mask, a->h_mask, ns, err));
+    AHA_TRY(upload_f32(m, a->weight, a->h_weight, ns, err));
+    AHA_TRY(upload_f32(m, a->old, a->h_old, ns, err));
+    AHA_TRY(upload_f32(m, a->ref, a->h_ref, ns, err));
+    AHA_TRY(upload_f32(m, a->adv, a->h_adv, ns, err));
     AHA_TRY(forward(m, &fa, err));
-    AHA_TRY(head_train(m, t, N, LOSS_GRPO, args, err));
+    AHA_TRY(head_train(m, t, N, ns, sel, LOSS_GRPO, args, err));
     AHA_TRY(backward(m, t, &fa, err));
     float st[AHA_GRPO_NSTATS];
     TRY_OP(OPS(m)->to_host(BE(m), st, a->stats, sizeof st, err));
@@ -929,7 +1025,10 @@ aha_status aha_model_grpo_backward(aha_model *m, aha_train *t, const aha_batch *
         stats->tokens = st[AHA_GRPO_STAT_TOKENS];
     }
     if (logprobs) {
-        TRY_OP(OPS(m)->to_host(BE(m), a->h_lp, a->lp, (size_t)N * sizeof(float), err));
+        float *lpc = a->h_old; /* uploaded already: free */
+        TRY_OP(OPS(m)->to_host(BE(m), lpc, a->lp, (size_t)ns * sizeof(float), err));
+        memset(a->h_lp, 0, (size_t)N * sizeof(float));
+        for (int k = 0; k < ns; k++) a->h_lp[sel ? a->h_sel[k] : k] = lpc[k];
         rows_to_layout(b, a->h_lp, logprobs);
     }
     return AHA_OK;
@@ -946,9 +1045,15 @@ aha_status aha_model_sft_backward(aha_model *m, aha_train *t, const aha_batch *b
     for (int s = 0; s < b->n_seqs; s++)
         for (int r = b->cu_seqlens[s]; r < b->cu_seqlens[s + 1]; r++)
             a->h_weight[r] = r + 1 < b->cu_seqlens[s + 1] ? loss_mask[r - s] * scale : 0.0f;
-    AHA_TRY(upload_f32(m, a->weight, a->h_weight, fa.N, err));
+    bool *keep = (bool *)a->h_lp;
+    for (int r = 0; r < fa.N; r++) keep[r] = a->h_weight[r] != 0;
+    float *fa32[1] = {a->h_weight};
+    int ns;
+    bool sel;
+    AHA_TRY(train_select(m, fa.N, keep, fa32, 1, &ns, &sel, err));
+    AHA_TRY(upload_f32(m, a->weight, a->h_weight, ns, err));
     AHA_TRY(forward(m, &fa, err));
-    AHA_TRY(head_train(m, t, fa.N, LOSS_SFT, NULL, err));
+    AHA_TRY(head_train(m, t, fa.N, ns, sel, LOSS_SFT, NULL, err));
     AHA_TRY(backward(m, t, &fa, err));
     float st[2];
     TRY_OP(OPS(m)->to_host(BE(m), st, a->stats, sizeof st, err));
@@ -1043,9 +1148,21 @@ aha_status aha_train_adamw_step(aha_train *t, const aha_adamw_args *a, aha_err *
         !(a->eps > 0) || !(a->weight_decay >= 0))
         return aha_errf(err, AHA_EINVAL, "adamw: need lr >= 0, 0 <= beta < 1, eps > 0, weight_decay >= 0");
     int step = t->step + 1;
-    aha_tensor out = m->master.data == m->w.data ? aha_tensor_none() : m->w;
-    TRY_OP(OPS(m)->adamw(BE(m), m->master, out, t->g, t->m1, t->m2, m->numel, a->lr, a->beta1, a->beta2,
-                         a->eps, a->weight_decay, 1.0f, step, err));
+    bool separate = m->master.data != m->w.data;
+    /* one op call per run of consecutive parameters sharing a weight decay (one call in all
+     * unless biases and norms are exempt); runs include the alignment padding, which stays 0 */
+    for (int i = 0; i < m->n_params;) {
+        bool decay = !(a->no_decay_bias_norm && (m->params[i].kind == P_BIAS || m->params[i].kind == P_NORM));
+        int j = i + 1;
+        while (j < m->n_params &&
+               decay == !(a->no_decay_bias_norm && (m->params[j].kind == P_BIAS || m->params[j].kind == P_NORM)))
+            j++;
+        int64_t o = m->params[i].off, n = (j < m->n_params ? m->params[j].off : m->numel) - o;
+        TRY_OP(OPS(m)->adamw(BE(m), aha_tensor_at(m->master, o), separate ? aha_tensor_at(m->w, o) : aha_tensor_none(),
+                             aha_tensor_at(t->g, o), aha_tensor_at(t->m1, o), aha_tensor_at(t->m2, o), n, a->lr,
+                             a->beta1, a->beta2, a->eps, decay ? a->weight_decay : 0.0f, 1.0f, step, err));
+        i = j;
+    }
     t->step = step;
     return AHA_OK;
 }

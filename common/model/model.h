@@ -95,6 +95,10 @@ typedef struct {
     const int32_t *ids;        /* (n_tokens) all sequences concatenated */
     const int32_t *cu_seqlens; /* (n_seqs + 1), [0] = 0, increasing, [n_seqs] = n_tokens */
     int n_seqs;                /* every sequence has >= 1 token */
+    /* optional (n_seqs), for aha_model_token_logprobs without logits: only positions
+     * t >= score_from[s] (>= 1) of sequence s are scored (e.g. the prompt length: the lm_head
+     * then skips prompt rows); the other logprob entries are 0. NULL scores every position. */
+    const int32_t *score_from;
 } aha_batch;
 
 /* total tokens of a batch and the length of its logprob layout */
@@ -149,7 +153,8 @@ typedef struct {
 } aha_grpo_stats;
 
 /* Forward, GRPO loss (Eq. 1), backward; gradients ADD to t's. stats may be NULL;
- * logprobs (logprob layout) receives the current policy's logprobs when not NULL. */
+ * logprobs (logprob layout) receives the current policy's logprobs when not NULL (at tokens
+ * with mask != 0; the loss head may skip the others, which then read 0). */
 aha_status aha_model_grpo_backward(aha_model *m, aha_train *t, const aha_batch *b,
                                    const aha_grpo_args *args, aha_grpo_stats *stats,
                                    float *logprobs, aha_err *err);
@@ -167,6 +172,10 @@ aha_status aha_train_clip(aha_train *t, double max_norm, double *norm_before, ah
 
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
+    /* false: decay every parameter (torch.optim.AdamW over model.parameters(), as the fixtures);
+     * true: no decay on biases and norm weights (the parameter groups of transformers' Trainer,
+     * which TRL's GRPOTrainer inherits) */
+    bool no_decay_bias_norm;
 } aha_adamw_args;
 /* One AdamW step (torch semantics) on every parameter; the compute weights follow. */
 aha_status aha_train_adamw_step(aha_train *t, const aha_adamw_args *a, aha_err *err);

@@ -58,8 +58,33 @@ static int by_value_desc(const void *a, const void *b)
     return (x->i > y->i) - (x->i < y->i);
 }
 
-/* The kept tokens and their unnormalised probabilities; returns how many, and their mass.
- * kept[j].i is the token; p[j] its weight. Greedy is handled by the callers. */
+/* Moves the k largest (by_value_desc order) to the front, in any order: quickselect. */
+static void select_top(scored *x, int n, int k)
+{
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        scored pivot = x[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (by_value_desc(&x[i], &pivot) < 0) i++;
+            while (by_value_desc(&x[j], &pivot) > 0) j--;
+            if (i <= j) {
+                scored t = x[i];
+                x[i++] = x[j];
+                x[j--] = t;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+/* The kept tokens and their unnormalised probabilities, best first; returns how many, and
+ * their mass. kept[j].i is the token; p[j] its weight. Greedy is handled by the callers.
+ * Only candidates are sorted: top-k selects first, and top-p first drops every token below a
+ * weight threshold tau once the tokens above tau already hold top_p of the mass (a token
+ * below tau then has at least that much mass ranked above it, so top-p drops it anyway). */
 static int filter(const float *logits, int V, const aha_sampling *sp, void *work, double *mass)
 {
     scored *kept = work;
@@ -75,17 +100,42 @@ static int filter(const float *logits, int V, const aha_sampling *sp, void *work
         kept[i].i = i;
     }
     int n = V;
-    if (use_k || use_p) qsort(kept, (size_t)V, sizeof *kept, by_value_desc);
     if (use_k) {
-        float kth = kept[sp->top_k - 1].v;
+        select_top(kept, V, sp->top_k);
+        float kth = kept[0].v;
+        for (int j = 1; j < sp->top_k; j++)
+            if (kept[j].v < kth) kth = kept[j].v;
         n = sp->top_k;
-        while (n < V && kept[n].v >= kth) n++;
+        for (int j = n; j < V; j++) /* ties with the k-th value stay (HF: scores < kth removed) */
+            if (kept[j].v >= kth) {
+                scored t = kept[n];
+                kept[n++] = kept[j];
+                kept[j] = t;
+            }
     }
     double total = 0;
-    for (int j = 0; j < n; j++) {
-        p[j] = exp(((double)kept[j].v - mx) * invT);
-        total += p[j];
+    for (int j = 0; j < n; j++) total += exp(((double)kept[j].v - mx) * invT);
+    if (use_p) {
+        for (double tau = 1e-4; tau > 1e-30; tau *= 1e-4) {
+            double above = 0;
+            for (int j = 0; j < n; j++) {
+                double w = exp(((double)kept[j].v - mx) * invT);
+                if (w >= tau) above += w;
+            }
+            if (above < sp->top_p * total) continue;
+            int m = 0;
+            for (int j = 0; j < n; j++)
+                if (exp(((double)kept[j].v - mx) * invT) >= tau) {
+                    scored t = kept[m];
+                    kept[m++] = kept[j];
+                    kept[j] = t;
+                }
+            n = m;
+            break;
+        }
     }
+    if (use_k || use_p) qsort(kept, (size_t)n, sizeof *kept, by_value_desc);
+    for (int j = 0; j < n; j++) p[j] = exp(((double)kept[j].v - mx) * invT);
     if (use_p) {
         double before = 0;
         int keep = 0;

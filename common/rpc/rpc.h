@@ -19,10 +19,12 @@
  *     INVALID_ARGUMENT without the handler being called.
  *   - aha_rpc_call_send / aha_rpc_call_recv block the calling thread and may be called from
  *     any thread (for instance a decode thread that streams completions while the handler
- *     waits), one sender and one receiver at a time per call. send returns as soon as the
- *     message is handed to gRPC, after the previous message of the call was written: at most
- *     one message per call is buffered, so a slow client slows the sender down (flow control)
- *     rather than growing memory.
+ *     waits), one receiver at a time per call; sends are serialised in call order. send
+ *     returns as soon as the message is handed to gRPC, after the previous message of the
+ *     call was written: at most one message per call is buffered, so a slow client slows the
+ *     sender down (flow control) rather than growing memory. aha_rpc_call_send_nowait queues
+ *     instead of waiting (for producers that must never block, e.g. a batched decode loop
+ *     serving many calls); the handler's return still waits until the queue is written.
  *   - Cancellation (client cancel, deadline passed, connection lost, or the server's drain
  *     ending) sets a flag that handlers poll with aha_rpc_call_cancelled() between steps of
  *     long work; aha_rpc_call_on_cancel() registers a callback instead. After cancellation,
@@ -81,6 +83,9 @@ typedef struct {
     int summary_s;                /* run(): info summary line period, 0 = only at exit (60) */
     const char *tls_cert_file;    /* PEM; with tls_key_file enables TLS, else plaintext */
     const char *tls_key_file;
+    const char *auth_token;       /* require "authorization: Bearer <token>" on every call
+                                     except health checks (UNAUTHENTICATED otherwise); NULL =
+                                     none. Use with TLS outside a trusted network. */
     const char *name;             /* for logs, e.g. "reward" */
 } aha_rpc_server_opts;
 
@@ -131,6 +136,14 @@ void aha_rpc_server_get_stats(aha_rpc_server *s, aha_rpc_server_stats *out);
  * previous message of the call was written. ECANCELLED when the call is gone, ELIMIT when
  * the message is larger than max_send_bytes. */
 aha_status aha_rpc_call_send(aha_rpc_call *c, const ProtobufCMessage *msg, aha_err *err);
+/* Queue one reply message without waiting (server streaming): it is serialised now and
+ * written after the ones before it, so a producer such as a decode thread never blocks on
+ * a slow client. The queue is unbounded: watch aha_rpc_call_send_queued() if the producer
+ * can outrun the network. ECANCELLED once the call is gone (queued messages are dropped). */
+aha_status aha_rpc_call_send_nowait(aha_rpc_call *c, const ProtobufCMessage *msg,
+                                    aha_err *err);
+/* Messages queued by send_nowait and not yet handed to gRPC. */
+size_t aha_rpc_call_send_queued(aha_rpc_call *c);
 /* Receive the next request message of a client stream: *out is NULL at the end of the
  * stream (client half-closed). Parse failures are EINVAL. A message that arrives as one
  * buffer is parsed in place; otherwise it is flattened once first. */

@@ -82,6 +82,8 @@ struct aha_rpc_call {
     int md_sent;
     int send_busy, send_failed;
     grpc_byte_buffer *send_bb;
+    grpc_byte_buffer **sendq; /* send_nowait messages waiting for send_busy == 0 */
+    size_t sendq_head, sendq_len, sendq_cap;
     int recv_busy, recv_ok, recv_ended;
     grpc_byte_buffer *recv_bb;
     int finished, detached, counted_active;
@@ -113,6 +115,7 @@ struct aha_rpc_server {
     char name[64];
     char listen[256];
     char *tls_cert, *tls_key;
+    char *auth; /* "Bearer <token>" required on calls (health excepted), or NULL */
     grpc_server *srv;
     method_entry *methods;
     int n_methods;
@@ -182,6 +185,8 @@ static void call_destroy(aha_rpc_call *c)
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     if (c->unary_reply) grpc_byte_buffer_destroy(c->unary_reply);
     if (c->request) protobuf_c_message_free_unpacked(c->request, NULL);
+    for (size_t i = c->sendq_head; i < c->sendq_len; i++) grpc_byte_buffer_destroy(c->sendq[i]);
+    free(c->sendq);
     if (c->call) grpc_call_unref(c->call);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
@@ -219,7 +224,7 @@ static void call_finish_code(aha_rpc_call *c, int code, const char *msg)
 {
     pthread_mutex_lock(&c->mu);
     AHA_ASSERT(!c->finished);
-    while (c->send_busy) pthread_cond_wait(&c->cv, &c->mu);
+    while (c->send_busy) pthread_cond_wait(&c->cv, &c->mu); /* drains the queue too */
     if (code == 0 && c->m && c->m->kind != AHA_RPC_SERVER_STREAM && !c->unary_reply &&
         !c->m->health) {
         code = GRPC_STATUS_INTERNAL;
@@ -244,13 +249,9 @@ static void call_finish_code(aha_rpc_call *c, int code, const char *msg)
     n++;
     c->finished = 1;
     c->code = code;
-    /* Free the slot before the client can see the status, so that a client that sends
-     * its next call right away is not refused as over the limit. */
-    if (c->counted_active) atomic_fetch_sub(&c->s->active, 1);
-    start_batch(c, ops, n, &c->t_finish);
-    grpc_slice_unref(details); /* start_batch copied it */
-    pthread_mutex_unlock(&c->mu);
-
+    /* Count the call and free its slot before the client can see the status: a client
+     * that sends its next call at once must not be refused as over the limit, and stats
+     * read after a reply must include it. */
     aha_rpc_server *s = c->s;
     double dt = aha_now_s() - c->t0;
     pthread_mutex_lock(&s->mu);
@@ -258,6 +259,11 @@ static void call_finish_code(aha_rpc_call *c, int code, const char *msg)
     if (code != 0) s->stats.errors++;
     s->stats.latency_sum_s += dt;
     pthread_mutex_unlock(&s->mu);
+    if (c->counted_active) atomic_fetch_sub(&s->active, 1);
+    start_batch(c, ops, n, &c->t_finish);
+    grpc_slice_unref(details); /* start_batch copied it */
+    pthread_mutex_unlock(&c->mu);
+
     if (debug_on()) {
         char path[MAX_PATH];
         if (c->m) {
@@ -400,6 +406,23 @@ static int pool_dispatch(aha_rpc_server *s, aha_rpc_call *c)
 /* ---------------------------------------------------------------------------------------- */
 /* CQ threads                                                                               */
 
+/* The request carries "authorization: Bearer <token>" (compared in constant time). */
+static int auth_ok(const aha_rpc_call *c)
+{
+    const char *want = c->s->auth;
+    size_t n = strlen(want);
+    for (size_t i = 0; i < c->md.count; i++) {
+        if (!aha__rpc_slice_eq(c->md.metadata[i].key, "authorization")) continue;
+        grpc_slice v = c->md.metadata[i].value;
+        if (GRPC_SLICE_LENGTH(v) != n) return 0;
+        const unsigned char *p = GRPC_SLICE_START_PTR(v);
+        unsigned diff = 0;
+        for (size_t k = 0; k < n; k++) diff |= (unsigned)(p[k] ^ (unsigned char)want[k]);
+        return diff == 0;
+    }
+    return 0;
+}
+
 static void on_new(worker *w, aha_rpc_call *c, int ok)
 {
     aha_rpc_server *s = w->s;
@@ -426,6 +449,10 @@ static void on_new(worker *w, aha_rpc_call *c, int ok)
     start_batch(c, &close_op, 1, &c->t_close);
     pthread_mutex_unlock(&c->mu);
 
+    if (s->auth && !(c->m && c->m->health) && !auth_ok(c)) {
+        call_finish_code(c, GRPC_STATUS_UNAUTHENTICATED, "missing or invalid bearer token");
+        return;
+    }
     if (!c->m) {
         char *p = grpc_slice_to_c_string(c->details.method);
         char msg[MAX_PATH + 64];
@@ -449,6 +476,8 @@ static void on_new(worker *w, aha_rpc_call *c, int ok)
     pool_dispatch(s, c);
 }
 
+static void start_send(aha_rpc_call *c, grpc_byte_buffer *bb);
+
 static void on_send(aha_rpc_call *c, int ok)
 {
     pthread_mutex_lock(&c->mu);
@@ -456,6 +485,19 @@ static void on_send(aha_rpc_call *c, int ok)
     c->send_bb = NULL;
     c->send_busy = 0;
     if (!ok) c->send_failed = 1;
+    if (c->sendq_head < c->sendq_len) {
+        if (c->send_failed) { /* the call is gone: drop what was queued */
+            for (size_t i = c->sendq_head; i < c->sendq_len; i++)
+                grpc_byte_buffer_destroy(c->sendq[i]);
+            c->sendq_head = c->sendq_len = 0;
+        } else {
+            /* The next queued message goes out from this CQ thread; with >= 2 CQ threads
+             * another one keeps polling the sockets meanwhile (notes 8.1). */
+            grpc_byte_buffer *bb = c->sendq[c->sendq_head++];
+            if (c->sendq_head == c->sendq_len) c->sendq_head = c->sendq_len = 0;
+            start_send(c, bb);
+        }
+    }
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     call_unref(c);
@@ -553,32 +595,9 @@ static void run_health(aha_rpc_call *c)
 /* ---------------------------------------------------------------------------------------- */
 /* public: handler side                                                                     */
 
-aha_status aha_rpc_call_send(aha_rpc_call *c, const ProtobufCMessage *msg, aha_err *err)
+/* Start a SEND_MESSAGE of bb (c->mu held, no send in flight). */
+static void start_send(aha_rpc_call *c, grpc_byte_buffer *bb)
 {
-    AHA_ASSERT(c->m && msg->descriptor == c->m->md->output);
-    if (atomic_load(&c->cancelled))
-        return aha_errf(err, AHA_ECANCELLED, "%s: call cancelled", c->m->path);
-    size_t len;
-    grpc_byte_buffer *bb = aha__rpc_pack(msg, c->s->o.max_send_bytes, &len);
-    if (!bb)
-        return aha_errf(err, AHA_ELIMIT, "%s: reply of %zu bytes exceeds the limit of %lld",
-                        c->m->path, len, (long long)c->s->o.max_send_bytes);
-    pthread_mutex_lock(&c->mu);
-    AHA_ASSERT(!c->finished);
-    if (c->m->kind != AHA_RPC_SERVER_STREAM) {
-        /* Unary replies go out with the status in one batch (one write, not two). */
-        AHA_ASSERT(c->unary_reply == NULL);
-        c->unary_reply = bb;
-        c->bytes_out += (int64_t)len;
-        pthread_mutex_unlock(&c->mu);
-        return AHA_OK;
-    }
-    while (c->send_busy) pthread_cond_wait(&c->cv, &c->mu);
-    if (c->send_failed || atomic_load(&c->cancelled)) {
-        pthread_mutex_unlock(&c->mu);
-        grpc_byte_buffer_destroy(bb);
-        return aha_errf(err, AHA_ECANCELLED, "%s: call ended while sending", c->m->path);
-    }
     grpc_op ops[2];
     size_t n = 0;
     memset(ops, 0, sizeof ops);
@@ -591,10 +610,86 @@ aha_status aha_rpc_call_send(aha_rpc_call *c, const ProtobufCMessage *msg, aha_e
     n++;
     c->send_busy = 1;
     c->send_bb = bb;
-    c->bytes_out += (int64_t)len;
     start_batch(c, ops, n, &c->t_send);
+}
+
+/* Pack msg for c; NULL with err filled when it cannot be sent. */
+static grpc_byte_buffer *pack_reply(aha_rpc_call *c, const ProtobufCMessage *msg, size_t *len,
+                                    aha_err *err)
+{
+    AHA_ASSERT(c->m && msg->descriptor == c->m->md->output);
+    if (atomic_load(&c->cancelled)) {
+        aha_errf(err, AHA_ECANCELLED, "%s: call cancelled", c->m->path);
+        return NULL;
+    }
+    grpc_byte_buffer *bb = aha__rpc_pack(msg, c->s->o.max_send_bytes, len);
+    if (!bb)
+        aha_errf(err, AHA_ELIMIT, "%s: reply of %zu bytes exceeds the limit of %lld", c->m->path,
+                 *len, (long long)c->s->o.max_send_bytes);
+    return bb;
+}
+
+static aha_status send_common(aha_rpc_call *c, const ProtobufCMessage *msg, int wait,
+                              aha_err *err)
+{
+    size_t len;
+    grpc_byte_buffer *bb = pack_reply(c, msg, &len, err);
+    if (!bb) return err ? err->status : AHA_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    AHA_ASSERT(!c->finished);
+    if (c->m->kind != AHA_RPC_SERVER_STREAM) {
+        /* Unary replies go out with the status in one batch (one write, not two). */
+        AHA_ASSERT(c->unary_reply == NULL);
+        c->unary_reply = bb;
+        c->bytes_out += (int64_t)len;
+        pthread_mutex_unlock(&c->mu);
+        return AHA_OK;
+    }
+    if (wait)
+        while (c->send_busy) pthread_cond_wait(&c->cv, &c->mu);
+    if (c->send_failed || atomic_load(&c->cancelled)) {
+        pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(bb);
+        return aha_errf(err, AHA_ECANCELLED, "%s: call ended while sending", c->m->path);
+    }
+    c->bytes_out += (int64_t)len;
+    if (!c->send_busy) {
+        start_send(c, bb);
+    } else {
+        if (c->sendq_len == c->sendq_cap) {
+            size_t cap = c->sendq_cap ? 2 * c->sendq_cap : 16;
+            grpc_byte_buffer **q = realloc(c->sendq, cap * sizeof *q);
+            if (!q) {
+                pthread_mutex_unlock(&c->mu);
+                grpc_byte_buffer_destroy(bb);
+                return aha_errf(err, AHA_ENOMEM, "%s: out of memory for the send queue",
+                                c->m->path);
+            }
+            c->sendq = q;
+            c->sendq_cap = cap;
+        }
+        c->sendq[c->sendq_len++] = bb;
+    }
     pthread_mutex_unlock(&c->mu);
     return AHA_OK;
+}
+
+aha_status aha_rpc_call_send(aha_rpc_call *c, const ProtobufCMessage *msg, aha_err *err)
+{
+    return send_common(c, msg, 1, err);
+}
+
+aha_status aha_rpc_call_send_nowait(aha_rpc_call *c, const ProtobufCMessage *msg, aha_err *err)
+{
+    return send_common(c, msg, 0, err);
+}
+
+size_t aha_rpc_call_send_queued(aha_rpc_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->sendq_len - c->sendq_head;
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }
 
 aha_status aha_rpc_call_recv(aha_rpc_call *c, ProtobufCMessage **out, aha_err *err)
@@ -781,6 +876,18 @@ aha_status aha_rpc_server_create(const aha_rpc_server_opts *o, aha_rpc_server **
         }
     }
     s->o.tls_cert_file = s->o.tls_key_file = NULL; /* contents kept instead */
+    if (s->o.auth_token && *s->o.auth_token) {
+        size_t n = strlen(s->o.auth_token) + 8;
+        s->auth = malloc(n);
+        if (!s->auth) {
+            free(s->tls_cert);
+            free(s->tls_key);
+            free(s);
+            return aha_errf(err, AHA_ENOMEM, "rpc: out of memory");
+        }
+        snprintf(s->auth, n, "Bearer %s", s->o.auth_token);
+    }
+    s->o.auth_token = NULL; /* the caller's string may go away; never logged */
     sem_init(&s->stop_sem, 0, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->pmu, NULL);
@@ -852,8 +959,9 @@ aha_status aha_rpc_server_start(aha_rpc_server *s, aha_err *err)
     for (int i = 0; i < s->nworkers; i++)
         if (pthread_create(&s->workers[i].thr, NULL, worker_main, &s->workers[i]) != 0)
             AHA_ASSERT(!"cannot create a completion-queue thread");
-    AHA_INFO("%s: listening on %s (port %d, %s, %d CQ threads, max message %lld/%lld bytes)",
-             s->name, s->listen, s->port, s->tls_cert ? "TLS" : "plaintext", s->nworkers,
+    AHA_INFO("%s: listening on %s (port %d, %s%s, %d CQ threads, max message %lld/%lld bytes)",
+             s->name, s->listen, s->port, s->tls_cert ? "TLS" : "plaintext",
+             s->auth ? ", bearer token required" : "", s->nworkers,
              (long long)s->o.max_recv_bytes, (long long)s->o.max_send_bytes);
     return AHA_OK;
 }
@@ -1042,6 +1150,7 @@ void aha_rpc_server_free(aha_rpc_server *s)
     free(s->methods);
     free(s->tls_cert);
     free(s->tls_key);
+    free(s->auth);
     sem_destroy(&s->stop_sem);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->pmu);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fs.h"
 #include "base/log.h"
 
 void aha_rpc_service_args_init(aha_rpc_service_args *a, const char *name,
@@ -29,7 +30,8 @@ void aha_rpc_service_usage(FILE *f)
           "  --notice-ms N        NOT_SERVING period before refusing calls (default 0)\n"
           "  --max-concurrent N   calls handled at once (default 256)\n"
           "  --summary-s N        period of the summary log line, 0 = exit only (default 60)\n"
-          "  --tls-cert FILE --tls-key FILE   serve TLS\n",
+          "  --tls-cert FILE --tls-key FILE   serve TLS\n"
+          "  --auth-token-file FILE  require 'authorization: Bearer <token in FILE>'\n",
           f);
 }
 
@@ -51,7 +53,7 @@ aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv,
     static const char *const known[] = {"--listen",   "--config",         "--log-level",
                                         "--threads",  "--max-message-mb", "--grace-ms",
                                         "--notice-ms", "--max-concurrent", "--summary-s",
-                                        "--tls-cert", "--tls-key"};
+                                        "--tls-cert", "--tls-key", "--auth-token-file"};
     a->rest_store = calloc((size_t)argc + 1, sizeof *a->rest_store);
     if (!a->rest_store) return aha_errf(err, AHA_ENOMEM, "out of memory");
     a->rest_argv = a->rest_store;
@@ -121,6 +123,24 @@ aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv,
             break;
         case 9: a->server.tls_cert_file = val; break;
         case 10: a->server.tls_key_file = val; break;
+        case 11: {
+            /* A file, not a flag value: argv is visible to every user of the machine. */
+            char *text = NULL;
+            size_t len = 0;
+            AHA_TRY(aha_read_file(val, 4096, &text, &len, err));
+            while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' ||
+                               text[len - 1] == ' ' || text[len - 1] == '\t'))
+                text[--len] = 0;
+            if (len == 0 || strlen(text) != len) {
+                free(text);
+                return aha_errf(err, AHA_EINVAL, "--auth-token-file %s: empty or binary token",
+                                val);
+            }
+            free(a->token_store);
+            a->token_store = text;
+            a->server.auth_token = text;
+            break;
+        }
         }
     }
     a->rest_argv[a->rest_argc] = NULL;
@@ -133,5 +153,13 @@ void aha_rpc_service_args_free(aha_rpc_service_args *a)
 {
     free(a->rest_store);
     a->rest_store = NULL;
+    free(a->token_store);
+    a->token_store = NULL;
     a->rest_argv = NULL;
+}
+
+void aha_rpc_service_announce(const aha_rpc_service_args *a, const aha_rpc_server *s)
+{
+    printf("aha-%s listening on port %d\n", a->server.name, aha_rpc_server_port(s));
+    fflush(stdout);
 }

@@ -4,7 +4,8 @@
  *   aha_rpc_service_args_init(&a, "reward", "0.0.0.0:50052");
  *   if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) { usage; exit 2 }
  *   ... the service reads a.config_path and its own flags from a.rest_argc/a.rest_argv ...
- *   aha_rpc_server_create(&a.server, ...); add methods; start; aha_rpc_server_run(...)
+ *   aha_rpc_server_create(&a.server, ...); add methods; start;
+ *   aha_rpc_service_announce(&a, server); aha_rpc_server_run(...)
  *
  * Common flags (also as --flag=value):
  *   --listen ADDR        host:port or unix:/path            (default: the service's)
@@ -17,6 +18,7 @@
  *   --max-concurrent N   calls handled at once; more get RESOURCE_EXHAUSTED (256)
  *   --summary-s N        period of the info summary line, 0 = at exit only (60)
  *   --tls-cert FILE --tls-key FILE   serve TLS instead of plaintext
+ *   --auth-token-file FILE           require "authorization: Bearer <token>" (health exempt)
  * Anything else is left, in order, in rest_argv for the service (rest_argv[0] = argv[0]). */
 #ifndef AHA_RPC_SERVICE_H
 #define AHA_RPC_SERVICE_H
@@ -34,6 +36,7 @@ typedef struct {
     char **rest_argv;        /* NULL-terminated, points into argv */
     /* private */
     char **rest_store;
+    char *token_store;
 } aha_rpc_service_args;
 
 void aha_rpc_service_args_init(aha_rpc_service_args *a, const char *name,
@@ -43,5 +46,8 @@ aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv,
 /* The common flags' help text. */
 void aha_rpc_service_usage(FILE *f);
 void aha_rpc_service_args_free(aha_rpc_service_args *a);
+/* Print "<name> listening on port N" on stdout and flush: launchers and tests started with
+ * --listen 127.0.0.1:0 read the port from it (tests/integration/svc.py). */
+void aha_rpc_service_announce(const aha_rpc_service_args *a, const aha_rpc_server *s);
 
 #endif

@@ -308,6 +308,9 @@ static aha_status lerr(loader *L, aha_status st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* quoted tokens may hold newlines; messages stay one line */
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20) *p = ' ';
     return aha_errf(L->err, st, "%s: %s", L->name, msg);
 }
 

@@ -385,6 +385,9 @@ def check(docs, external_secrets=(), allow_unconfined=False):
         target = by.get(ref["kind"], {}).get(ref["name"])
         if target is None:
             errs.append("HorizontalPodAutoscaler/%s: target %s/%s does not exist" % (name, ref["kind"], ref["name"]))
+        elif "replicas" in target["spec"]:
+            errs.append("HorizontalPodAutoscaler/%s: target %s/%s sets spec.replicas, which every apply would "
+                        "reset under the autoscaler" % (name, ref["kind"], ref["name"]))
         elif any(m.get("resource", {}).get("name") == "cpu" for m in sp.get("metrics", [])):
             for c in target["spec"]["template"]["spec"]["containers"]:
                 if "cpu" not in c.get("resources", {}).get("requests", {}):

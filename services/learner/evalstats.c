@@ -213,9 +213,8 @@ aha_status aha_filter_sft_line(const aha_gen_sample *s, char **out, aha_err *err
                            s->prompt_id ? s->prompt_id : "", s->index);
 }
 
-aha_status aha_filter_report_json(const aha_filter_report *r, char **out, aha_err *err)
+static json_t *filter_report_obj(const aha_filter_report *r)
 {
-    *out = NULL;
     json_t *rej = json_object();
     bool oom = !rej;
     for (int i = 1; rej && i < AHA_REJ_COUNT; i++)
@@ -228,7 +227,25 @@ aha_status aha_filter_report_json(const aha_filter_report *r, char **out, aha_er
                                 r->samples ? (double)r->kept / (double)r->samples : 0.0,
                                 "rejected", rej);
     json_decref(rej); /* "O" took its own reference */
-    if (o) *out = json_dumps(o, JSON_INDENT(2));
+    return o;
+}
+
+aha_status aha_filter_report_json(const aha_filter_report *r, char **out, aha_err *err)
+{
+    json_t *o = filter_report_obj(r);
+    *out = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     return *out ? AHA_OK : aha_errf(err, AHA_ENOMEM, "acceptance report: out of memory");
+}
+
+aha_status aha_filter_record_json(const aha_filter_report *r, const char *stage, char **out,
+                                  aha_err *err)
+{
+    *out = NULL;
+    json_t *o = filter_report_obj(r);
+    bool oom = !o || json_object_set_new(o, "type", json_string("generate")) != 0;
+    if (!oom && stage) oom = json_object_set_new(o, "stage", json_string(stage)) != 0;
+    if (!oom) *out = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    json_decref(o);
+    return *out ? AHA_OK : aha_errf(err, AHA_ENOMEM, "acceptance record: out of memory");
 }

@@ -104,5 +104,8 @@ aha_status aha_filter_sft_line(const aha_gen_sample *s, char **out, aha_err *err
 /* {"prompts", "prompts_with_kept", "samples", "kept", "acceptance_rate",
  *  "rejected": {"truncated": n, ...}} */
 aha_status aha_filter_report_json(const aha_filter_report *r, char **out, aha_err *err);
+/* The same as one metrics.jsonl line: {"type":"generate", "stage"?, ...} (stage may be NULL). */
+aha_status aha_filter_record_json(const aha_filter_report *r, const char *stage, char **out,
+                                  aha_err *err);
 
 #endif

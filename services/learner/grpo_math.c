@@ -113,6 +113,13 @@ void aha_step_metrics_add_group(aha_step_metrics *m, const aha_completion_stats 
     }
     m->n_groups++;
     if (eq) m->n_all_equal++;
+    if (G > 1) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < G; i++) mean += c[i].reward;
+        mean /= G;
+        for (int i = 0; i < G; i++) var += (c[i].reward - mean) * (c[i].reward - mean);
+        m->sum_group_std += sqrt(var / (G - 1));
+    }
 }
 
 /* population std from sums; clamps the tiny negative variance rounding can produce */
@@ -160,6 +167,8 @@ aha_status aha_step_metrics_json(const aha_step_metrics *m, char **out, aha_err 
         setv(&b, o, "n_groups", json_integer(m->n_groups));
         setd(&b, o, "reward_mean", m->sum_reward / n);
         setd(&b, o, "reward_std", pop_std(m->sum_reward, m->sumsq_reward, m->n_completions));
+        if (m->n_groups)
+            setd(&b, o, "group_reward_std", m->sum_group_std / (double)m->n_groups);
         static const char *const names[AHA_N_REWARD_COMPONENTS] = {"accuracy", "format",
                                                                    "language"};
         json_t *rc = json_object();

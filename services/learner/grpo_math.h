@@ -55,6 +55,7 @@ typedef struct {
     /* read-only: accumulated by aha_step_metrics_add_group */
     int64_t n_completions, n_groups, n_all_equal, n_truncated, n_reflect, n_correct, n_formatted;
     double sum_reward, sumsq_reward, sum_len;
+    double sum_group_std; /* sum over groups of the group's sample std (what TRL logs) */
     int64_t max_len;
     double sum_c[AHA_N_REWARD_COMPONENTS], sumsq_c[AHA_N_REWARD_COMPONENTS];
     int64_t n_c[AHA_N_REWARD_COMPONENTS];

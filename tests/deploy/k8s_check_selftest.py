@@ -81,6 +81,8 @@ CASES = [
      lambda d: find(d, "Service", "aha-rollout")["spec"].pop("clusterIP")),
     ("cpu-demo", "volume shm is never mounted",
      lambda d: container(d, "StatefulSet", "aha-rollout")["volumeMounts"].pop()),
+    ("gpu", "sets spec.replicas",
+     lambda d: find(d, "Deployment", "aha-reward")["spec"].update(replicas=3)),
     ("cpu-demo", "capabilities must drop ALL",
      lambda d: container(d, "Deployment", "aha-reward")["securityContext"]["capabilities"].update(add=["NET_ADMIN"])),
 ]

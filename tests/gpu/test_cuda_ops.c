@@ -239,6 +239,19 @@ static void t_embedding(void)
     OK_BOTH(cpu->ops->embedding_bwd(cpu, cdt, cid, cdo, N, C, &e1),
             gpu->ops->embedding_bwd(gpu, gdt, gid, gdo, N, C, &e2));
     compare_dev("embedding_bwd (+=, repeated ids)", gdt, cdt, (int64_t)V * C, F32);
+    /* scatter_rows: N distinct destination rows of a (V, C) table */
+    int32_t *perm = malloc((size_t)V * 4);
+    for (int i = 0; i < V; i++) perm[i] = i;
+    for (int i = V - 1; i > 0; i--) {
+        int j = (int)aha_rng_below(&rng, (uint64_t)i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    aha_tensor cpi = up_i32(cpu, perm, N), gpi = up_i32(gpu, perm, N);
+    aha_tensor cst = up(cpu, tab, (int64_t)V * C, FP32), gst = up(gpu, tab, (int64_t)V * C, BF16);
+    OK_BOTH(cpu->ops->scatter_rows(cpu, cst, cpi, cdo, N, C, &e1), gpu->ops->scatter_rows(gpu, gst, gpi, gdo, N, C, &e2));
+    compare_dev("scatter_rows", gst, cst, (int64_t)V * C, 0.0);
+    free(perm);
     free(tab);
     free(dout);
     free(ids);

@@ -717,6 +717,18 @@ static aha_status cpu_adamw(aha_backend *be, aha_tensor p, aha_tensor p_out, aha
     return AHA_OK;
 }
 
+static aha_status cpu_scatter_rows(aha_backend *be, aha_tensor dst, aha_tensor idx, aha_tensor src, int n, int C,
+                                   aha_err *err)
+{
+    (void)be;
+    NEED_F32(dst, "scatter_rows dst");
+    NEED_F32(src, "scatter_rows src");
+    NEED_I32(idx, "scatter_rows idx");
+    for (int i = 0; i < n; i++)
+        memcpy(F(dst) + (size_t)IX(idx)[i] * C, F(src) + (size_t)i * C, (size_t)C * sizeof(float));
+    return AHA_OK;
+}
+
 static const aha_backend_ops cpu_ops = {
     .name = "cpu",
     .free = cpu_free,
@@ -752,6 +764,7 @@ static const aha_backend_ops cpu_ops = {
     .grpo_loss = cpu_grpo_loss,
     .sft_loss = cpu_sft_loss,
     .adamw = cpu_adamw,
+    .scatter_rows = cpu_scatter_rows,
 };
 
 aha_status aha_backend_cpu_create(int threads, aha_backend **out, aha_err *err)

@@ -181,6 +181,7 @@ static const aha_backend_ops cu_ops = {
     .grpo_loss = aha__cu_grpo_loss,
     .sft_loss = aha__cu_sft_loss,
     .adamw = aha__cu_adamw,
+    .scatter_rows = aha__cu_scatter_rows,
     .sample = aha__cu_sample,
 };
 

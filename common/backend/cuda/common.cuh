@@ -169,6 +169,8 @@ aha_status aha__cu_embedding_fwd(aha_backend *be, aha_tensor out, aha_tensor ids
                                  int N, int C, aha_err *err);
 aha_status aha__cu_embedding_bwd(aha_backend *be, aha_tensor dtable, aha_tensor ids,
                                  aha_tensor dout, int N, int C, aha_err *err);
+aha_status aha__cu_scatter_rows(aha_backend *be, aha_tensor dst, aha_tensor idx, aha_tensor src, int n, int C,
+                                aha_err *err);
 /* rmsnorm.cu */
 aha_status aha__cu_rmsnorm_fwd(aha_backend *be, aha_tensor out, aha_tensor rstd, aha_tensor x,
                                aha_tensor w, int N, int C, float eps, aha_err *err);

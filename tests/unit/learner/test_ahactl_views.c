@@ -98,7 +98,10 @@ static void test_report(void)
     const char *a = "{\"type\":\"step\",\"step\":1}\n"
                     "{\"type\":\"eval\",\"stage\":\"rl\",\"step\":20,\"dataset\":\"eval\",\"k\":4,"
                     "\"pass_at_1\":0.45,\"cons_at_k\":0.6,\"format_rate\":0.98,\"length_mean\":40.24,"
-                    "\"length_p90\":55}\n";
+                    "\"length_p90\":55}\n"
+                    "{\"type\":\"generate\",\"stage\":\"gen\",\"prompts\":10,\"prompts_with_kept\":7,"
+                    "\"samples\":80,\"kept\":14,\"acceptance_rate\":0.175,\"rejected\":{\"truncated\":5,"
+                    "\"incorrect\":40,\"format\":3,\"language\":1,\"duplicate\":9,\"over_limit\":8,\"error\":0}}\n";
     const char *b = "{\"type\":\"eval\",\"dataset\":\"gsm|8k\",\"k\":16,\"pass_at_1\":0.289,"
                     "\"cons_at_k\":0.527,\"format_rate\":1,\"length_mean\":100,\"length_p90\":150.5}\n";
     aha_report_input in[2] = {{a, strlen(a), NULL}, {b, strlen(b), "final_eval"}};
@@ -111,6 +114,9 @@ static void test_report(void)
     CHECK(strstr(md, "| rl | 20 | eval | 4 | 45.0 | 60.0 | 98.0 | 40.2 | 55.0 |\n") != NULL, "row 1:\n%s", md);
     CHECK(strstr(md, "| final_eval | final | gsm/8k | 16 | 28.9 | 52.7 | 100.0 | 100.0 | 150.5 |\n") != NULL,
           "row 2 (default stage, pipe replaced):\n%s", md);
+    CHECK(strstr(md, "### Rejection sampling") != NULL &&
+              strstr(md, "| gen | 10 | 80 | 14 | 17.5 | 5 | 40 | 3 | 1 | 9 | 8 | 0 |\n") != NULL,
+          "generate row:\n%s", md);
     free(md);
     aha_report_input empty = {"{\"type\":\"step\"}\n", 16, NULL};
     CHECK(aha_report_markdown(&empty, 1, NULL, &md, &e) == AHA_OK && strstr(md, "No eval records"), "empty");

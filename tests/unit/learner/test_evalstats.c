@@ -145,6 +145,14 @@ static void test_filter(void)
               json_object_get(rj, "kept") == NULL, "report json %s", line);
     json_decref(j);
     free(line);
+    CHECK(aha_filter_record_json(&rep, "gen", &line, &e) == AHA_OK, "%s", e.msg);
+    j = json_loads(line, 0, NULL);
+    CHECK(j && strchr(line, '\n') == NULL && strcmp(json_string_value(json_object_get(j, "type")), "generate") == 0 &&
+              strcmp(json_string_value(json_object_get(j, "stage")), "gen") == 0 &&
+              fabs(json_real_value(json_object_get(j, "acceptance_rate")) - 2.0 / 10) < 1e-9,
+          "record %s", line);
+    json_decref(j);
+    free(line);
 }
 
 int main(void)

@@ -1,66 +1,45 @@
 /* test_grpo_math: group advantages against the PyTorch fixtures and hand cases, the lr
  * schedule at known points, and per-step metrics aggregation. */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../../harness.h"
 #include "base/fs.h"
+#include "io/safetensors.h"
 #include "grpo_math.h"
-
-/* A tiny independent safetensors reader for F32 tensors (header JSON + offsets). */
-static int load_f32(const char *path, const char *name, float *dst, int64_t n)
-{
-    char *buf;
-    size_t len;
-    aha_err e = {0};
-    if (aha_read_file(path, 64 << 20, &buf, &len, &e) != AHA_OK) {
-        fprintf(stderr, "%s\n", e.msg);
-        return -1;
-    }
-    uint64_t hl = 0;
-    memcpy(&hl, buf, 8);
-    int rc = -1;
-    json_t *h = hl < len ? json_loadb(buf + 8, hl, 0, NULL) : NULL;
-    json_t *t = h ? json_object_get(h, name) : NULL;
-    if (t && strcmp(json_string_value(json_object_get(t, "dtype")), "F32") == 0) {
-        json_t *off = json_object_get(t, "data_offsets");
-        int64_t a = json_integer_value(json_array_get(off, 0));
-        int64_t b = json_integer_value(json_array_get(off, 1));
-        if (b - a == n * 4 && 8 + hl + (uint64_t)b <= len) {
-            memcpy(dst, buf + 8 + hl + a, (size_t)n * 4);
-            rc = 0;
-        }
-    }
-    json_decref(h);
-    free(buf);
-    return rc;
-}
 
 static void test_fixtures(void)
 {
-    const char *models[] = {"tiny-qwen2", "tiny-llama"};
-    int found = 0;
-    for (int m = 0; m < 2; m++) {
+    const char *models[] = {"tiny-qwen2", "tiny-llama", "tiny-qwen3"};
+    for (int m = 0; m < 3; m++) {
         char path[1024];
         snprintf(path, sizeof path, "%s/%s/grpo.safetensors", th_fixtures(), models[m]);
-        float r[64], want[64];
-        int n = 0;
-        for (int cand = 1; cand <= 64 && !n; cand++)
-            if (load_f32(path, "rewards", r, cand) == 0) n = cand;
-        CHECK(n > 1, "%s: rewards not found", path);
-        if (n <= 1) continue;
-        CHECK(load_f32(path, "advantages", want, n) == 0, "%s: advantages", path);
+        aha_st_file *f = NULL;
+        aha_err e = {0};
+        CHECK(aha_st_open(path, &f, &e) == AHA_OK, "%s", e.msg);
+        if (!f) continue;
+        const aha_st_tensor *rt = aha_st_find(f, "rewards");
+        CHECK(rt && rt->ndim == 1 && rt->numel > 1 && rt->numel <= 64, "%s: rewards", path);
+        if (!rt || rt->numel > 64) {
+            aha_st_close(f);
+            continue;
+        }
+        int n = (int)rt->numel;
+        int64_t shape[1] = {n};
+        float r[64], want[64], got[64];
+        CHECK(aha_st_load_f32(f, "rewards", 1, shape, r, &e) == AHA_OK, "%s", e.msg);
+        CHECK(aha_st_load_f32(f, "advantages", 1, shape, want, &e) == AHA_OK, "%s", e.msg);
+        aha_st_close(f);
         double rd[64];
         for (int i = 0; i < n; i++) rd[i] = r[i];
-        float got[64];
         bool eq;
+        /* the fixtures: (rewards - rewards.mean()) / (rewards.std() + 1e-4), one group */
         int64_t n_eq = aha_grpo_advantages(rd, 1, n, true, 1e-4, got, &eq);
         CHECK(n_eq == 0 && !eq, "fixture group is not all-equal");
         double worst = th_max_abs(models[m], got, want, n);
         CHECK(worst < 1e-6, "%s: advantages differ by %g", models[m], worst);
-        found++;
     }
-    CHECK(found == 2, "both fixtures read");
 }
 
 static void test_hand(void)
@@ -156,6 +135,8 @@ static void test_metrics(void)
     CHECK(fabs(json_real_value(json_object_get(o, "reward_mean")) - 1.0) < 1e-9, "reward mean");
     CHECK(fabs(json_real_value(json_object_get(o, "reward_std")) - sqrt(0.5)) < 1e-9, "reward std");
     CHECK(fabs(json_real_value(json_object_get(o, "accuracy")) - 0.25) < 1e-9, "accuracy");
+    /* group stds (n - 1): {2, 0} → sqrt(2), {1, 1} → 0; mean sqrt(2)/2 */
+    CHECK(fabs(json_real_value(json_object_get(o, "group_reward_std")) - sqrt(2) / 2) < 1e-9, "group std");
     CHECK(fabs(json_real_value(json_object_get(o, "format_rate")) - 0.75) < 1e-9, "format rate");
     CHECK(fabs(json_real_value(json_object_get(o, "length_mean")) - 25) < 1e-9, "length mean");
     CHECK(json_integer_value(json_object_get(o, "length_max")) == 40, "length max");

@@ -331,6 +331,18 @@ int main(void)
     test_matmul();
     test_grpo();
     test_adamw();
+    /* scatter_rows is embedding_fwd's inverse on distinct rows */
+    {
+        float *dst = rnd(6 * 3, 1), *src = rnd(2 * 3, 1), *back = zeros(2 * 3), *orig = malloc(18 * 4);
+        int32_t idx[2] = {4, 1};
+        memcpy(orig, dst, 18 * 4);
+        CHECK(be->ops->scatter_rows(be, T(dst), Ti(idx), T(src), 2, 3, &err) == AHA_OK, "scatter_rows");
+        be->ops->embedding_fwd(be, T(back), Ti(idx), T(dst), 2, 3, &err);
+        CHECK(memcmp(back, src, 6 * 4) == 0, "gather(scatter(x)) = x");
+        CHECK(memcmp(dst, orig, 3 * 4) == 0 && memcmp(dst + 6, orig + 6, 6 * 4) == 0 &&
+                  memcmp(dst + 15, orig + 15, 3 * 4) == 0, "other rows untouched");
+        free(dst), free(src), free(back), free(orig);
+    }
     aha_tensor bf = {NULL, AHA_DT_BF16};
     float one = 1;
     CHECK(be->ops->scale(be, bf, 0, 1.0f, &err) == AHA_EUNSUPPORTED, "cpu refuses bf16 tensors");

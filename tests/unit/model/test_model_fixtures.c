@@ -127,6 +127,26 @@ static void run_fixture(aha_backend *be, const char *fixture)
     CHECK(aha_model_token_logprobs(m, &fb.b, lp, logits, &err) == AHA_OK, "%s", err.msg);
     CHECK(th_rel_err("logits", logits, ref_logits, nl) <= 1e-4, "logits");
     CHECK(th_rel_err("token_logprobs", lp, ref_lp, nlp) <= 1e-4, "token_logprobs");
+    /* score_from: only positions t >= from[s] are scored (the head skips the other rows) */
+    {
+        int32_t *from = malloc((size_t)fb.B * 4);
+        for (int b = 0; b < fb.B; b++) from[b] = 1 + (b * 5) % (fb.T + 1); /* one past the end too */
+        fb.b.score_from = from;
+        float *part = malloc((size_t)nlp * sizeof(float));
+        CHECK(aha_model_token_logprobs(m, &fb.b, part, NULL, &err) == AHA_OK, "%s", err.msg);
+        int bad = 0;
+        for (int b = 0; b < fb.B; b++)
+            for (int t = 1; t < fb.T; t++) {
+                float got = part[b * (fb.T - 1) + t - 1], want = t >= from[b] ? lp[b * (fb.T - 1) + t - 1] : 0.0f;
+                bad += fabsf(got - want) > 1e-6f;
+            }
+        CHECK(bad == 0, "score_from: %d entries differ", bad);
+        from[0] = 0;
+        CHECK(aha_model_token_logprobs(m, &fb.b, part, NULL, &err) == AHA_EINVAL, "score_from 0 refused");
+        fb.b.score_from = NULL;
+        free(part);
+        free(from);
+    }
     free(logits);
     free(lp);
     free(ref_logits);
@@ -233,13 +253,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    if (argc > 1) {
-        for (int i = 1; i < argc; i++) run_fixture(be, argv[i]);
-    } else {
-        run_fixture(be, "tiny-qwen2");
-        run_fixture(be, "tiny-llama");
-        run_fixture(be, "tiny-qwen3");
+    /* the second pass runs the loss head densely (as on a backend without scatter_rows) */
+    const aha_backend_ops *full = be->ops;
+    aha_backend_ops dense = *full;
+    dense.scatter_rows = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        be->ops = pass ? &dense : full;
+        fprintf(stderr, "=== loss head %s\n", pass ? "dense" : "on selected rows");
+        if (argc > 1) {
+            for (int i = 1; i < argc; i++) run_fixture(be, argv[i]);
+        } else {
+            run_fixture(be, "tiny-qwen2");
+            run_fixture(be, "tiny-llama");
+            run_fixture(be, "tiny-qwen3");
+        }
     }
+    be->ops = full;
     aha_backend_free(be);
     return th_done("model_fixtures");
 }

@@ -249,6 +249,44 @@ static void test_train_resume(void)
     aha_model_free(m);
 }
 
+/* no_decay_bias_norm: biases and norms step as with weight_decay 0, matrices as with it */
+static void test_decay_groups(void)
+{
+    aha_err err = {0};
+    char fx[512];
+    snprintf(fx, sizeof fx, "%s/tiny-qwen2", th_fixtures());
+    aha_model *m[3] = {0};
+    aha_train *t[3] = {0};
+    aha_adamw_args args[3] = {{1e-2f, 0.9f, 0.95f, 1e-8f, 0.5f, true},
+                              {1e-2f, 0.9f, 0.95f, 1e-8f, 0.5f, false},
+                              {1e-2f, 0.9f, 0.95f, 1e-8f, 0.0f, false}};
+    int32_t ids[8] = {3, 9, 27, 81, 243, 217, 139, 5}, cu[2] = {0, 8};
+    float mask[7] = {1, 1, 1, 1, 1, 1, 1};
+    aha_batch b = {ids, cu, 1};
+    for (int k = 0; k < 3; k++) {
+        CHECK(aha_model_open(fx, be, NULL, &m[k], &err) == AHA_OK, "%s", err.msg);
+        if (!m[k]) return;
+        CHECK(aha_train_create(m[k], &t[k], &err) == AHA_OK, "%s", err.msg);
+        double loss;
+        CHECK(aha_model_sft_backward(m[k], t[k], &b, mask, 1.0f / 7, &loss, &err) == AHA_OK, "%s", err.msg);
+        for (int s = 0; s < 2; s++) CHECK(aha_train_adamw_step(t[k], &args[k], &err) == AHA_OK, "%s", err.msg);
+    }
+    int n_exempt = 0, ok = 1;
+    for (int i = 0; i < aha_model_n_params(m[0]); i++) {
+        const aha_param_info *p = aha_model_param(m[0], i);
+        bool exempt = strstr(p->name, "bias") || strstr(p->name, "norm");
+        n_exempt += exempt;
+        float *x = params_of(m[0], i), *y = params_of(m[exempt ? 2 : 1], i), *z = params_of(m[exempt ? 1 : 2], i);
+        ok &= memcmp(x, y, (size_t)p->numel * 4) == 0 && memcmp(x, z, (size_t)p->numel * 4) != 0;
+        free(x), free(y), free(z);
+    }
+    CHECK(ok && n_exempt == 3 * 2 + 2 * 2 + 1, "decay groups follow the parameter kinds");
+    for (int k = 0; k < 3; k++) {
+        aha_train_free(t[k]);
+        aha_model_free(m[k]);
+    }
+}
+
 int main(void)
 {
     aha_err err = {0};
@@ -260,6 +298,7 @@ int main(void)
     test_random_roundtrip();
     test_malformed();
     test_train_resume();
+    test_decay_groups();
     aha_backend_free(be);
     if (!getenv("AHA_KEEP_TMP")) aha_remove_tree(tmp, NULL);
     return th_done("model_io");

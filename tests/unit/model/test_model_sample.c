@@ -106,6 +106,47 @@ int main(void)
         CHECK(df == 0 || chi < crit[df], "%s: chi2 %.2f df %d", what, chi, df);
     }
 
+    /* a large vocabulary (with many equal logits) exercises the selection and pruning paths */
+    {
+        enum { BV = 3000 };
+        float *bx = malloc(BV * sizeof(float)), *bp = malloc(BV * sizeof(float));
+        void *bw = malloc(aha_sample_work_bytes(BV));
+        for (int i = 0; i < BV; i++) bx[i] = (float)(int)(aha_rng_normal(&rng) * 8) / 2; /* ties */
+        const aha_sampling big[] = {{1.0f, 0.9f, 0}, {0.8f, 1.0f, 50}, {1.0f, 0.7f, 200}, {1.5f, 0.99f, 0}};
+        for (size_t c = 0; c < sizeof big / sizeof big[0]; c++) {
+            aha_sample_probs(bx, BV, &big[c], bw, bp);
+            /* brute force with O(V^2) ranks */
+            double *z = malloc(BV * sizeof(double)), tot = 0, worst = 0;
+            int kept = 0;
+            for (int i = 0; i < BV; i++) {
+                int larger = 0;
+                for (int j = 0; j < BV; j++) larger += bx[j] > bx[i];
+                z[i] = big[c].top_k > 0 && larger >= big[c].top_k ? 0 : exp(bx[i] / big[c].temperature);
+                tot += z[i];
+            }
+            double *q = malloc(BV * sizeof(double)), qt = 0;
+            for (int i = 0; i < BV; i++) {
+                double above = 0;
+                for (int j = 0; j < BV; j++)
+                    if (bx[j] > bx[i] || (bx[j] == bx[i] && j < i)) above += z[j] / tot;
+                q[i] = z[i] > 0 && (above < big[c].top_p || above == 0) ? z[i] : 0;
+                qt += q[i];
+            }
+            for (int i = 0; i < BV; i++) {
+                worst = fmax(worst, fabs(q[i] / qt - bp[i]));
+                kept += bp[i] > 0;
+            }
+            fprintf(stderr, "  V=%d T=%.1f top_p=%.2f top_k=%d: %d kept, max |d| %.2e\n", BV,
+                    (double)big[c].temperature, (double)big[c].top_p, big[c].top_k, kept, worst);
+            CHECK(worst < 1e-6, "large-vocabulary distribution");
+            free(z);
+            free(q);
+        }
+        free(bx);
+        free(bp);
+        free(bw);
+    }
+
     /* greedy: argmax, the first of equal maxima */
     aha_sampling g = {0, 1, 0};
     int best = 0;

@@ -164,6 +164,17 @@ static aha_status h_generate(aha_rpc_call *c, const ProtobufCMessage *req, void 
             if (i % 64 == 0) sleep_ms(1);
         }
     }
+    if (r->sampling && r->sampling->seed == 2) { /* queue everything, never block */
+        for (int i = 0; i < r->n; i++) {
+            Aha__V1__Completion m = AHA__V1__COMPLETION__INIT;
+            char id[32];
+            snprintf(id, sizeof id, "p%d", i);
+            m.prompt_id = id;
+            m.index = i;
+            AHA_TRY(aha_rpc_call_send_nowait(c, &m.base, err));
+        }
+        return AHA_OK;
+    }
     if (r->sampling && r->sampling->seed == 1) {
         gen_job j = {c, r->n, AHA_OK};
         pthread_t t;
@@ -205,6 +216,8 @@ static aha_status h_update(aha_rpc_call *c, const ProtobufCMessage *req, void *u
 /* ---------------------------------------------------------------------------------------- */
 /* helpers                                                                                  */
 
+static aha_rpc_server *start_server_opts(const aha_rpc_server_opts *opts);
+
 static aha_rpc_server *start_server(const char *listen, int64_t max_recv, int grace_ms,
                                     int notice_ms, int max_conc)
 {
@@ -216,6 +229,12 @@ static aha_rpc_server *start_server(const char *listen, int64_t max_recv, int gr
     o.grace_ms = grace_ms;
     o.notice_ms = notice_ms;
     if (max_conc) o.max_concurrent_calls = max_conc;
+    return start_server_opts(&o);
+}
+
+static aha_rpc_server *start_server_opts(const aha_rpc_server_opts *opts)
+{
+    aha_rpc_server_opts o = *opts;
     aha_rpc_server *s = NULL;
     aha_err err;
     aha_status st = aha_rpc_server_create(&o, &s, &err);
@@ -435,7 +454,7 @@ static void case_stream(void)
 {
     aha_rpc_server *s = start_server("127.0.0.1:0", 0, 1000, 0, 0);
     aha_rpc_channel *ch = connect_to(aha_rpc_server_port(s), 1);
-    for (int from_thread = 0; from_thread < 2; from_thread++) {
+    for (int from_thread = 0; from_thread < 3; from_thread++) { /* 2: send_nowait */
         Aha__V1__GenerateRequest req = AHA__V1__GENERATE_REQUEST__INIT;
         Aha__V1__SamplingParams sp = AHA__V1__SAMPLING_PARAMS__INIT;
         sp.seed = (uint64_t)from_thread;
@@ -818,6 +837,114 @@ static void case_drain(void)
     aha_rpc_channel_free(ch);
 }
 
+static void case_auth(void)
+{
+    aha_rpc_server_opts so;
+    aha_rpc_server_opts_init(&so);
+    char token[] = "s3cret-token";
+    so.auth_token = token;
+    aha_rpc_server *s = start_server_opts(&so);
+    memset(token, 'x', sizeof token - 1); /* the server keeps its own copy */
+    aha_rpc_channel *none = connect_to(aha_rpc_server_port(s), 1);
+    int code;
+    aha_err err;
+    aha_status st = score(none, "a", "b", 5000, &code, NULL, &err);
+    CHECK(st == AHA_EUNAUTH && code == 16, "no token -> UNAUTHENTICATED (%d %s)", code, err.msg);
+    CHECK(health(none, "", &code) == 1, "health needs no token (probes cannot send one)");
+    aha_rpc_channel_opts co;
+    aha_rpc_channel_opts_init(&co);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", aha_rpc_server_port(s));
+    co.bearer_token = "wrong";
+    aha_rpc_channel *bad;
+    aha_rpc_channel_create(target, &co, &bad, &err);
+    st = score(bad, "a", "b", 5000, &code, NULL, &err);
+    CHECK(st == AHA_EUNAUTH, "wrong token -> UNAUTHENTICATED (%d)", code);
+    co.bearer_token = "s3cret-token";
+    aha_rpc_channel *good;
+    aha_rpc_channel_create(target, &co, &good, &err);
+    st = score(good, "a", "b", 5000, &code, NULL, &err);
+    CHECK(st == AHA_OK, "right token: %s", st ? err.msg : "ok");
+    /* a stream is checked too */
+    Aha__V1__GenerateRequest req = AHA__V1__GENERATE_REQUEST__INIT;
+    req.n = 2;
+    aha_rpc_stream *stm;
+    aha_rpc_call_opts o = {.timeout_ms = 5000};
+    aha_rpc_stream_open(none, &aha__v1__rollout__descriptor, "Generate", &req.base, &o, &stm, &err);
+    ProtobufCMessage *m;
+    st = aha_rpc_stream_next(stm, &m, &err);
+    CHECK(st == AHA_EUNAUTH && m == NULL, "stream without token -> UNAUTHENTICATED (%d)", o.code);
+    aha_rpc_stream_free(stm);
+    aha_rpc_channel_free(none);
+    aha_rpc_channel_free(bad);
+    aha_rpc_channel_free(good);
+    aha_rpc_server_free(s);
+}
+
+static void case_tls(void)
+{
+    if (system("command -v openssl >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "openssl not found: TLS case skipped\n");
+        exit(77); /* meson: skipped */
+    }
+    char dir[] = "/tmp/aha-rpc-tls-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    char cmd[1024], crt[256], key[256], other[256];
+    snprintf(crt, sizeof crt, "%s/server.crt", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    snprintf(other, sizeof other, "%s/other.crt", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout %s -out %s 2>/dev/null && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+             "-keyout %s/other.key -out %s 2>/dev/null",
+             key, crt, dir, other);
+    int rc = system(cmd);
+    CHECK(rc == 0, "openssl made test certificates (rc %d)", rc);
+    if (rc == 0) {
+        aha_rpc_server_opts so;
+        aha_rpc_server_opts_init(&so);
+        so.tls_cert_file = crt;
+        so.tls_key_file = key;
+        aha_rpc_server *s = start_server_opts(&so);
+        char target[64];
+        snprintf(target, sizeof target, "127.0.0.1:%d", aha_rpc_server_port(s));
+        aha_rpc_channel_opts co;
+        aha_rpc_channel_opts_init(&co);
+        co.attempts = 1;
+        co.tls_ca_file = crt;
+        aha_rpc_channel *ch;
+        aha_err err;
+        CHECK(aha_rpc_channel_create(target, &co, &ch, &err) == AHA_OK, "TLS channel");
+        int code;
+        Aha__V1__ScoreResponse *r = NULL;
+        aha_status st = score(ch, "t", "tls!", 5000, &code, &r, &err);
+        CHECK(st == AHA_OK && r && r->results[0]->total == 4.0, "call over TLS: %s",
+              st ? err.msg : "ok");
+        if (r) protobuf_c_message_free_unpacked(&r->base, NULL);
+        aha_rpc_channel_free(ch);
+        co.tls_ca_file = other; /* a root that did not sign the server's certificate */
+        aha_rpc_channel_create(target, &co, &ch, &err);
+        st = score(ch, "t", "x", 5000, &code, NULL, &err);
+        CHECK(st == AHA_EUNAVAILABLE, "untrusted certificate -> UNAVAILABLE (%d)", code);
+        aha_rpc_channel_free(ch);
+        aha_rpc_channel *plain = connect_to(aha_rpc_server_port(s), 1);
+        st = score(plain, "t", "x", 5000, &code, NULL, &err);
+        CHECK(st == AHA_EUNAVAILABLE, "plaintext client to a TLS port -> UNAVAILABLE (%d)", code);
+        aha_rpc_channel_free(plain);
+        aha_rpc_server_free(s);
+        co.tls_ca_file = "/nonexistent/ca.pem";
+        st = aha_rpc_channel_create(target, &co, &ch, &err);
+        CHECK(st != AHA_OK && strstr(err.msg, "/nonexistent/ca.pem"), "missing CA file named: %s",
+              err.msg);
+    }
+    aha_err e2;
+    aha_remove_tree(dir, &e2);
+}
+
 int main(int argc, char **argv)
 {
     aha_log_set_level(getenv("AHA_TEST_DEBUG") ? AHA_LOG_DEBUG : AHA_LOG_WARN);
@@ -828,7 +955,8 @@ int main(int argc, char **argv)
     } cases[] = {{"unary", case_unary},   {"errors", case_errors},     {"stream", case_stream},
                  {"upload", case_upload}, {"deadline", case_deadline}, {"cancel", case_cancel},
                  {"health", case_health}, {"threads", case_threads},   {"limit", case_limit},
-                 {"retry", case_retry},   {"drain", case_drain}};
+                 {"retry", case_retry},   {"drain", case_drain},       {"auth", case_auth},
+                 {"tls", case_tls}};
     int ran = 0;
     for (size_t i = 0; i < AHA_ARRAY_LEN(cases); i++) {
         if (strcmp(which, "all") != 0 && strcmp(which, cases[i].name) != 0) continue;

@@ -31,7 +31,22 @@ for i, (c, o) in enumerate(zip(cases, out)):
         check(False, f"case {i}: ids differ at index {k}")
     check(o["decoded"] == c["decoded"], f"case {i}: decoded text differs")
 
+# --template r1-zero: the same as tokenizing Table 1 of the R1 paper with the question in it
+TABLE1 = ("A conversation between User and Assistant. The user asks a question, and the Assistant "
+          "solves it. The assistant first thinks about the reasoning process in the mind and then "
+          "provides the user with the answer. The reasoning process and answer are enclosed within "
+          "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning "
+          "process here </think> <answer> answer here </answer>. User: {}. Assistant:")
+qs = [c["text"] for c in cases[:6]]
+stdin = "".join(json.dumps({"text": q}) + "\n" for q in qs)
+r1 = subprocess.run([tool, "tokenize", "--tokenizer", tok, "--template", "r1-zero-think"], input=stdin.encode(), capture_output=True)
+stdin2 = "".join(json.dumps({"text": TABLE1.format(q) + " <think>"}) + "\n" for q in qs)
+r2 = subprocess.run([tool, "tokenize", "--tokenizer", tok], input=stdin2.encode(), capture_output=True)
+check(r1.returncode == 0 and r2.returncode == 0, f"template runs: {r1.stderr.decode()} {r2.stderr.decode()}")
+check(r1.stdout == r2.stdout and len(r1.stdout) > 0, "--template r1-zero-think equals tokenizing the rendered Table 1")
+
 for args, stdin, what in [
+    (["tokenize", "--tokenizer", tok, "--template", "no-such-template"], "", "unknown template"),
     (["tokenize"], "", "missing --tokenizer"),
     (["tokenize", "--tokenizer", "/nonexistent/tok"], "", "missing file"),
     (["tokenize", "--tokenizer", tok, "--bogus"], "", "unknown flag"),
