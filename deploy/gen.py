@@ -243,6 +243,7 @@ def render_compose(spec, tls):
     t = spec["targets"]["compose"]
     img = spec["image"]
     auth = spec["auth"]
+    hl = spec["health"]
     services = {}
     for cpu in (False, True):
         insts = compose_instances(spec, cpu)
@@ -305,8 +306,9 @@ def render_compose(spec, tls):
                 svc["ipc"] = "host"
             svc["healthcheck"] = {
                 "test": ["CMD"] + health_cmd(spec, s, False),
-                "interval": "10s", "timeout": "5s", "retries": 3,
-                "start_period": "600s" if (s["gpu"] and not cpu) else "60s",
+                "interval": "%ds" % hl["interval_s"], "timeout": "%ds" % hl["timeout_s"],
+                "retries": hl["failures"],
+                "start_period": "%ds" % hl["start_s"]["gpu" if (s["gpu"] and not cpu) else "cpu"],
             }
             if s["name"] == "learner":
                 deps = {}
@@ -436,10 +438,14 @@ def k8s_container(spec, s, shape):
         if shape["tls"]:
             return {"exec": {"command": health_cmd(spec, s, True)}}
         return {"grpc": {"port": s["port"]}}
-    c["startupProbe"] = dict(check(), periodSeconds=10,
-                             failureThreshold=60 if shape["device"] != "cpu" else 30)
-    c["readinessProbe"] = dict(check(), periodSeconds=10, timeoutSeconds=5)
-    c["livenessProbe"] = dict(check(), periodSeconds=20, timeoutSeconds=5, failureThreshold=6)
+    hl = spec["health"]
+    start = hl["start_s"]["cpu" if shape["device"] == "cpu" else "gpu"]
+    c["startupProbe"] = dict(check(), periodSeconds=hl["interval_s"], timeoutSeconds=hl["timeout_s"],
+                             failureThreshold=-(-start // hl["interval_s"]))
+    c["readinessProbe"] = dict(check(), periodSeconds=hl["interval_s"], timeoutSeconds=hl["timeout_s"],
+                               failureThreshold=hl["failures"])
+    c["livenessProbe"] = dict(check(), periodSeconds=2 * hl["interval_s"], timeoutSeconds=hl["timeout_s"],
+                              failureThreshold=hl["liveness_failures"])
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     for m in s["mounts"]:
         mm = spec["mounts"][m]

@@ -353,6 +353,31 @@ aha_status aha_model_param_set_bf16(aha_model *m, int i, const uint16_t *src, ah
     return param_upload(m, i, NULL, src, err);
 }
 
+aha_status aha_model_set_params_from_host(aha_model *m, const aha_param_update *u, int n, aha_err *err)
+{
+    if (n < 0 || (n > 0 && !u)) return aha_errf(err, AHA_EINVAL, "set params: no updates");
+    unsigned char *seen = calloc((size_t)m->n_params + 1, 1);
+    if (!seen) return aha_errf(err, AHA_ENOMEM, "set params: out of memory");
+    aha_status st = AHA_OK;
+    for (int k = 0; k < n && st == AHA_OK; k++) {
+        int i = u[k].param;
+        if (i < 0 || i >= m->n_params)
+            st = aha_errf(err, AHA_EINVAL, "set params: entry %d names parameter %d of %d", k, i, m->n_params);
+        else if (u[k].dtype != AHA_DT_F32 && u[k].dtype != AHA_DT_BF16)
+            st = aha_errf(err, AHA_EINVAL, "set params: '%s' given as %s (F32 or BF16 expected)", m->params[i].name,
+                          aha_dtype_name(u[k].dtype));
+        else if (!u[k].data)
+            st = aha_errf(err, AHA_EINVAL, "set params: '%s' has no data", m->params[i].name);
+        else if (seen[i]++)
+            st = aha_errf(err, AHA_EINVAL, "set params: '%s' appears twice", m->params[i].name);
+    }
+    free(seen);
+    for (int k = 0; k < n && st == AHA_OK; k++)
+        st = u[k].dtype == AHA_DT_F32 ? param_upload(m, u[k].param, u[k].data, NULL, err)
+                                      : param_upload(m, u[k].param, NULL, u[k].data, err);
+    return st;
+}
+
 aha_status aha_model_param_get_f32(aha_model *m, int i, float *dst, aha_err *err)
 {
     if (i < 0 || i >= m->n_params) return aha_errf(err, AHA_EINVAL, "model: parameter %d out of range", i);
@@ -630,7 +655,6 @@ typedef struct {
     int N, n_seqs, max_seqlen;
     att_mode mode;
     aha_kv_cache *cache; /* when set, k and v rows are stored at (a.slots, a.pos) */
-    bool train;
 } fwd_args;
 
 static aha_tensor cache_k(const aha_kv_cache *c, int l) { return aha_tensor_at(c->base, (int64_t)(2 * l) * c->slab); }
@@ -938,7 +962,6 @@ static aha_status train_prepare(aha_model *m, aha_train *t, const aha_batch *b, 
     fa->N = N;
     fa->n_seqs = b->n_seqs;
     fa->mode = ATT_PACKED;
-    fa->train = true;
     AHA_TRY(upload_batch(m, b, &fa->max_seqlen, err));
     TRY_OP(OPS(m)->fill(BE(m), m->a.stats, 16, 0.0f, err));
     return AHA_OK;

@@ -84,6 +84,15 @@ int64_t aha_model_param_count(const aha_model *m);
 aha_status aha_model_param_get_f32(aha_model *m, int i, float *dst, aha_err *err);
 aha_status aha_model_param_set_f32(aha_model *m, int i, const float *src, aha_err *err);
 aha_status aha_model_param_set_bf16(aha_model *m, int i, const uint16_t *src, aha_err *err);
+/* A batch of parameter writes (UpdateWeights applying a staged, complete upload): every entry
+ * is checked (index in range, dtype F32 or BF16, data present, no parameter twice) before any
+ * parameter is written, so a bad list changes nothing. */
+typedef struct {
+    int param;        /* index as aha_model_param */
+    aha_dtype dtype;  /* F32 or BF16 */
+    const void *data; /* numel elements of dtype */
+} aha_param_update;
+aha_status aha_model_set_params_from_host(aha_model *m, const aha_param_update *u, int n, aha_err *err);
 /* All compute weights as one contiguous device tensor (parameters in table order, each at
  * the offset aha_model_param_offset gives): for NCCL broadcasts. */
 aha_tensor aha_model_weights(aha_model *m, int64_t *numel);

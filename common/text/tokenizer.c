@@ -26,6 +26,7 @@
 #include <utf8proc.h>
 
 #include "base/fs.h"
+#include "base/log.h"
 
 /* ---------------------------------------------------------------- byte-level alphabet */
 
@@ -275,6 +276,7 @@ struct aha_tokenizer {
     size_t arena_len, arena_cap;
     tok_entry *ent; /* (n_ids) */
     int32_t n_ids;
+    int32_t model_count; /* entries of model.vocab (HF numbers new added tokens from it) */
     str_map vocab;  /* model vocab: merges and ignore_merges resolve against it */
     str_map added_map;
     merge_slot *merges;
@@ -477,14 +479,18 @@ static aha_status load_vocab(loader *L, json_t *vocab, json_t *added)
             char where[64];
             snprintf(where, sizeof where, "added_tokens[%zu]", i);
             AHA_TRY(get_id(L, json_object_get(v, "id"), &id, where, json_string_value(c)));
-            if (id > mx) mx = id;
         }
     }
     if (mx < 0) return lerr(L, AHA_EFORMAT, "model.vocab: empty vocabulary");
+    /* added tokens get ids at load (see load_added), at most this many beyond the model's */
+    size_t count = json_object_size(vocab), n_added = json_array_size(added);
+    size_t bound = ((size_t)mx + 1 > count ? (size_t)mx + 1 : count) + n_added;
+    if (bound > AHA_TOK_MAX_ID) return lerr(L, AHA_EFORMAT, "%zu ids is more than %d", bound, AHA_TOK_MAX_ID);
     t->n_ids = mx + 1;
-    t->ent = calloc((size_t)t->n_ids, sizeof *t->ent);
-    if (!t->ent || !str_map_init(&t->vocab, json_object_size(vocab)))
-        return lerr(L, AHA_ENOMEM, "cannot allocate a vocabulary of %d ids", t->n_ids);
+    t->model_count = (int32_t)count;
+    t->ent = calloc(bound, sizeof *t->ent);
+    if (!t->ent || !str_map_init(&t->vocab, count))
+        return lerr(L, AHA_ENOMEM, "cannot allocate a vocabulary of %zu ids", bound);
     json_object_foreach(vocab, key, v) {
         int32_t id = (int32_t)json_integer_value(v);
         size_t len = strlen(key);
@@ -657,29 +663,50 @@ static aha_status load_added(loader *L, json_t *added)
         return lerr(L, AHA_ENOMEM, "out of memory");
     size_t i;
     json_t *v;
+    int32_t max_added = -1;
     json_array_foreach(added, i, v) {
         added_token *a = &t->added[t->n_added];
         char where[64];
         snprintf(where, sizeof where, "added_tokens[%zu]", i);
         json_t *c = json_object_get(v, "content");
-        const char *content = json_string_value(c);
-        size_t len = json_string_length(c);
+        const char *content = json_string_value(c), *orig = content;
+        size_t len = json_string_length(c), orig_len = len;
         if (len == 0) return lerr(L, AHA_EFORMAT, "%s.content is empty", where);
-        a->id = (int32_t)json_integer_value(json_object_get(v, "id"));
         AHA_TRY(get_bool(L, v, "special", false, &a->special, where));
         AHA_TRY(get_bool(L, v, "single_word", false, &a->single_word, where));
         AHA_TRY(get_bool(L, v, "lstrip", false, &a->lstrip, where));
         AHA_TRY(get_bool(L, v, "rstrip", false, &a->rstrip, where));
         AHA_TRY(get_bool(L, v, "normalized", !a->special, &a->normalized, where));
-        int32_t mid = str_map_get(t, &t->vocab, content, len);
-        if (mid >= 0 && mid != a->id)
-            return lerr(L, AHA_EFORMAT, "%s: '%.60s' has id %d but model.vocab gives it %d", where,
-                        content, a->id, mid);
-        tok_entry *e = &t->ent[a->id];
-        if (e->kind & TK_ADDED)
-            return lerr(L, AHA_EFORMAT, "%s: id %d is given to two added tokens", where, a->id);
+        /* a normalized token is matched and decoded in its normalized form (as HF stores it)
+         * but numbered by its original content */
+        uint8_t *norm = NULL;
+        if (a->normalized && t->nfc) {
+            size_t nl;
+            norm = nfc_dup((const uint8_t *)content, len, &nl);
+            if (!norm) return lerr(L, AHA_ENOMEM, "%s: cannot normalise '%.60s'", where, content);
+            content = (const char *)norm;
+            len = nl;
+        }
         uint32_t off = arena_put(t, content, len);
+        free(norm);
         if (off == UINT32_MAX) return lerr(L, AHA_ENOMEM, "out of memory");
+        content = t->arena + off;
+        if (str_map_get(t, &t->added_map, content, len) >= 0) continue; /* HF skips repeats */
+        /* The id is not taken from the file: HF's AddedVocabulary::add_tokens gives a token in
+         * the model vocabulary its model id and numbers the others on from the model's size
+         * (or from the largest added id), and models are trained with HF's ids. Files written
+         * by HF agree with this; others get a warning. */
+        int32_t file_id = (int32_t)json_integer_value(json_object_get(v, "id"));
+        int32_t mid = str_map_get(t, &t->vocab, orig, orig_len);
+        if (mid >= 0) a->id = mid;
+        else if (max_added < 0) a->id = t->model_count;
+        else a->id = max_added >= t->model_count || t->model_count == 0 ? max_added + 1 : t->model_count;
+        if (a->id != file_id)
+            AHA_WARN("%s: %s: '%.60s' has id %d in the file but %d as Hugging Face tokenizers numbers it; using %d",
+                     L->name, where, content, file_id, a->id, a->id);
+        if (a->id > max_added) max_added = a->id;
+        if (a->id >= t->n_ids) t->n_ids = a->id + 1;
+        tok_entry *e = &t->ent[a->id];
         int32_t old;
         if (!str_map_put(t, &t->added_map, off, (uint32_t)len, a->id, &old))
             return lerr(L, AHA_EFORMAT, "%s: '%.60s' is already added with id %d", where, content, old);
@@ -692,26 +719,6 @@ static aha_status load_added(loader *L, json_t *added)
         t->n_added++;
     }
     return AHA_OK;
-}
-
-/* after the normalizer is known: normalized tokens are matched in their normalized form */
-static aha_status finish_added(loader *L)
-{
-    aha_tokenizer *t = L->t;
-    for (int i = 0; i < t->n_added; i++) {
-        added_token *a = &t->added[i];
-        if (!a->normalized || !t->nfc) continue;
-        size_t n;
-        uint8_t *s = nfc_dup((const uint8_t *)t->arena + a->off, a->len, &n);
-        if (!s) return lerr(L, AHA_EFORMAT, "added_tokens: cannot normalise '%.60s'", t->arena + a->off);
-        uint32_t off = arena_put(t, s, n);
-        free(s);
-        if (off == UINT32_MAX) return lerr(L, AHA_ENOMEM, "out of memory");
-        a->off = off;
-        a->len = (uint32_t)n;
-    }
-    AHA_TRY(build_set(L, &t->raw_set, false));
-    return build_set(L, &t->norm_set, true);
 }
 
 /* ---------------------------------------------------------------- load: pipeline */
@@ -842,7 +849,7 @@ static aha_status compile_one(loader *L, const char *pat, size_t len, bool liter
 {
     int ec;
     PCRE2_SIZE eo;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, opts, &ec, &eo, NULL);
     if (!re) {
         PCRE2_UCHAR msg[160];
@@ -1043,9 +1050,10 @@ aha_status aha_tokenizer_load_json(const char *json, size_t len, const char *nam
         st = lerr(&L, AHA_EFORMAT, "no \"model\" field");
     if (!json_is_array(added)) added = NULL;
     if (st == AHA_OK) st = load_model(&L, json_object_get(root, "model"), added);
-    if (st == AHA_OK) st = load_added(&L, added);
     if (st == AHA_OK) st = load_pipeline(&L, root);
-    if (st == AHA_OK) st = finish_added(&L);
+    if (st == AHA_OK) st = load_added(&L, added);
+    if (st == AHA_OK) st = build_set(&L, &t->raw_set, false);
+    if (st == AHA_OK) st = build_set(&L, &t->norm_set, true);
     if (st == AHA_OK) st = build_decode_table(&L);
     json_decref(root);
     if (st != AHA_OK) {

@@ -5,7 +5,10 @@
  *   model        BPE with vocab + merges ("a b" strings or ["a", "b"] pairs, possibly empty),
  *                ignore_merges, unk_token; no dropout, no byte_fallback, no subword affixes
  *   added_tokens matched whole before pre-tokenisation, leftmost-longest, with the
- *                single_word / lstrip / rstrip / normalized flags as HF applies them
+ *                single_word / lstrip / rstrip / normalized flags as HF applies them; numbered
+ *                as HF numbers them (the model id when the content is in model.vocab, else on
+ *                from the vocabulary's size), which files written by HF always agree with (a
+ *                file id that differs is logged as a warning)
  *   normalizer   null, NFC, or a Sequence of those
  *   pre_tokenizer Split(regex or string, behavior Isolated, invert false), then ByteLevel
  *                (use_regex true = the GPT-2 regex, add_prefix_space), alone or in a Sequence
@@ -16,7 +19,8 @@
  *
  * HF runs Split regexes with oniguruma; here they run on PCRE2 (UTF, UCP, JIT) with \s, \S,
  * \p{L} and \p{N} given oniguruma's meaning (White_Space; Unicode 15.0 letters and numbers),
- * which 1300 random HF-encoded strings in tests/fixtures/tokenizer confirm. A pattern using
+ * which 1300 random HF-encoded strings in tests/fixtures/tokenizer confirm (and 1240 more on
+ * the toy tokenizers of tests/fixtures/tokenizer/hf_flags for the flags and pre-tokenizers). A pattern using
  * other Unicode classes may still differ on characters new in Unicode 15.
  *
  * Input text must be valid UTF-8: encode refuses anything else with AHA_EINVAL naming the byte

@@ -287,6 +287,42 @@ static void test_decay_groups(void)
     }
 }
 
+/* set_params_from_host: a bad list changes nothing; a good one (F32 and BF16) applies */
+static void test_set_params(void)
+{
+    aha_err err = {0};
+    char fx[512];
+    snprintf(fx, sizeof fx, "%s/tiny-qwen2", th_fixtures());
+    aha_model *m = NULL, *orig = NULL;
+    CHECK(aha_model_open(fx, be, NULL, &m, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_model_open(fx, be, NULL, &orig, &err) == AHA_OK, "%s", err.msg);
+    if (!m || !orig) return;
+    int a = aha_model_param_find(m, "model.norm.weight"), b = aha_model_param_find(m, "model.layers.1.mlp.up_proj.weight");
+    int64_t na = aha_model_param(m, a)->numel, nb = aha_model_param(m, b)->numel;
+    float *fa = malloc((size_t)na * 4);
+    uint16_t *hb = malloc((size_t)nb * 2);
+    for (int64_t i = 0; i < na; i++) fa[i] = 0.5f + (float)i;
+    for (int64_t i = 0; i < nb; i++) hb[i] = aha_f32_to_bf16((float)(i % 7) - 3.0f);
+    aha_param_update bad[2] = {{a, AHA_DT_F32, fa}, {b, AHA_DT_F16, hb}};
+    CHECK(aha_model_set_params_from_host(m, bad, 2, &err) == AHA_EINVAL, "F16 refused");
+    fprintf(stderr, "  expected error: %s\n", err.msg);
+    aha_param_update dup[2] = {{a, AHA_DT_F32, fa}, {a, AHA_DT_F32, fa}};
+    CHECK(aha_model_set_params_from_host(m, dup, 2, &err) == AHA_EINVAL, "duplicate refused");
+    aha_param_update out[2] = {{a, AHA_DT_F32, fa}, {9999, AHA_DT_F32, fa}};
+    CHECK(aha_model_set_params_from_host(m, out, 2, &err) == AHA_EINVAL, "index refused");
+    CHECK(same_params(m, orig, 0), "refused updates changed nothing");
+    aha_param_update good[2] = {{a, AHA_DT_F32, fa}, {b, AHA_DT_BF16, hb}};
+    CHECK(aha_model_set_params_from_host(m, good, 2, &err) == AHA_OK, "%s", err.msg);
+    float *ga = params_of(m, a), *gb = params_of(m, b);
+    CHECK(memcmp(ga, fa, (size_t)na * 4) == 0, "f32 update applied");
+    int okb = 1;
+    for (int64_t i = 0; i < nb; i++) okb &= gb[i] == (float)(i % 7) - 3.0f;
+    CHECK(okb, "bf16 update applied");
+    free(fa), free(hb), free(ga), free(gb);
+    aha_model_free(m);
+    aha_model_free(orig);
+}
+
 int main(void)
 {
     aha_err err = {0};
@@ -299,6 +335,7 @@ int main(void)
     test_malformed();
     test_train_resume();
     test_decay_groups();
+    test_set_params();
     aha_backend_free(be);
     if (!getenv("AHA_KEEP_TMP")) aha_remove_tree(tmp, NULL);
     return th_done("model_io");

@@ -1,0 +1,212 @@
+/* aha-refpolicy: the reference-policy service. aha.v1.RefPolicy/LogProbs gives the per-token
+ * logprobs of a frozen reference model (the KL term of Eq. 1); UpdateWeights replaces the
+ * reference (R1-Zero refreshed it with the current policy); Info describes it. The scoring
+ * lives in refpolicy.c; this file maps messages and serves. */
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aha/v1/refpolicy.pb-c.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "refpolicy.h"
+#include "rpc/rpc.h"
+#include "rpc/service.h"
+
+typedef struct {
+    aha_refpolicy *rp;
+    const char *model_dir;
+    const char *device;
+} service;
+
+static aha_status h_logprobs(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
+                             aha_err *err)
+{
+    service *svc = user;
+    const Aha__V1__LogProbsRequest *req = (const Aha__V1__LogProbsRequest *)msg;
+    size_t n = req->n_sequences;
+    aha_ref_seq *seqs = calloc(n ? n : 1, sizeof *seqs);
+    float **out = calloc(n ? n : 1, sizeof *out);
+    Aha__V1__SequenceLogProbs *res = calloc(n ? n : 1, sizeof *res);
+    Aha__V1__SequenceLogProbs **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    aha_status st = AHA_OK;
+    if (!seqs || !out || !res || !ptrs) st = aha_errf(err, AHA_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && st == AHA_OK; i++) {
+        const Aha__V1__Sequence *q = req->sequences[i];
+        if (q->n_token_ids > (size_t)1 << 30) {
+            st = aha_errf(err, AHA_ELIMIT, "sequence %zu: too many tokens", i);
+            break;
+        }
+        seqs[i] = (aha_ref_seq){q->id, q->token_ids, (int)q->n_token_ids, q->prompt_len};
+        int m = (int)q->n_token_ids - q->prompt_len;
+        out[i] = malloc((size_t)(m > 0 ? m : 1) * sizeof(float));
+        if (!out[i]) st = aha_errf(err, AHA_ENOMEM, "out of memory");
+        aha__v1__sequence_log_probs__init(&res[i]);
+        res[i].id = q->id;
+        res[i].n_logprobs = m > 0 ? (size_t)m : 0;
+        res[i].logprobs = out[i];
+        ptrs[i] = &res[i];
+    }
+    int64_t version = 0;
+    if (st == AHA_OK) st = aha_refpolicy_logprobs(svc->rp, seqs, (int)n, out, &version, err);
+    if (st == AHA_OK && aha_rpc_call_cancelled(call))
+        st = aha_errf(err, AHA_ECANCELLED, "cancelled");
+    if (st == AHA_OK) {
+        Aha__V1__LogProbsResponse resp = AHA__V1__LOG_PROBS_RESPONSE__INIT;
+        resp.n_results = n;
+        resp.results = ptrs;
+        resp.policy_version = version;
+        st = aha_rpc_call_send(call, &resp.base, err);
+    }
+    for (size_t i = 0; out && i < n; i++) free(out[i]);
+    free(seqs);
+    free(out);
+    free(res);
+    free(ptrs);
+    return st;
+}
+
+static aha_status h_update(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
+                           aha_err *err)
+{
+    (void)msg;
+    service *svc = user;
+    double t0 = aha_now_s();
+    aha_weight_rx *rx;
+    AHA_TRY(aha_weight_rx_receive(call, aha_refpolicy_model(svc->rp), &rx, err));
+    aha_status st = aha_refpolicy_apply(svc->rp, rx, err);
+    if (st == AHA_OK) {
+        Aha__V1__UpdateWeightsReply r = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
+        r.version = aha_weight_rx_version(rx);
+        r.tensors = aha_weight_rx_tensors(rx);
+        r.bytes = aha_weight_rx_bytes(rx);
+        r.seconds = aha_now_s() - t0;
+        st = aha_rpc_call_send(call, &r.base, err);
+    }
+    aha_weight_rx_free(rx);
+    return st;
+}
+
+static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
+                         aha_err *err)
+{
+    (void)msg;
+    service *svc = user;
+    const aha_model_config *cfg = aha_model_cfg(aha_refpolicy_model(svc->rp));
+    char *cfg_json = aha_config_to_json(cfg);
+    char dirbuf[1024];
+    snprintf(dirbuf, sizeof dirbuf, "%s", svc->model_dir);
+    Aha__V1__InfoReply r = AHA__V1__INFO_REPLY__INIT;
+    r.model_name = basename(dirbuf);
+    r.config_json = cfg_json ? cfg_json : "";
+    r.policy_version = aha_refpolicy_version(svc->rp);
+    r.tokens_generated = aha_refpolicy_tokens(svc->rp);
+    r.device = (char *)svc->device;
+    aha_status st = aha_rpc_call_send(call, &r.base, err);
+    free(cfg_json);
+    return st;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: aha-refpolicy --model DIR [--device cpu|cuda:N] [--max-batch-tokens N]\n"
+               "                     [--max-request-tokens N] [--cpu-threads N] [common flags]\n");
+    aha_rpc_service_usage(f);
+}
+
+static int parse_int(const char *flag, const char *v, long lo, long hi, long *out)
+{
+    char *end = NULL;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "aha-refpolicy: %s: '%s' is not an integer in [%ld, %ld]\n", flag, v, lo, hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    aha_rpc_service_args a;
+    aha_rpc_service_args_init(&a, "refpolicy", "0.0.0.0:50053");
+    aha_err err;
+    if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
+        fprintf(stderr, "aha-refpolicy: %s\n", err.msg);
+        usage(stderr);
+        aha_rpc_service_args_free(&a);
+        return 2;
+    }
+    if (a.help) {
+        usage(stdout);
+        aha_rpc_service_args_free(&a);
+        return 0;
+    }
+    aha_refpolicy_opts o = {.device = "cpu"};
+    for (int i = 1; i < a.rest_argc; i++) {
+        const char *f = a.rest_argv[i];
+        const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
+        long x = 0;
+        int ok = v != NULL;
+        if (ok && strcmp(f, "--model") == 0)
+            o.model_dir = v;
+        else if (ok && strcmp(f, "--device") == 0)
+            o.device = v;
+        else if (ok && strcmp(f, "--max-batch-tokens") == 0)
+            ok = parse_int(f, v, 1, 1L << 24, &x), o.max_batch_tokens = (int)x;
+        else if (ok && strcmp(f, "--max-request-tokens") == 0)
+            ok = parse_int(f, v, 1, 1L << 30, &x), o.max_request_tokens = x;
+        else if (ok && strcmp(f, "--cpu-threads") == 0)
+            ok = parse_int(f, v, 0, 1024, &x), o.threads = (int)x;
+        else {
+            fprintf(stderr, "aha-refpolicy: unknown flag or missing value: %s\n", f);
+            ok = 0;
+        }
+        if (!ok) {
+            usage(stderr);
+            aha_rpc_service_args_free(&a);
+            return 2;
+        }
+        i++;
+    }
+    if (!o.model_dir) {
+        fprintf(stderr, "aha-refpolicy: --model DIR is required\n");
+        usage(stderr);
+        aha_rpc_service_args_free(&a);
+        return 2;
+    }
+    service svc = {.model_dir = o.model_dir, .device = o.device};
+    if (aha_refpolicy_create(&o, &svc.rp, &err) != AHA_OK) {
+        fprintf(stderr, "aha-refpolicy: %s\n", err.msg);
+        aha_rpc_service_args_free(&a);
+        return 2;
+    }
+    const aha_model_config *cfg = aha_model_cfg(aha_refpolicy_model(svc.rp));
+    AHA_INFO("reference model %s: %s, %d layers, hidden %d, vocab %d on %s", o.model_dir,
+             cfg->architecture, cfg->num_layers, cfg->hidden_size, cfg->vocab_size, o.device);
+
+    aha_rpc_server *s = NULL;
+    aha_status st = aha_rpc_server_create(&a.server, &s, &err);
+    const ProtobufCServiceDescriptor *d = &aha__v1__ref_policy__descriptor;
+    if (st == AHA_OK)
+        st = aha_rpc_server_add_method(s, d, "LogProbs", AHA_RPC_UNARY, h_logprobs, &svc, &err);
+    if (st == AHA_OK)
+        st = aha_rpc_server_add_method(s, d, "UpdateWeights", AHA_RPC_CLIENT_STREAM, h_update,
+                                       &svc, &err);
+    if (st == AHA_OK)
+        st = aha_rpc_server_add_method(s, d, "Info", AHA_RPC_UNARY, h_info, &svc, &err);
+    if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
+    if (st == AHA_OK) {
+        aha_rpc_service_announce(&a, s);
+        st = aha_rpc_server_run(s, &err);
+    }
+    if (st != AHA_OK) {
+        fprintf(stderr, "aha-refpolicy: %s\n", err.msg);
+        if (st == AHA_ETIMEOUT) return 1;
+    }
+    aha_rpc_server_free(s);
+    aha_refpolicy_free(svc.rp);
+    aha_rpc_service_args_free(&a);
+    return st == AHA_OK ? 0 : 1;
+}
