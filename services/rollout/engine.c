@@ -256,6 +256,9 @@ static void admit(aha_engine *e, const admission *a)
     int plen = g->r.prompt_lens[a->prompt];
     aha_err err = {0};
     int s0 = -1;
+    int *done_slot = calloc((size_t)a->k, sizeof *done_slot);
+    const char **done_why = calloc((size_t)a->k, sizeof *done_why);
+    AHA_ASSERT(done_slot && done_why);
     pthread_mutex_lock(&e->mu);
     int64_t version = e->version;
     pthread_mutex_unlock(&e->mu);
@@ -295,9 +298,14 @@ static void admit(aha_engine *e, const admission *a)
         pthread_mutex_lock(&e->mu);
         e->stats.tokens_generated++;
         pthread_mutex_unlock(&e->mu);
-        const char *why = take_token(e, s, tok, lp);
-        if (why) deliver(e, slot, why);
+        done_slot[i] = slot;
+        done_why[i] = take_token(e, s, tok, lp);
     }
+    /* deliver only now: the group's first slot holds the prefix the others copy */
+    for (int i = 0; i < a->k; i++)
+        if (done_why[i]) deliver(e, done_slot[i], done_why[i]);
+    free(done_slot);
+    free(done_why);
 }
 
 /* Drop the active sequences of cancelled requests. */
