@@ -89,7 +89,8 @@ aha_status aha_rpc_channel_create(const char *target, const aha_rpc_channel_opts
         c->o.max_send_bytes = c->o.max_send_bytes > INT32_MAX ? INT32_MAX : def.max_send_bytes;
     if (c->o.attempts <= 0) c->o.attempts = def.attempts;
     if (c->o.backoff_initial_ms <= 0) c->o.backoff_initial_ms = def.backoff_initial_ms;
-    if (c->o.backoff_max_ms < c->o.backoff_initial_ms) c->o.backoff_max_ms = c->o.backoff_initial_ms;
+    if (c->o.backoff_max_ms < c->o.backoff_initial_ms)
+        c->o.backoff_max_ms = c->o.backoff_initial_ms;
     if (c->o.bearer_token && *c->o.bearer_token) {
         int n = snprintf(c->auth, sizeof c->auth, "Bearer %s", c->o.bearer_token);
         if (n < 0 || (size_t)n >= sizeof c->auth) {
@@ -262,8 +263,8 @@ static int unary_once(aha_rpc_channel *c, void *reg, grpc_byte_buffer *req, gpr_
                       const aha_rpc_call_opts *o, grpc_byte_buffer **reply, grpc_slice *details)
 {
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    grpc_call *call =
-        grpc_channel_create_registered_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, reg, dl, NULL);
+    grpc_call *call = grpc_channel_create_registered_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS,
+                                                          cq, reg, dl, NULL);
     size_t nmd;
     grpc_metadata *md = build_md(c, o, &nmd);
     grpc_metadata_array imd, tmd;

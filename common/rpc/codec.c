@@ -52,6 +52,78 @@ ProtobufCMessage *aha__rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_b
     return m;
 }
 
+/* Read a varint at *p (< end); 0 when truncated or longer than 10 bytes. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 70 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+ProtobufCMessage *aha__rpc_unpack_split(const ProtobufCMessageDescriptor *desc,
+                                        const uint8_t *buf, size_t n, unsigned field,
+                                        const uint8_t **data, size_t *dlen)
+{
+    *data = NULL;
+    *dlen = 0;
+    /* Walk the top-level fields to find the last occurrence of `field` (protobuf: the last
+     * one wins for a singular field). Every length is checked against the buffer. */
+    const uint8_t *p = buf, *end = buf + n;
+    const uint8_t *cut_lo = NULL, *cut_hi = NULL;
+    while (p < end) {
+        const uint8_t *start = p;
+        uint64_t key, v;
+        if (!read_varint(&p, end, &key)) return NULL;
+        unsigned wt = (unsigned)(key & 7);
+        uint64_t num = key >> 3;
+        switch (wt) {
+        case 0:
+            if (!read_varint(&p, end, &v)) return NULL;
+            break;
+        case 1:
+            if (end - p < 8) return NULL;
+            p += 8;
+            break;
+        case 5:
+            if (end - p < 4) return NULL;
+            p += 4;
+            break;
+        case 2:
+            if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p)) return NULL;
+            if (num == field) {
+                cut_lo = start;
+                cut_hi = p + v;
+                *data = p;
+                *dlen = (size_t)v;
+            }
+            p += v;
+            break;
+        default: return NULL; /* groups are not used by aha's protos */
+        }
+    }
+    if (!cut_lo) return protobuf_c_message_unpack(desc, NULL, n, buf);
+    /* Parse everything but the cut field; the rest is small (names, shapes, offsets). */
+    size_t rest = n - (size_t)(cut_hi - cut_lo);
+    uint8_t *tmp = malloc(rest ? rest : 1);
+    if (!tmp) return NULL;
+    memcpy(tmp, buf, (size_t)(cut_lo - buf));
+    memcpy(tmp + (cut_lo - buf), cut_hi, (size_t)(end - cut_hi));
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, rest, tmp);
+    free(tmp);
+    if (!m) {
+        *data = NULL;
+        *dlen = 0;
+    }
+    return m;
+}
+
 int aha__rpc_find_method(const ProtobufCServiceDescriptor *svc, const char *name)
 {
     for (unsigned i = 0; i < svc->n_methods; i++)

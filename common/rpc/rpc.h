@@ -148,6 +148,17 @@ size_t aha_rpc_call_send_queued(aha_rpc_call *c);
  * stream (client half-closed). Parse failures are EINVAL. A message that arrives as one
  * buffer is parsed in place; otherwise it is flattened once first. */
 aha_status aha_rpc_call_recv(aha_rpc_call *c, ProtobufCMessage **out, aha_err *err);
+/* Like aha_rpc_call_recv, but the bytes field `field` (a top-level `bytes` field number of
+ * the input type, e.g. 6 for WeightChunk.data) is not copied: *out has it empty and
+ * (*data, *len) point at its bytes inside the received buffer, valid until
+ * aha_rpc_bytes_free(*hold). At the end of the stream *out is NULL and *hold NULL. The only
+ * copy left is the flattening of a message that arrived in several slices; the other
+ * fields (small) are copied to be parsed. For large client streams (weights). */
+typedef struct aha_rpc_bytes aha_rpc_bytes;
+aha_status aha_rpc_call_recv_bytes(aha_rpc_call *c, unsigned field, ProtobufCMessage **out,
+                                   const uint8_t **data, size_t *len, aha_rpc_bytes **hold,
+                                   aha_err *err);
+void aha_rpc_bytes_free(aha_rpc_bytes *b);
 /* 1 once the call was cancelled (client, deadline, connection, drain). Cheap; poll it. */
 int aha_rpc_call_cancelled(const aha_rpc_call *c);
 /* Call fn(arg) once when the call is cancelled (at once if it already was). fn runs on a

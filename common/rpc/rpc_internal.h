@@ -20,6 +20,12 @@ grpc_byte_buffer *aha__rpc_pack(const ProtobufCMessage *msg, int64_t max_bytes,
 ProtobufCMessage *aha__rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
 /* All bytes of bb into one slice (a ref on the only slice, or one copy). */
 grpc_slice aha__rpc_flatten(grpc_byte_buffer *bb);
+/* Parse the protobuf message in buf as desc, except that the last top-level occurrence of
+ * length-delimited field `field` is left out and reported as [*data, *data + *dlen) inside
+ * buf (NULL/0 when absent). NULL when buf does not parse. */
+ProtobufCMessage *aha__rpc_unpack_split(const ProtobufCMessageDescriptor *desc,
+                                        const uint8_t *buf, size_t n, unsigned field,
+                                        const uint8_t **data, size_t *dlen);
 /* Method index of `name` in svc, or -1. */
 int aha__rpc_find_method(const ProtobufCServiceDescriptor *svc, const char *name);
 /* Absolute monotonic deadline ms from now; inf_future when ms <= 0. */

@@ -692,7 +692,8 @@ size_t aha_rpc_call_send_queued(aha_rpc_call *c)
     return n;
 }
 
-aha_status aha_rpc_call_recv(aha_rpc_call *c, ProtobufCMessage **out, aha_err *err)
+/* The next raw message of a client stream: *bb NULL at its end. */
+static aha_status recv_buffer(aha_rpc_call *c, grpc_byte_buffer **out, aha_err *err)
 {
     AHA_ASSERT(c->m && c->m->kind == AHA_RPC_CLIENT_STREAM);
     *out = NULL;
@@ -722,12 +723,64 @@ aha_status aha_rpc_call_recv(aha_rpc_call *c, ProtobufCMessage **out, aha_err *e
         if (bb) grpc_byte_buffer_destroy(bb);
         return aha_errf(err, AHA_ECANCELLED, "%s: call ended while receiving", c->m->path);
     }
+    if (bb) c->bytes_in += (int64_t)grpc_byte_buffer_length(bb);
+    *out = bb;
+    return AHA_OK;
+}
+
+aha_status aha_rpc_call_recv(aha_rpc_call *c, ProtobufCMessage **out, aha_err *err)
+{
+    *out = NULL;
+    grpc_byte_buffer *bb;
+    AHA_TRY(recv_buffer(c, &bb, err));
     if (!bb) return AHA_OK;
-    c->bytes_in += (int64_t)grpc_byte_buffer_length(bb);
     ProtobufCMessage *m = aha__rpc_unpack(c->m->md->input, bb);
     grpc_byte_buffer_destroy(bb);
     if (!m) return aha_errf(err, AHA_EINVAL, "cannot parse %s", c->m->md->input->name);
     *out = m;
+    return AHA_OK;
+}
+
+struct aha_rpc_bytes {
+    grpc_slice slice;
+};
+
+void aha_rpc_bytes_free(aha_rpc_bytes *b)
+{
+    if (!b) return;
+    grpc_slice_unref(b->slice);
+    free(b);
+}
+
+aha_status aha_rpc_call_recv_bytes(aha_rpc_call *c, unsigned field, ProtobufCMessage **out,
+                                   const uint8_t **data, size_t *len, aha_rpc_bytes **hold,
+                                   aha_err *err)
+{
+    *out = NULL;
+    *data = NULL;
+    *len = 0;
+    *hold = NULL;
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field(c->m->md->input, field);
+    AHA_ASSERT(fd && fd->type == PROTOBUF_C_TYPE_BYTES && fd->label != PROTOBUF_C_LABEL_REPEATED);
+    grpc_byte_buffer *bb;
+    AHA_TRY(recv_buffer(c, &bb, err));
+    if (!bb) return AHA_OK;
+    aha_rpc_bytes *h = malloc(sizeof *h);
+    if (!h) {
+        grpc_byte_buffer_destroy(bb);
+        return aha_errf(err, AHA_ENOMEM, "out of memory");
+    }
+    h->slice = aha__rpc_flatten(bb); /* a ref when it came as one slice, else one copy */
+    grpc_byte_buffer_destroy(bb);
+    ProtobufCMessage *m = aha__rpc_unpack_split(c->m->md->input, GRPC_SLICE_START_PTR(h->slice),
+                                                GRPC_SLICE_LENGTH(h->slice), field, data, len);
+    if (!m) {
+        aha_rpc_bytes_free(h);
+        return aha_errf(err, AHA_EINVAL, "cannot parse %s", c->m->md->input->name);
+    }
+    *out = m;
+    *hold = h;
     return AHA_OK;
 }
 

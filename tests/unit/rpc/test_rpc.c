@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../../harness.h"
+#include "aha/v1/refpolicy.pb-c.h"
 #include "aha/v1/reward.pb-c.h"
 #include "aha/v1/rollout.pb-c.h"
 #include "base/fs.h"
@@ -201,7 +202,8 @@ static aha_status h_update(aha_rpc_call *c, const ProtobufCMessage *req, void *u
         if (!m) break;
         Aha__V1__WeightChunk *ch = (Aha__V1__WeightChunk *)m;
         for (size_t k = 0; k < ch->data.len; k++)
-            sum = (sum + (int64_t)ch->data.data[k] * ((bytes + (int64_t)k) % 1000 + 1)) % 2147483647;
+            sum = (sum + (int64_t)ch->data.data[k] * ((bytes + (int64_t)k) % 1000 + 1)) %
+                  2147483647;
         bytes += (int64_t)ch->data.len;
         chunks++;
         protobuf_c_message_free_unpacked(m, NULL);
@@ -209,6 +211,41 @@ static aha_status h_update(aha_rpc_call *c, const ProtobufCMessage *req, void *u
     Aha__V1__UpdateWeightsReply rep = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
     rep.bytes = bytes;
     rep.tensors = chunks;
+    rep.version = sum;
+    return aha_rpc_call_send(c, &rep.base, err);
+}
+
+/* RefPolicy/UpdateWeights: the same sums as h_update, through aha_rpc_call_recv_bytes (the
+ * data field not copied); also checks that the other fields survive: chunk k has
+ * name "w<k>" and offset == bytes before it. */
+static aha_status h_update_zc(aha_rpc_call *c, const ProtobufCMessage *req, void *user,
+                              aha_err *err)
+{
+    (void)user;
+    (void)req;
+    int64_t bytes = 0, sum = 0;
+    int chunks = 0, fields_ok = 1;
+    for (;;) {
+        ProtobufCMessage *m;
+        const uint8_t *data;
+        size_t len;
+        aha_rpc_bytes *hold;
+        AHA_TRY(aha_rpc_call_recv_bytes(c, 6, &m, &data, &len, &hold, err));
+        if (!m) break;
+        Aha__V1__WeightChunk *ch = (Aha__V1__WeightChunk *)m;
+        char name[32];
+        snprintf(name, sizeof name, "w%d", chunks);
+        if (ch->data.len != 0 || strcmp(ch->name, name) != 0 || ch->offset != bytes) fields_ok = 0;
+        for (size_t k = 0; k < len; k++)
+            sum = (sum + (int64_t)data[k] * ((bytes + (int64_t)k) % 1000 + 1)) % 2147483647;
+        bytes += (int64_t)len;
+        chunks++;
+        protobuf_c_message_free_unpacked(m, NULL);
+        aha_rpc_bytes_free(hold);
+    }
+    Aha__V1__UpdateWeightsReply rep = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
+    rep.bytes = bytes;
+    rep.tensors = fields_ok ? chunks : -1;
     rep.version = sum;
     return aha_rpc_call_send(c, &rep.base, err);
 }
@@ -247,6 +284,9 @@ static aha_rpc_server *start_server_opts(const aha_rpc_server_opts *opts)
     if (st == AHA_OK)
         st = aha_rpc_server_add_method(s, &aha__v1__rollout__descriptor, "UpdateWeights",
                                        AHA_RPC_CLIENT_STREAM, h_update, NULL, &err);
+    if (st == AHA_OK)
+        st = aha_rpc_server_add_method(s, &aha__v1__ref_policy__descriptor, "UpdateWeights",
+                                       AHA_RPC_CLIENT_STREAM, h_update_zc, NULL, &err);
     if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
     if (st != AHA_OK) {
         fprintf(stderr, "server: %s\n", err.msg);
@@ -502,41 +542,52 @@ static void case_upload(void)
     aha_rpc_channel *ch = connect_to(aha_rpc_server_port(s), 1);
     enum { CHUNKS = 48, CHUNK = 1 << 20 };
     uint8_t *data = malloc(CHUNK);
-    int64_t bytes = 0, sum = 0;
     aha_rpc_call_opts o = {.timeout_ms = 30000};
     aha_rpc_stream *st;
     aha_err err;
-    aha_status rc = aha_rpc_upload_open(ch, &aha__v1__rollout__descriptor, "UpdateWeights", &o,
-                                        &st, &err);
-    CHECK(rc == AHA_OK, "upload open");
-    aha_rng rng;
-    aha_rng_seed(&rng, 7, 0);
-    double t0 = aha_now_s();
-    for (int c = 0; c < CHUNKS && rc == AHA_OK; c++) {
-        size_t n = CHUNK - (size_t)c * 1000; /* unequal sizes */
-        for (size_t k = 0; k < n; k++) data[k] = (uint8_t)aha_rng_below(&rng, 256);
-        for (size_t k = 0; k < n; k++)
-            sum = (sum + (int64_t)data[k] * ((bytes + (int64_t)k) % 1000 + 1)) % 2147483647;
-        bytes += (int64_t)n;
-        Aha__V1__WeightChunk wc = AHA__V1__WEIGHT_CHUNK__INIT;
-        wc.name = "w";
-        wc.data.data = data;
-        wc.data.len = n;
-        rc = aha_rpc_upload_send(st, &wc.base, &err);
+    aha_status rc;
+    /* Rollout: aha_rpc_call_recv; RefPolicy: aha_rpc_call_recv_bytes (no copy of data) */
+    const ProtobufCServiceDescriptor *svcs[2] = {&aha__v1__rollout__descriptor,
+                                                 &aha__v1__ref_policy__descriptor};
+    for (int v = 0; v < 2; v++) {
+        int64_t bytes = 0, sum = 0;
+        rc = aha_rpc_upload_open(ch, svcs[v], "UpdateWeights", &o, &st, &err);
+        CHECK(rc == AHA_OK, "upload open");
+        aha_rng rng;
+        aha_rng_seed(&rng, 7, 0);
+        double t0 = aha_now_s();
+        for (int c = 0; c < CHUNKS && rc == AHA_OK; c++) {
+            size_t n = CHUNK - (size_t)c * 1000; /* unequal sizes */
+            for (size_t k = 0; k < n; k++) data[k] = (uint8_t)aha_rng_below(&rng, 256);
+            for (size_t k = 0; k < n; k++)
+                sum = (sum + (int64_t)data[k] * ((bytes + (int64_t)k) % 1000 + 1)) % 2147483647;
+            bytes += (int64_t)n;
+            Aha__V1__WeightChunk wc = AHA__V1__WEIGHT_CHUNK__INIT;
+            char name[32];
+            snprintf(name, sizeof name, "w%d", c);
+            wc.name = name;
+            wc.offset = bytes - (int64_t)n;
+            wc.tensor_bytes = 12345;
+            wc.data.data = data;
+            wc.data.len = n;
+            rc = aha_rpc_upload_send(st, &wc.base, &err);
+        }
+        CHECK(rc == AHA_OK, "sends: %s", rc ? err.msg : "");
+        ProtobufCMessage *resp = NULL;
+        rc = aha_rpc_upload_finish(st, &resp, &err);
+        double dt = aha_now_s() - t0;
+        CHECK(rc == AHA_OK && o.code == 0, "upload finish: %s", rc ? err.msg : "");
+        Aha__V1__UpdateWeightsReply *r = (Aha__V1__UpdateWeightsReply *)resp;
+        CHECK(r && r->bytes == bytes && r->tensors == CHUNKS && r->version == sum,
+              "server counted %lld bytes / %d chunks / sum %lld (want %lld / %d / %lld)",
+              r ? (long long)r->bytes : -1LL, r ? r->tensors : -1, r ? (long long)r->version : -1LL,
+              (long long)bytes, CHUNKS, (long long)sum);
+        fprintf(stderr, "  %s upload of %.1f MB in %.2f s (incl. data generation)\n", svcs[v]->name,
+                bytes / 1e6, dt);
+        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+        aha_rpc_stream_free(st);
     }
-    CHECK(rc == AHA_OK, "sends: %s", rc ? err.msg : "");
-    ProtobufCMessage *resp = NULL;
-    rc = aha_rpc_upload_finish(st, &resp, &err);
-    double dt = aha_now_s() - t0;
-    CHECK(rc == AHA_OK && o.code == 0, "upload finish: %s", rc ? err.msg : "");
-    Aha__V1__UpdateWeightsReply *r = (Aha__V1__UpdateWeightsReply *)resp;
-    CHECK(r && r->bytes == bytes && r->tensors == CHUNKS && r->version == sum,
-          "server counted %lld bytes / %d chunks / sum %lld (want %lld / %d / %lld)",
-          r ? (long long)r->bytes : -1LL, r ? r->tensors : -1, r ? (long long)r->version : -1LL,
-          (long long)bytes, CHUNKS, (long long)sum);
-    fprintf(stderr, "  upload of %.1f MB in %.2f s (incl. data generation)\n", bytes / 1e6, dt);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    aha_rpc_stream_free(st);
+    ProtobufCMessage *resp;
 
     /* a chunk over the server's 8 MiB limit ends the call with RESOURCE_EXHAUSTED */
     rc = aha_rpc_upload_open(ch, &aha__v1__rollout__descriptor, "UpdateWeights", &o, &st, &err);
@@ -572,7 +623,8 @@ static void case_deadline(void)
     for (int i = 0; i < 200 && atomic_load(&g_in_handler); i++) sleep_ms(10);
     aha_rpc_server_stats stats;
     aha_rpc_server_get_stats(s, &stats);
-    CHECK(stats.cancelled == 1, "server counted %llu cancelled", (unsigned long long)stats.cancelled);
+    CHECK(stats.cancelled == 1, "server counted %llu cancelled",
+          (unsigned long long)stats.cancelled);
     aha_rpc_channel_free(ch);
     aha_rpc_server_free(s);
 }
@@ -680,7 +732,8 @@ static void case_threads(void)
         pthread_create(&t[i], NULL, unary_thread, &b[i]); /* quick calls, just load */
     }
     for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    CHECK(b[0].ok + b[1].ok == 100, "limited server serves sequential load (%d)", b[0].ok + b[1].ok);
+    CHECK(b[0].ok + b[1].ok == 100, "limited server serves sequential load (%d)",
+          b[0].ok + b[1].ok);
     aha_rpc_channel_free(ch2);
     aha_rpc_server_free(s2);
     aha_rpc_channel_free(ch);
