@@ -1386,8 +1386,10 @@ aha_status aha_model_prefill(aha_model *m, aha_kv_cache *c, int slot, const int3
     return AHA_OK;
 }
 
-aha_status aha_model_decode(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
-                            const int32_t *tokens, float *logits, aha_err *err)
+/* The shared part of decode and decode_sample: checks, uploads and the forward of one new
+ * token per slot into a.hf. */
+static aha_status decode_forward(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
+                                 const int32_t *tokens, aha_err *err)
 {
     if (c->m != m) return aha_errf(err, AHA_EINVAL, "decode: cache belongs to another model");
     if (n_active <= 0 || n_active > c->slots)
@@ -1413,11 +1415,60 @@ aha_status aha_model_decode(aha_model *m, aha_kv_cache *c, int n_active, const i
     TRY_OP(OPS(m)->to_device(be, a->slots, a->h_slots, (size_t)n_active * 4, err));
     TRY_OP(OPS(m)->to_device(be, a->lens, a->h_lens, (size_t)n_active * 4, err));
     fwd_args fa = {.N = n_active, .n_seqs = n_active, .max_seqlen = 1, .mode = ATT_CACHED, .cache = c};
-    AHA_TRY(forward(m, &fa, err));
+    return forward(m, &fa, err);
+}
+
+aha_status aha_model_decode(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
+                            const int32_t *tokens, float *logits, aha_err *err)
+{
+    AHA_TRY(decode_forward(m, c, n_active, slots, tokens, err));
+    acts *a = &m->a;
     for (int r0 = 0; r0 < n_active; r0 += a->chunk) {
         int n = n_active - r0 < a->chunk ? n_active - r0 : a->chunk;
         AHA_TRY(logits_rows(m, r0, n, err));
         AHA_TRY(logits_to_host(m, n, logits + (size_t)r0 * m->cfg.vocab_size, err));
+    }
+    for (int i = 0; i < n_active; i++) c->len[slots[i]]++;
+    return AHA_OK;
+}
+
+aha_status aha_model_decode_sample(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
+                                   const int32_t *tokens, const aha_sampling *sp, uint64_t seed,
+                                   const int32_t *rng_ids, int32_t *tokens_out, float *logprobs_out,
+                                   aha_err *err)
+{
+    AHA_TRY(aha_sampling_check(sp, err));
+    AHA_TRY(decode_forward(m, c, n_active, slots, tokens, err));
+    acts *a = &m->a;
+    int V = m->cfg.vocab_size;
+    if (OPS(m)->sample) {
+        /* a.targets, a.lp and a.cu are free during decode: they carry the draws and rng ids;
+         * a.pos already holds each slot's position */
+        TRY_OP(OPS(m)->to_device(BE(m), a->cu, rng_ids, (size_t)n_active * 4, err));
+        for (int r0 = 0; r0 < n_active; r0 += a->chunk) {
+            int n = n_active - r0 < a->chunk ? n_active - r0 : a->chunk;
+            AHA_TRY(logits_rows(m, r0, n, err));
+            TRY_OP(OPS(m)->sample(BE(m), aha_tensor_at(a->targets, r0), aha_tensor_at(a->lp, r0), a->logits,
+                                  aha_tensor_at(a->cu, r0), aha_tensor_at(a->pos, r0), n, V, sp->temperature,
+                                  sp->top_k, sp->top_p, seed, err));
+        }
+        TRY_OP(OPS(m)->to_host(BE(m), tokens_out, a->targets, (size_t)n_active * 4, err));
+        TRY_OP(OPS(m)->to_host(BE(m), logprobs_out, a->lp, (size_t)n_active * sizeof(float), err));
+    } else {
+        float *row = malloc((size_t)V * sizeof(float));
+        void *work = malloc(aha_sample_work_bytes(V));
+        aha_status st = row && work ? AHA_OK : aha_errf(err, AHA_ENOMEM, "decode_sample: host scratch");
+        for (int i = 0; st == AHA_OK && i < n_active; i++) {
+            st = logits_rows(m, i, 1, err);
+            if (st == AHA_OK) st = logits_to_host(m, 1, row, err);
+            if (st != AHA_OK) break;
+            aha_rng rng;
+            aha_rng_seed(&rng, aha_mix64(seed, (uint64_t)(uint32_t)rng_ids[i]), (uint64_t)a->h_pos[i]);
+            tokens_out[i] = aha_sample_token(row, V, sp, &rng, work, &logprobs_out[i]);
+        }
+        free(row);
+        free(work);
+        AHA_TRY(st);
     }
     for (int i = 0; i < n_active; i++) c->len[slots[i]]++;
     return AHA_OK;

@@ -18,9 +18,10 @@ import re
 import shlex
 import sys
 
-# install-deps.sh packages that only the test suite or the host needs, not an image build.
+# install-deps.sh packages that only the test suite or the host needs, not an image build
+# (openssl: the TLS tests make their certificates with it).
 NOT_FOR_IMAGE = re.compile(r"^(clang|libclang-rt-.*|python3.*|protobuf-compiler|protobuf-compiler-grpc|"
-                           r"kubernetes-client|docker-compose|npm|nodejs)$")
+                           r"kubernetes-client|docker-compose|npm|nodejs|openssl)$")
 
 
 def instructions(text):

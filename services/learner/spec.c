@@ -1110,6 +1110,19 @@ aha_status aha_job_spec_parse(const char *json, size_t len, aha_job_spec *spec, 
     return st;
 }
 
+int64_t aha_job_total_steps(const aha_job_spec *s, int64_t n_examples)
+{
+    switch (s->kind) {
+    case AHA_JOB_GRPO: return s->steps;
+    case AHA_JOB_SFT:
+    case AHA_JOB_DISTILL:
+        if (s->steps > 0) return s->steps;
+        if (n_examples <= 0 || s->batch_size <= 0) return 0;
+        return (int64_t)s->epochs * ((n_examples + s->batch_size - 1) / s->batch_size);
+    default: return 0;
+    }
+}
+
 /* ---- normalised output --------------------------------------------------------------- */
 
 /* json_object_set_new that turns allocation failure into a flag. */

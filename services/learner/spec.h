@@ -204,6 +204,10 @@ void aha_job_spec_free(aha_job_spec *spec);
  * free with free(). Parsing it gives an equal spec. */
 aha_status aha_job_spec_to_json(const aha_job_spec *spec, char **out, aha_err *err);
 
+/* Optimizer steps of a training job: grpo → steps; sft/distill → steps, or when 0,
+ * epochs × ceil(n_examples / batch_size); other kinds → 0. */
+int64_t aha_job_total_steps(const aha_job_spec *spec, int64_t n_examples);
+
 /* Pipeline references. */
 typedef enum { AHA_REF_CHECKPOINT = 0, AHA_REF_DATASET } aha_job_ref_kind;
 

@@ -1458,6 +1458,7 @@ static aha_status item_error(aha_reward_result *out, aha_status st, const char *
 aha_status aha_reward_score(const aha_reward_item *in, const aha_reward_weights *w,
                             aha_reward_result *out)
 {
+    AHA_ASSERT(in && out);
     memset(out, 0, sizeof *out);
     aha_reward_weights defaults = aha_reward_weights_default();
     if (!w) w = &defaults;

@@ -16,10 +16,13 @@
  *     or '$'). When the answer text itself contains a \boxed, its last boxed argument is used
  *     (so "<answer>\boxed{5}</answer>" answers 5). No answer → accuracy 0.
  *   - The reference goes through the same normalisation (a boxed reference is unwrapped).
- *   - Normalisation: $, \(, \), \[, \], \left, \right, \!, \,, \:, \;, "\ ", \quad, \qquad,
- *     \displaystyle, \textstyle, ^\circ, ^{\circ}, \circ after ^, ° and \$ are dropped;
- *     \dfrac and \tfrac are \frac; \% is %; {,} is a comma; \times, \cdot, × are '*'; U+2212 is
- *     '-'; \text{…}, \textbf{…}, \textrm{…}, \mathrm{…}, \mathbf{…}, \mbox{…} are unwrapped;
+ *   - Normalisation: $, \(, \), \[, \], \left, \right, \big…, \!, \,, \:, \;, "\ ", \\,
+ *     \quad, \qquad, \displaystyle, \textstyle, ^\circ, ^{\circ}, \degree, ° and \$ are
+ *     dropped (or become a space); control bytes (NUL included) and Unicode spaces are
+ *     spaces; \dfrac and \tfrac are \frac; \% is %; {,} is a comma; \times, \cdot, × are
+ *     '*'; U+2212 is '-'; \text, \textbf, \textrm, \textit, \textnormal, \textup, \mathrm,
+ *     \mathbf, \mathit and \mbox groups are unwrapped (the innermost 32 levels when nested
+ *     deeper);
  *     then a trailing period goes, a leading "v =" or "v \in" (one ASCII letter, optional
  *     _subscript) goes, and units go: text after a number that came from a \text-like group
  *     (letters, spaces, '/', '.', exponents ^2 / ^{2}), or plain ASCII words after a number

@@ -79,6 +79,10 @@ static void test_formats_and_fields(void)
         "\"dataset\":\"gen.jsonl\",\"teacher\":\"big\"}";
     CHECK(parse(j, &s, &e) == AHA_OK, "%s", e.msg);
     CHECK(s.dataset.format == AHA_DS_SFT && s.epochs == 1 && s.optim.lr == 1e-5, "distill defaults");
+    s.epochs = 3; /* 3 epochs of ceil(17 / 8) = 3 batches */
+    CHECK(aha_job_total_steps(&s, 17) == 9 && aha_job_total_steps(&s, 16) == 6, "sft steps from epochs");
+    s.steps = 5;
+    CHECK(aha_job_total_steps(&s, 17) == 5, "explicit steps win");
     aha_job_spec_free(&s);
 
     j = "{\"kind\":\"mix\",\"sources\":[{\"path\":\"a\",\"proportion\":3},\"b\"],\"total\":10}";
