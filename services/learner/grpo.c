@@ -161,6 +161,7 @@ static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, c
 {
     int W = j->n_rollout;
     bool failed[AHA__MAX_ROLLOUT] = {0};
+    for (int w = 0; w < W; w++) failed[w] = !j->rollout_ok[w];
     gen_task tasks[AHA__MAX_ROLLOUT];
     int *pending = malloc((size_t)n_total * sizeof *pending);
     int *buf = malloc((size_t)n_total * sizeof *buf);
@@ -678,6 +679,9 @@ aha_status aha__eval_run(aha__job *j, const aha_eval_spec *es, int64_t step, dou
                          es->datasets[d].name, step, r.pass_at_1, k, r.cons_at_k, r.format_rate, r.length_mean,
                          aha_now_s() - t0);
             if (pass1 && d == 0) *pass1 = r.pass_at_1;
+            if (nq > 0 && s[0].text)
+                aha__job_log(j, "eval %s sample: %s => \"%.200s\" (reward %.2f)", es->datasets[d].name,
+                             ds->items[0].prompt, s[0].text, sc[0].total);
         }
         free(ans);
         free(grp);

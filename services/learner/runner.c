@@ -132,13 +132,27 @@ aha_status aha__job_push(aha__job *j, int64_t version, bool to_rollout, bool to_
     aha_err errs[AHA__MAX_ROLLOUT + 1];
     memset(errs, 0, sizeof errs);
     aha_status st = n > 0 ? aha_weight_snapshot_send_all(snap, chs, svcs, n, &o, res, errs, err) : AHA_OK;
-    if (st != AHA_OK)
-        for (int i = 0; i < n; i++)
-            if (errs[i].status != AHA_OK) {
-                aha_errf(err, errs[i].status, "UpdateWeights to %s (version %" PRId64 "): %s", names[i], version,
+    /* A rollout worker that cannot take the weights sits out until a later push reaches it
+     * (ahactl up restarts dead services); the job fails only when no worker is left, or
+     * when the reference cannot be updated. */
+    int n_ok = 0, nr = to_rollout ? j->n_rollout : 0;
+    for (int i = 0; i < nr; i++) {
+        j->rollout_ok[i] = errs[i].status == AHA_OK;
+        n_ok += j->rollout_ok[i];
+        if (!j->rollout_ok[i])
+            aha__job_log(j, "warning: rollout %s did not take version %" PRId64 " (%s); it sits out", names[i], version,
                          aha_err_msg(&errs[i]));
-                break;
-            }
+    }
+    bool ref_failed = n > nr && errs[nr].status != AHA_OK;
+    if (st != AHA_OK && ref_failed) {
+        aha_errf(err, errs[nr].status, "UpdateWeights to refpolicy %s (version %" PRId64 "): %s", names[nr], version,
+                 aha_err_msg(&errs[nr]));
+    } else if (st != AHA_OK && nr > 0 && n_ok == 0) {
+        aha_errf(err, errs[0].status, "no rollout worker took the weights (version %" PRId64 "): %s: %s", version,
+                 names[0], aha_err_msg(&errs[0]));
+    } else {
+        st = AHA_OK;
+    }
     aha_weight_snapshot_free(snap);
     if (st == AHA_OK && to_rollout) j->pushed_version = version;
     if (seconds) *seconds = aha_now_s() - t0;

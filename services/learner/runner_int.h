@@ -35,6 +35,7 @@ typedef struct {
     aha_rpc_channel *rollout[AHA__MAX_ROLLOUT];
     const char *rollout_addr[AHA__MAX_ROLLOUT];
     int n_rollout;
+    bool rollout_ok[AHA__MAX_ROLLOUT]; /* took the last weight push: may generate */
     aha_rpc_channel *reward, *refpolicy;
     const char *reward_addr, *refpolicy_addr;
     int timeout_ms;
