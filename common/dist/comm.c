@@ -31,7 +31,11 @@
 
 #if AHA_HAVE_NCCL
 #include <cuda_runtime.h>
+/* nccl.h declares a few functions as f() (not prototypes) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
 #include <nccl.h>
+#pragma GCC diagnostic pop
 #endif
 
 #define AHA__COMM_MAGIC 0x41484131u /* "AHA1" */
