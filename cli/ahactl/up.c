@@ -770,7 +770,7 @@ int aha_up_main(const aha_up_opts *o)
     signal(SIGPIPE, SIG_IGN);
     if (o->detach) {
         int fds[2];
-        if (pipe(fds) != 0) {
+        if (pipe2(fds, O_CLOEXEC) != 0) {
             fprintf(stderr, "ahactl up: pipe: %s\n", strerror(errno));
             aha_topology_free(&S.topo);
             return 1;
