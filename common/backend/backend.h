@@ -213,6 +213,16 @@ typedef struct {
      * with dst as the table. Lets the loss head skip rows that carry no loss (prompts). */
     aha_status (*scatter_rows)(aha_backend *be, aha_tensor dst, aha_tensor idx, aha_tensor src, int n, int C,
                                aha_err *err);
+
+    /* --- sampling (optional: NULL when the backend has none; the model then draws on the host)
+     * For each row i of logits (n, V) act_dtype: tokens (n) I32 receives a draw from
+     * softmax(logits[i] / temperature) restricted by top_k and top_p as model/sample.h defines
+     * them (the argmax, lowest index among ties, when temperature == 0); logprobs (n) F32 =
+     * log_softmax of the RAW logits at that token. The draw is a function of (seed,
+     * rng_ids[i], rng_pos[i]) alone (counter-based), never of how rows were batched. */
+    aha_status (*sample)(aha_backend *be, aha_tensor tokens, aha_tensor logprobs, aha_tensor logits,
+                         aha_tensor rng_ids, aha_tensor rng_pos, int n, int V, float temperature,
+                         int top_k, float top_p, uint64_t seed, aha_err *err);
 } aha_backend_ops;
 
 struct aha_backend {

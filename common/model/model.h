@@ -21,6 +21,7 @@
 #include "base/status.h"
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "model/sample.h"
 
 typedef struct aha_model aha_model;
 typedef struct aha_train aha_train;
@@ -216,5 +217,14 @@ aha_status aha_model_prefill(aha_model *m, aha_kv_cache *c, int slot, const int3
  * logits (n_active, V) fp32 host. */
 aha_status aha_model_decode(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
                             const int32_t *tokens, float *logits, aha_err *err);
+/* aha_model_decode followed by a draw for each slot, on the backend when it offers one (only
+ * n_active ids and floats cross to the host, not (n_active, V) logits) and on the host
+ * otherwise: tokens_out[i] ~ the sampling distribution sp of slot slots[i]'s next position,
+ * logprobs_out[i] = raw log-softmax of that token. The draw is a function of (seed, rng_ids[i],
+ * the position) alone, so a completion does not depend on the slots decoded beside it. */
+aha_status aha_model_decode_sample(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
+                                   const int32_t *tokens, const aha_sampling *sp, uint64_t seed,
+                                   const int32_t *rng_ids, int32_t *tokens_out, float *logprobs_out,
+                                   aha_err *err);
 
 #endif

@@ -46,7 +46,9 @@
  *   aha_rpc_channel_create(target, opts) gives a channel that any number of threads may use
  *   at once; every call owns its own pluck completion queue. Unary calls and the opening of
  *   a server stream (before its first message) are retried on UNAVAILABLE with exponential
- *   backoff and jitter, inside the call's deadline. Every call fills opts->code (out) with
+ *   backoff and jitter, inside the call's deadline. UNAVAILABLE may also come from a server
+ *   that already acted (it drained mid-call): give non-idempotent calls (SubmitJob) attempts
+ *   = 1 in their call opts, or make them idempotent with a client-chosen id. Every call fills opts->code (out) with
  *   the final gRPC status code and returns the matching aha_status; err holds
  *   "<Method>: <CODE>: <server message>".
  */

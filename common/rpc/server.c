@@ -129,8 +129,9 @@ struct aha_rpc_server {
     atomic_int workers_left;
     sem_t stop_sem;
 
-    pthread_mutex_t mu; /* live list, stats */
+    pthread_mutex_t mu; /* live list; taken before a call's mutex, never after */
     aha_rpc_call *live;
+    pthread_mutex_t stats_mu; /* a leaf lock: may be taken while a call's mutex is held */
     aha_rpc_server_stats stats;
 
     /* handler pool */
@@ -254,11 +255,11 @@ static void call_finish_code(aha_rpc_call *c, int code, const char *msg)
      * read after a reply must include it. */
     aha_rpc_server *s = c->s;
     double dt = aha_now_s() - c->t0;
-    pthread_mutex_lock(&s->mu);
+    pthread_mutex_lock(&s->stats_mu);
     s->stats.requests++;
     if (code != 0) s->stats.errors++;
     s->stats.latency_sum_s += dt;
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->stats_mu);
     if (c->counted_active) atomic_fetch_sub(&s->active, 1);
     start_batch(c, ops, n, &c->t_finish);
     grpc_slice_unref(details); /* start_batch copied it */
@@ -517,9 +518,9 @@ static void on_close(aha_rpc_call *c)
 {
     if (c->close_cancelled) {
         aha_rpc_server *s = c->s;
-        pthread_mutex_lock(&s->mu);
+        pthread_mutex_lock(&s->stats_mu);
         s->stats.cancelled++;
-        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_unlock(&s->stats_mu);
         mark_cancelled(c);
     }
     call_unref(c);
@@ -943,6 +944,7 @@ aha_status aha_rpc_server_create(const aha_rpc_server_opts *o, aha_rpc_server **
     s->o.auth_token = NULL; /* the caller's string may go away; never logged */
     sem_init(&s->stop_sem, 0, 0);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->stats_mu, NULL);
     pthread_mutex_init(&s->pmu, NULL);
     pthread_cond_init(&s->pcv, NULL);
     atomic_store(&s->serving, 1);
@@ -1030,9 +1032,9 @@ void aha_rpc_server_stop(aha_rpc_server *s) { sem_post(&s->stop_sem); }
 
 void aha_rpc_server_get_stats(aha_rpc_server *s, aha_rpc_server_stats *out)
 {
-    pthread_mutex_lock(&s->mu);
+    pthread_mutex_lock(&s->stats_mu);
     *out = s->stats;
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->stats_mu);
 }
 
 static void log_summary(aha_rpc_server *s, const char *when)
@@ -1206,6 +1208,7 @@ void aha_rpc_server_free(aha_rpc_server *s)
     free(s->auth);
     sem_destroy(&s->stop_sem);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->stats_mu);
     pthread_mutex_destroy(&s->pmu);
     pthread_cond_destroy(&s->pcv);
     free(s);

@@ -239,7 +239,7 @@ static int parse_long(const char *flag, const char *v, long lo, long hi, long *o
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
-    aha_rpc_service_args_init(&a, "reward", "0.0.0.0:50052");
+    aha_rpc_service_args_init(&a, "reward", "0.0.0.0:50051");
     aha_err err;
     if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
         fprintf(stderr, "aha-reward: %s\n", err.msg);

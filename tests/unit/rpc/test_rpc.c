@@ -998,6 +998,93 @@ static void case_tls(void)
     aha_remove_tree(dir, &e2);
 }
 
+typedef struct {
+    aha_rpc_channel *ch;
+    int seed, ok, failed, bad;
+    atomic_int *stop;
+} stress_arg;
+
+/* Mixed load until the server goes away: short unary calls (some sleeping, some failing),
+ * streams read to the end or cancelled half way. */
+static void *stress_client(void *p)
+{
+    stress_arg *a = p;
+    aha_rng rng;
+    aha_rng_seed(&rng, (uint64_t)a->seed, 1);
+    while (!atomic_load(a->stop)) {
+        int kind = (int)aha_rng_below(&rng, 3);
+        aha_err err;
+        aha_status st;
+        if (kind == 0) {
+            char id[32];
+            snprintf(id, sizeof id, "sleep:%d", (int)aha_rng_below(&rng, 30));
+            int code;
+            st = score(a->ch, id, "abc", 5000, &code, NULL, &err);
+        } else {
+            Aha__V1__GenerateRequest req = AHA__V1__GENERATE_REQUEST__INIT;
+            Aha__V1__SamplingParams sp = AHA__V1__SAMPLING_PARAMS__INIT;
+            sp.seed = aha_rng_below(&rng, 3);
+            req.sampling = &sp;
+            req.n = 300;
+            aha_rpc_call_opts o = {.timeout_ms = 5000};
+            aha_rpc_stream *stm;
+            st = aha_rpc_stream_open(a->ch, &aha__v1__rollout__descriptor, "Generate", &req.base,
+                                     &o, &stm, &err);
+            int got = 0, cancel_at = kind == 2 ? (int)aha_rng_below(&rng, 300) : -1;
+            for (;;) {
+                ProtobufCMessage *m;
+                st = aha_rpc_stream_next(stm, &m, &err);
+                if (st != AHA_OK || !m) break;
+                if (((Aha__V1__Completion *)m)->index != got) a->bad++;
+                protobuf_c_message_free_unpacked(m, NULL);
+                if (++got == cancel_at) aha_rpc_stream_cancel(stm);
+            }
+            if (st == AHA_OK && got != 300) a->bad++;
+            aha_rpc_stream_free(stm);
+            if (cancel_at >= 0 && st == AHA_ECANCELLED) st = AHA_OK;
+        }
+        if (st == AHA_OK) a->ok++;
+        else if (st == AHA_EUNAVAILABLE || st == AHA_ECANCELLED) a->failed++;
+        else if (st != AHA_EINVAL) a->bad++;
+    }
+    return NULL;
+}
+
+static void case_stress(void)
+{
+    aha_rpc_server *s = start_server("127.0.0.1:0", 0, 150, 0, 0);
+    aha_rpc_channel *ch = connect_to(aha_rpc_server_port(s), 1);
+    enum { T = 8 };
+    stress_arg a[T];
+    pthread_t t[T];
+    atomic_int stop = 0;
+    for (int i = 0; i < T; i++) {
+        a[i] = (stress_arg){.ch = ch, .seed = i, .stop = &stop};
+        pthread_create(&t[i], NULL, stress_client, &a[i]);
+    }
+    sleep_ms(800);
+    double t0 = aha_now_s();
+    aha_rpc_server_stop(s);
+    aha_err err;
+    aha_status st = aha_rpc_server_wait(s, &err);
+    double dt = aha_now_s() - t0;
+    CHECK(st == AHA_OK, "drain under load: %s", st ? err.msg : "ok");
+    CHECK(dt < 3.0, "drain under load took %.2f s", dt);
+    atomic_store(&stop, 1);
+    int ok = 0, failed = 0, bad = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(t[i], NULL);
+        ok += a[i].ok;
+        failed += a[i].failed;
+        bad += a[i].bad;
+    }
+    fprintf(stderr, "  stress: %d calls ok, %d ended by the drain\n", ok, failed);
+    CHECK(ok > 20, "calls succeeded under load (%d)", ok);
+    CHECK(bad == 0, "%d calls ended wrongly (out of order, short stream, odd status)", bad);
+    aha_rpc_server_free(s);
+    aha_rpc_channel_free(ch);
+}
+
 int main(int argc, char **argv)
 {
     aha_log_set_level(getenv("AHA_TEST_DEBUG") ? AHA_LOG_DEBUG : AHA_LOG_WARN);
@@ -1009,7 +1096,7 @@ int main(int argc, char **argv)
                  {"upload", case_upload}, {"deadline", case_deadline}, {"cancel", case_cancel},
                  {"health", case_health}, {"threads", case_threads},   {"limit", case_limit},
                  {"retry", case_retry},   {"drain", case_drain},       {"auth", case_auth},
-                 {"tls", case_tls}};
+                 {"tls", case_tls},       {"stress", case_stress}};
     int ran = 0;
     for (size_t i = 0; i < AHA_ARRAY_LEN(cases); i++) {
         if (strcmp(which, "all") != 0 && strcmp(which, cases[i].name) != 0) continue;

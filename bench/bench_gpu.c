@@ -1,0 +1,238 @@
+/* bench_gpu.c: one GRPO step of the peer's workload (bench/peer/bench_peer.py) on the CUDA
+ * backend through the model API, printed as a table and one JSON line:
+ *   generation   P prompts x G completions: one prefill per prompt (PL - 1 tokens) forked to
+ *                G slots with copy_prefix, then NT batched decode steps over all P*G slots with
+ *                the draw on the GPU (temperature 1, no top-k / top-p: the peer's settings),
+ *                exactly NT new tokens each (no stop);
+ *   reference    token logprobs of the P*G sequences of PL + NT tokens, micro-batches of MB;
+ *   training     one GRPO pass (Eq. 1, k3 KL, eps 0.2, beta 0.04) over the same sequences in
+ *                micro-batches of MB, gradient clipping to norm 1, one AdamW step; timed after
+ *                one untimed warm-up pass as the peer does; MFU by the peer's FLOP formula
+ *                (6 N_params + 6 L hidden T per token) against the 989 TFLOP/s bf16 datasheet;
+ *   memory       device memory in use (cudaMemGetInfo) above what it was before the model.
+ * One model instance serves all three phases (bf16 compute weights + fp32 master, gradients
+ * and AdamW moments), where the peer holds an fp32 policy and two bf16 copies.
+ * Random weights of the Qwen2.5-0.5B shape (or the checkpoint in MODEL_DIR); random prompt ids.
+ * Usage: bench_gpu [P G PL NT MB [layers [MODEL_DIR]]] */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "base/fs.h"
+#include "base/rng.h"
+#include "io/config.h"
+#include "model/model.h"
+#include "model/sample.h"
+
+static void die(const char *what, aha_err *err)
+{
+    fprintf(stderr, "bench_gpu: %s: %s\n", what, aha_err_msg(err));
+    exit(1);
+}
+
+static double mem_used_gib(void)
+{
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) return -1;
+    return (double)(tot - fr) / (double)(1ull << 30);
+}
+
+int main(int argc, char **argv)
+{
+    int P = argc > 1 ? atoi(argv[1]) : 16, G = argc > 2 ? atoi(argv[2]) : 16;
+    int PL = argc > 3 ? atoi(argv[3]) : 128, NT = argc > 4 ? atoi(argv[4]) : 512;
+    int MB = argc > 5 ? atoi(argv[5]) : 16, layers = argc > 6 ? atoi(argv[6]) : 24;
+    if (P <= 0 || G <= 0 || PL < 2 || NT <= 0 || MB <= 0 || layers <= 0) {
+        fprintf(stderr, "usage: bench_gpu [P G PL NT MB [layers]] (positive; PL >= 2)\n");
+        return 2;
+    }
+    int N = P * G, T = PL + NT;
+    aha_err err = {0};
+    aha_backend *be = NULL;
+    if (aha_backend_open("cuda:0", 0, &be, &err) != AHA_OK) die("backend", &err);
+    double mem0 = mem_used_gib();
+
+    aha_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.arch = AHA_ARCH_QWEN2;
+    snprintf(cfg.model_type, sizeof cfg.model_type, "qwen2");
+    snprintf(cfg.architecture, sizeof cfg.architecture, "Qwen2ForCausalLM");
+    cfg.vocab_size = 151936;
+    cfg.hidden_size = 896;
+    cfg.intermediate_size = 4864;
+    cfg.num_layers = layers;
+    cfg.num_heads = 14;
+    cfg.num_kv_heads = 2;
+    cfg.head_dim = 64;
+    cfg.max_position_embeddings = 32768;
+    cfg.rope_theta = 1e6;
+    cfg.rms_norm_eps = 1e-6;
+    cfg.tie_word_embeddings = true;
+    cfg.attention_bias = true;
+    cfg.bos_token_id = cfg.pad_token_id = -1;
+    cfg.initializer_range = 0.02f;
+    snprintf(cfg.dtype, sizeof cfg.dtype, "bfloat16");
+
+    double t = aha_now_s();
+    aha_model *m = NULL;
+    aha_model_opts opts = {.max_batch_tokens = MB * T, .logits_chunk_rows = 2048, .training = true};
+    if (argc > 7) {
+        if (aha_model_open(argv[7], be, &opts, &m, &err) != AHA_OK) die(argv[7], &err);
+        cfg = *aha_model_cfg(m);
+        layers = cfg.num_layers;
+    } else if (aha_model_init_random(&cfg, 1, be, &opts, &m, &err) != AHA_OK) {
+        die("init_random", &err);
+    }
+    double nparam = (double)aha_model_numel(m);
+    fprintf(stderr, "model: %.0f parameters, init %.1f s\n", nparam, aha_now_s() - t);
+
+    aha_rng rng;
+    aha_rng_seed(&rng, 0, 0);
+    int32_t *seqs = malloc((size_t)N * T * 4);
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < PL; i++) seqs[(size_t)p * G * T + i] = (int32_t)aha_rng_below(&rng, 151000);
+    for (int p = 0; p < P; p++)
+        for (int g = 1; g < G; g++) memcpy(seqs + ((size_t)p * G + g) * T, seqs + (size_t)p * G * T, (size_t)PL * 4);
+
+    /* ---- generation ---- */
+    aha_kv_cache *c = NULL;
+    if (aha_kv_cache_create(m, N + P, T, &c, &err) != AHA_OK) die("kv cache", &err);
+    int *slots = malloc((size_t)N * sizeof(int));
+    int32_t *tin = malloc((size_t)N * 4), *tout = malloc((size_t)N * 4), *rid = malloc((size_t)N * 4);
+    float *glp = malloc((size_t)N * NT * sizeof(float)), *lpo = malloc((size_t)N * sizeof(float));
+    aha_sampling sp = {1.0f, 1.0f, 0};
+    for (int i = 0; i < N; i++) {
+        slots[i] = i;
+        rid[i] = i;
+    }
+    /* warm-up: one small prefill + decode (module load, cuBLASLt heuristics) */
+    if (aha_model_prefill(m, c, N, seqs, PL - 1, NULL, &err) != AHA_OK) die("warm-up prefill", &err);
+    for (int i = 0; i < N; i++) {
+        if (aha_kv_cache_copy_prefix(c, N, i, PL - 1, &err) != AHA_OK) die("warm-up fork", &err);
+        tin[i] = seqs[PL - 1];
+    }
+    if (aha_model_decode_sample(m, c, N, slots, tin, &sp, 7, rid, tout, lpo, &err) != AHA_OK) die("warm-up", &err);
+    for (int i = 0; i <= N; i++) aha_kv_cache_reset_slot(c, i);
+    if (be->ops->synchronize(be, &err) != AHA_OK) die("sync", &err);
+
+    t = aha_now_s();
+    for (int p = 0; p < P; p++) {
+        const int32_t *pr = seqs + (size_t)p * G * T;
+        if (aha_model_prefill(m, c, N + p, pr, PL - 1, NULL, &err) != AHA_OK) die("prefill", &err);
+        for (int g = 0; g < G; g++)
+            if (aha_kv_cache_copy_prefix(c, N + p, p * G + g, PL - 1, &err) != AHA_OK) die("fork", &err);
+    }
+    double t_prefill = aha_now_s() - t;
+    for (int i = 0; i < N; i++) tin[i] = seqs[(size_t)i * T + PL - 1];
+    for (int s = 0; s < NT; s++) {
+        if (aha_model_decode_sample(m, c, N, slots, tin, &sp, 42, rid, tout, lpo, &err) != AHA_OK)
+            die("decode", &err);
+        for (int i = 0; i < N; i++) {
+            seqs[(size_t)i * T + PL + s] = tout[i];
+            glp[(size_t)i * NT + s] = lpo[i];
+            tin[i] = tout[i];
+        }
+    }
+    double t_gen = aha_now_s() - t;
+    double mem_gen = mem_used_gib() - mem0;
+    double glp_mean = 0;
+    for (size_t i = 0; i < (size_t)N * NT; i++) glp_mean += glp[i];
+    glp_mean /= (double)N * NT;
+    aha_kv_cache_free(c);
+
+    /* ---- reference logprobs ---- */
+    int nlp = T - 1;
+    float *ref = malloc((size_t)N * nlp * sizeof(float));
+    int32_t *cu = malloc((size_t)(MB + 1) * 4);
+    if (be->ops->synchronize(be, &err) != AHA_OK) die("sync", &err);
+    t = aha_now_s();
+    for (int i0 = 0; i0 < N; i0 += MB) {
+        int nb = N - i0 < MB ? N - i0 : MB;
+        for (int i = 0; i <= nb; i++) cu[i] = i * T;
+        aha_batch b = {seqs + (size_t)i0 * T, cu, nb};
+        if (aha_model_token_logprobs(m, &b, ref + (size_t)i0 * nlp, NULL, &err) != AHA_OK) die("logprobs", &err);
+    }
+    double t_ref = aha_now_s() - t;
+    /* the rollout's logprobs and the recomputed ones should agree (same weights, bf16 both) */
+    double mism = 0;
+    for (int i = 0; i < N; i++)
+        for (int s = 0; s < NT; s++) mism += fabs(glp[(size_t)i * NT + s] - ref[(size_t)i * nlp + PL - 1 + s]);
+    mism /= (double)N * NT;
+
+    /* ---- training ---- */
+    aha_train *tr = NULL;
+    if (aha_train_create(m, &tr, &err) != AHA_OK) die("train state", &err);
+    float *mask = calloc((size_t)N * nlp, sizeof(float)), *adv = malloc((size_t)N * sizeof(float));
+    for (int i = 0; i < N; i++)
+        for (int s = PL - 1; s < nlp; s++) mask[(size_t)i * nlp + s] = 1.0f;
+    for (int p = 0; p < P; p++) {
+        double r[4096], mean = 0, var = 0;
+        for (int g = 0; g < G && g < 4096; g++) mean += (r[g] = aha_rng_f64(&rng));
+        mean /= G;
+        for (int g = 0; g < G && g < 4096; g++) var += (r[g] - mean) * (r[g] - mean);
+        double sd = G > 1 ? sqrt(var / (G - 1)) : 0;
+        for (int g = 0; g < G && g < 4096; g++) adv[p * G + g] = (float)((r[g] - mean) / (sd + 1e-4));
+    }
+    aha_adamw_args aa = {1e-6f, 0.9f, 0.99f, 1e-8f, 0.0f};
+    double t_train = 0, gnorm = 0, loss = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (be->ops->synchronize(be, &err) != AHA_OK) die("sync", &err);
+        t = aha_now_s();
+        if (aha_train_zero_grad(tr, &err) != AHA_OK) die("zero_grad", &err);
+        loss = 0;
+        for (int i0 = 0; i0 < N; i0 += MB) {
+            int nb = N - i0 < MB ? N - i0 : MB;
+            for (int i = 0; i <= nb; i++) cu[i] = i * T;
+            aha_batch b = {seqs + (size_t)i0 * T, cu, nb};
+            aha_grpo_args ga = {.mask = mask + (size_t)i0 * nlp, .old_logprobs = ref + (size_t)i0 * nlp,
+                                .ref_logprobs = ref + (size_t)i0 * nlp, .advantages = adv + i0,
+                                .eps_low = 0.2f, .eps_high = 0.2f, .beta = 0.04f, .norm = AHA_GRPO_NORM_SEQ,
+                                .scale = 1.0f / (float)N};
+            aha_grpo_stats gs;
+            if (aha_model_grpo_backward(m, tr, &b, &ga, &gs, NULL, &err) != AHA_OK) die("grpo", &err);
+            loss += gs.loss;
+        }
+        if (aha_train_clip(tr, 1.0, &gnorm, &err) != AHA_OK) die("clip", &err);
+        if (aha_train_adamw_step(tr, &aa, &err) != AHA_OK) die("adamw", &err);
+        if (be->ops->synchronize(be, &err) != AHA_OK) die("sync", &err);
+        t_train = aha_now_s() - t;
+    }
+    double mem_peak = mem_used_gib() - mem0;
+
+    double gen_tps = (double)N * NT / t_gen, ref_tps = (double)N * T / t_ref, train_tps = (double)N * T / t_train;
+    double fl_tok = 6.0 * nparam + 6.0 * layers * (double)cfg.hidden_size * T;
+    double mfu = train_tps * fl_tok / 989e12;
+    printf("\nbench_gpu: %d prompts x G=%d, prompt %d, %d new tokens, micro-batch %d, %d layers, %.0fM params\n", P,
+           G, PL, NT, MB, layers, nparam / 1e6);
+    printf("  %-34s %12s\n", "metric", "aha cuda");
+    printf("  %-34s %12.0f  (%.2f s; prefill+fork %.3f s)\n", "generation new tokens/s", gen_tps, t_gen, t_prefill);
+    printf("  %-34s %12.0f  (%.3f s)\n", "reference logprobs tokens/s", ref_tps, t_ref);
+    printf("  %-34s %12.0f  (%.3f s, MFU %.1f%% of 989 TFLOP/s)\n", "training tokens/s (GRPO pass)", train_tps,
+           t_train, 100 * mfu);
+    printf("  %-34s %12.2f\n", "step seconds (gen + ref + train)", t_gen + t_ref + t_train);
+    printf("  %-34s %12.2f  (after generation %.2f)\n", "device memory GiB (cudaMemGetInfo)", mem_peak, mem_gen);
+    printf("  mean rollout logprob %.4f; mean |rollout - recomputed| %.2e; grad norm %.4g; loss %.4g\n", glp_mean,
+           mism, gnorm, loss);
+    printf("JSON {\"gen_new_tok_per_s\": %.1f, \"gen_s\": %.3f, \"ref_tok_per_s\": %.1f, \"ref_s\": %.3f, "
+           "\"train_tok_per_s\": %.1f, \"train_s\": %.3f, \"train_mfu_vs_989T\": %.4f, \"step_total_s\": %.3f, "
+           "\"peak_mem_GiB\": %.3f, \"mismatch\": %.3e}\n",
+           gen_tps, t_gen, ref_tps, t_ref, train_tps, t_train, mfu, t_gen + t_ref + t_train, mem_peak, mism);
+    aha_train_free(tr);
+    aha_model_free(m);
+    aha_backend_free(be);
+    free(seqs);
+    free(slots);
+    free(tin);
+    free(tout);
+    free(rid);
+    free(glp);
+    free(lpo);
+    free(ref);
+    free(cu);
+    free(mask);
+    free(adv);
+    return 0;
+}

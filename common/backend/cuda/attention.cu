@@ -1,0 +1,636 @@
+/* attention.cu: causal GQA attention over packed ragged sequences (cu_seqlens), tiled in the
+ * manner of FlashAttention-2 so that no (T, T) matrix is ever stored, and attention over the
+ * KV cache for decode and chunked prefill.
+ *
+ * Forward: a block owns 64 query rows of one head of one sequence (16 per warp) and walks the
+ * key tiles up to the diagonal with an online softmax (running max m and sum l per row, in
+ * base 2: scores are pre-multiplied by scale * log2(e)). lse (N, H) = natural logsumexp of
+ * the scaled scores, saved for the backward.
+ * Backward: D_i = dout_i . out_i first; then two kernels that each recompute P = exp(S - lse):
+ * one per query tile accumulates dq (lanes over keys for the dots, lanes over the head dim for
+ * the sums), one per key tile accumulates dk, dv over every query head of its GQA group and
+ * every query tile at or below the diagonal. No atomics: each output row has one owner.
+ * All arithmetic is fp32 on CUDA cores; q, k, v, out are BF16 (or F32). Head dims 16, 32, 64
+ * and 128 are instantiated.
+ *
+ * Cached attention: a block owns one query and one KV head (the H/KV query heads of the group
+ * share each key read) and walks that slot's cached keys in chunks of 128 with an online
+ * softmax. Cache layout per layer (slots, max_seq, KV, D). */
+#include <math.h>
+
+#include "common.cuh"
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+/* ---- shared tile loads: rows [r0, r0 + rows) of a (N, heads, D) tensor at head h, zero
+ * beyond `valid`, into fp32 shared memory with row pitch P ---- */
+template <int D, int P, typename T>
+__device__ __forceinline__ void load_tile(float *dst, const T *src, int64_t base_row, int rows,
+                                          int valid, int heads, int h, float mul)
+{
+    for (int i = threadIdx.x; i < rows * D; i += blockDim.x) {
+        int r = i / D, d = i % D;
+        float v = 0.0f;
+        if (r < valid) v = aha__ld(src, ((base_row + r) * heads + h) * (int64_t)D + d) * mul;
+        dst[r * P + d] = v;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* forward                                                                                     */
+
+template <int D, typename T>
+__global__ void __launch_bounds__(128) k_attn_fwd(T *out, float *lse, const T *q, const T *k,
+                                                  const T *v, const int32_t *cu, int H, int KV,
+                                                  float scale)
+{
+    constexpr int BQ = 64, BK = 64, RPW = 16, P = D + 4, DPL = (D + 31) / 32;
+    extern __shared__ __align__(16) float sm[];
+    float *Qs = sm;               /* (BQ, P) */
+    float *Ks = Qs + BQ * P;      /* (BK, P) */
+    float *Vs = Ks + BK * P;      /* (BK, P) */
+    float *Ps = Vs + BK * P;      /* (4 warps, RPW, BK) */
+    int s = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
+    int start = cu[s], len = cu[s + 1] - start;
+    int q0 = blockIdx.x * BQ;
+    if (q0 >= len) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int qvalid = min(BQ, len - q0);
+    load_tile<D, P>(Qs, q, (int64_t)start + q0, BQ, qvalid, H, h, scale * LOG2E);
+
+    float m[RPW], l[RPW], o[RPW][DPL];
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) o[r][i] = 0.0f;
+    }
+    float *Pw = Ps + warp * RPW * BK;
+    int kend = min(len, q0 + BQ); /* keys past the last query row are masked for all rows */
+    for (int k0 = 0; k0 < kend; k0 += BK) {
+        __syncthreads();
+        int kvalid = min(BK, len - k0);
+        load_tile<D, P>(Ks, k, (int64_t)start + k0, BK, kvalid, KV, g, 1.0f);
+        load_tile<D, P>(Vs, v, (int64_t)start + k0, BK, kvalid, KV, g, 1.0f);
+        __syncthreads();
+        float sc[RPW][2];
+#pragma unroll
+        for (int r = 0; r < RPW; r++) sc[r][0] = sc[r][1] = 0.0f;
+#pragma unroll 4
+        for (int d = 0; d < D; d += 4) {
+            float4 ka = *(const float4 *)&Ks[lane * P + d];
+            float4 kb = *(const float4 *)&Ks[(lane + 32) * P + d];
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+                float4 qv = *(const float4 *)&Qs[(warp * RPW + r) * P + d];
+                sc[r][0] += qv.x * ka.x + qv.y * ka.y + qv.z * ka.z + qv.w * ka.w;
+                sc[r][1] += qv.x * kb.x + qv.y * kb.y + qv.z * kb.z + qv.w * kb.w;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            int qi = q0 + warp * RPW + r;
+            int ka = k0 + lane, kb = k0 + lane + 32;
+            float s0 = (ka <= qi && ka < len) ? sc[r][0] : -INFINITY;
+            float s1 = (kb <= qi && kb < len) ? sc[r][1] : -INFINITY;
+            float mx = aha__warp_max(fmaxf(s0, s1));
+            float mn = fmaxf(m[r], mx);
+            float p0 = 0.0f, p1 = 0.0f, alpha = 1.0f;
+            if (mn != -INFINITY) {
+                p0 = exp2f(s0 - mn);
+                p1 = exp2f(s1 - mn);
+                alpha = exp2f(m[r] - mn); /* m = -inf gives 0: nothing accumulated yet */
+            }
+            l[r] = l[r] * alpha + aha__warp_sum(p0 + p1);
+            m[r] = mn;
+#pragma unroll
+            for (int i = 0; i < DPL; i++) o[r][i] *= alpha;
+            Pw[r * BK + lane] = p0;
+            Pw[r * BK + lane + 32] = p1;
+        }
+        __syncwarp();
+        for (int j = 0; j < BK; j++) {
+            float vv[DPL];
+#pragma unroll
+            for (int i = 0; i < DPL; i++) vv[i] = (lane + 32 * i < D) ? Vs[j * P + lane + 32 * i] : 0.0f;
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+                float p = Pw[r * BK + j];
+#pragma unroll
+                for (int i = 0; i < DPL; i++) o[r][i] += p * vv[i];
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        int qi = q0 + warp * RPW + r;
+        if (qi >= len) continue;
+        int64_t row = (int64_t)start + qi;
+        float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; i++)
+            if (lane + 32 * i < D) aha__st(out, (row * H + h) * D + lane + 32 * i, o[r][i] * inv);
+        if (lane == 0) lse[row * H + h] = (m[r] + log2f(l[r])) * LN2;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* backward                                                                                    */
+
+/* Dv (N, H) = sum_d dout * out */
+template <typename T>
+__global__ void k_attn_dvec(float *Dv, const T *dout, const T *out, int64_t NH, int D)
+{
+    int lane = threadIdx.x & 31;
+    for (int64_t r = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); r < NH;
+         r += (int64_t)gridDim.x * (blockDim.x >> 5)) {
+        float s = 0;
+        for (int d = lane; d < D; d += 32) s += aha__ld(dout, r * D + d) * aha__ld(out, r * D + d);
+        s = aha__warp_sum(s);
+        if (lane == 0) Dv[r] = s;
+    }
+}
+
+/* dq: block = 64 query rows of head h */
+template <int D, typename T>
+__global__ void __launch_bounds__(128) k_attn_bwd_dq(T *dq, const T *dout, const T *q, const T *k,
+                                                     const T *v, const float *lse, const float *Dv,
+                                                     const int32_t *cu, int H, int KV, float scale)
+{
+    constexpr int BQ = 64, BK = 64, RPW = 16, P = D + 4, DPL = (D + 31) / 32;
+    extern __shared__ __align__(16) float sm[];
+    float *Qs = sm;            /* (BQ, P) */
+    float *dOs = Qs + BQ * P;  /* (BQ, P) */
+    float *Ks = dOs + BQ * P;  /* (BK, P) */
+    float *Vs = Ks + BK * P;   /* (BK, P) */
+    float *dSs = Vs + BK * P;  /* (4, RPW, BK) */
+    int s = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
+    int start = cu[s], len = cu[s + 1] - start;
+    int q0 = blockIdx.x * BQ;
+    if (q0 >= len) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int qvalid = min(BQ, len - q0);
+    load_tile<D, P>(Qs, q, (int64_t)start + q0, BQ, qvalid, H, h, scale);
+    load_tile<D, P>(dOs, dout, (int64_t)start + q0, BQ, qvalid, H, h, 1.0f);
+    float lr[RPW], dr[RPW], acc[RPW][DPL];
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        int qi = q0 + warp * RPW + r;
+        int64_t row = (int64_t)start + min(qi, len - 1);
+        lr[r] = lse[row * H + h];
+        dr[r] = Dv[row * H + h];
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[r][i] = 0.0f;
+    }
+    float *dSw = dSs + warp * RPW * BK;
+    int kend = min(len, q0 + BQ);
+    for (int k0 = 0; k0 < kend; k0 += BK) {
+        __syncthreads();
+        int kvalid = min(BK, len - k0);
+        load_tile<D, P>(Ks, k, (int64_t)start + k0, BK, kvalid, KV, g, 1.0f);
+        load_tile<D, P>(Vs, v, (int64_t)start + k0, BK, kvalid, KV, g, 1.0f);
+        __syncthreads();
+        float sc[RPW][2], dp[RPW][2];
+#pragma unroll
+        for (int r = 0; r < RPW; r++) sc[r][0] = sc[r][1] = dp[r][0] = dp[r][1] = 0.0f;
+#pragma unroll 2
+        for (int d = 0; d < D; d += 4) {
+            float4 ka = *(const float4 *)&Ks[lane * P + d];
+            float4 kb = *(const float4 *)&Ks[(lane + 32) * P + d];
+            float4 va = *(const float4 *)&Vs[lane * P + d];
+            float4 vb = *(const float4 *)&Vs[(lane + 32) * P + d];
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+                float4 qv = *(const float4 *)&Qs[(warp * RPW + r) * P + d];
+                float4 ov = *(const float4 *)&dOs[(warp * RPW + r) * P + d];
+                sc[r][0] += qv.x * ka.x + qv.y * ka.y + qv.z * ka.z + qv.w * ka.w;
+                sc[r][1] += qv.x * kb.x + qv.y * kb.y + qv.z * kb.z + qv.w * kb.w;
+                dp[r][0] += ov.x * va.x + ov.y * va.y + ov.z * va.z + ov.w * va.w;
+                dp[r][1] += ov.x * vb.x + ov.y * vb.y + ov.z * vb.z + ov.w * vb.w;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            int qi = q0 + warp * RPW + r;
+            int ka = k0 + lane, kb = k0 + lane + 32;
+            bool ok = qi < len;
+            float p0 = (ok && ka <= qi) ? expf(sc[r][0] - lr[r]) : 0.0f;
+            float p1 = (ok && kb <= qi) ? expf(sc[r][1] - lr[r]) : 0.0f;
+            dSw[r * BK + lane] = p0 * (dp[r][0] - dr[r]);
+            dSw[r * BK + lane + 32] = p1 * (dp[r][1] - dr[r]);
+        }
+        __syncwarp();
+        for (int j = 0; j < BK; j++) {
+            float kk[DPL];
+#pragma unroll
+            for (int i = 0; i < DPL; i++) kk[i] = (lane + 32 * i < D) ? Ks[j * P + lane + 32 * i] : 0.0f;
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+                float ds = dSw[r * BK + j];
+#pragma unroll
+                for (int i = 0; i < DPL; i++) acc[r][i] += ds * kk[i];
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        int qi = q0 + warp * RPW + r;
+        if (qi >= len) continue;
+        int64_t row = (int64_t)start + qi;
+#pragma unroll
+        for (int i = 0; i < DPL; i++)
+            if (lane + 32 * i < D) aha__st(dq, (row * H + h) * D + lane + 32 * i, acc[r][i] * scale);
+    }
+}
+
+/* dk, dv: block = 4 * RPW keys of kv head g; loops over the group's query heads and the query
+ * tiles at or after the key tile */
+template <int D, int RPW, typename T>
+__global__ void __launch_bounds__(128) k_attn_bwd_dkv(T *dk, T *dv, const T *dout, const T *q,
+                                                      const T *k, const T *v, const float *lse,
+                                                      const float *Dv, const int32_t *cu, int H,
+                                                      int KV, float scale)
+{
+    constexpr int BK = 4 * RPW, BQ = 64, P = D + 4, DPL = (D + 31) / 32;
+    extern __shared__ __align__(16) float sm[];
+    float *Ks = sm;             /* (BK, P) */
+    float *Vs = Ks + BK * P;    /* (BK, P) */
+    float *Qs = Vs + BK * P;    /* (BQ, P) */
+    float *dOs = Qs + BQ * P;   /* (BQ, P) */
+    float *Ls = dOs + BQ * P;   /* (BQ) */
+    float *Ds = Ls + BQ;        /* (BQ) */
+    float *Ps = Ds + BQ;        /* (4, RPW, BQ) */
+    float *dSs = Ps + 4 * RPW * BQ;
+    int s = blockIdx.z, g = blockIdx.y, hg = H / KV;
+    int start = cu[s], len = cu[s + 1] - start;
+    int k0 = blockIdx.x * BK;
+    if (k0 >= len) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int kvalid = min(BK, len - k0);
+    load_tile<D, P>(Ks, k, (int64_t)start + k0, BK, kvalid, KV, g, scale);
+    load_tile<D, P>(Vs, v, (int64_t)start + k0, BK, kvalid, KV, g, 1.0f);
+    float adk[RPW][DPL], adv[RPW][DPL];
+#pragma unroll
+    for (int r = 0; r < RPW; r++)
+#pragma unroll
+        for (int i = 0; i < DPL; i++) adk[r][i] = adv[r][i] = 0.0f;
+    float *Pw = Ps + warp * RPW * BQ, *dSw = dSs + warp * RPW * BQ;
+    int qstart = (k0 / BQ) * BQ;
+    for (int hh = 0; hh < hg; hh++) {
+        int h = g * hg + hh;
+        for (int q0 = qstart; q0 < len; q0 += BQ) {
+            __syncthreads();
+            int qvalid = min(BQ, len - q0);
+            load_tile<D, P>(Qs, q, (int64_t)start + q0, BQ, qvalid, H, h, 1.0f);
+            load_tile<D, P>(dOs, dout, (int64_t)start + q0, BQ, qvalid, H, h, 1.0f);
+            for (int i = threadIdx.x; i < BQ; i += blockDim.x) {
+                int64_t row = (int64_t)start + min(q0 + i, len - 1);
+                Ls[i] = lse[row * H + h];
+                Ds[i] = Dv[row * H + h];
+            }
+            __syncthreads();
+            float sc[RPW][2], dp[RPW][2];
+#pragma unroll
+            for (int r = 0; r < RPW; r++) sc[r][0] = sc[r][1] = dp[r][0] = dp[r][1] = 0.0f;
+#pragma unroll 2
+            for (int d = 0; d < D; d += 4) {
+                float4 qa = *(const float4 *)&Qs[lane * P + d];
+                float4 qb = *(const float4 *)&Qs[(lane + 32) * P + d];
+                float4 oa = *(const float4 *)&dOs[lane * P + d];
+                float4 ob = *(const float4 *)&dOs[(lane + 32) * P + d];
+#pragma unroll
+                for (int r = 0; r < RPW; r++) {
+                    float4 kv = *(const float4 *)&Ks[(warp * RPW + r) * P + d];
+                    float4 vv = *(const float4 *)&Vs[(warp * RPW + r) * P + d];
+                    sc[r][0] += qa.x * kv.x + qa.y * kv.y + qa.z * kv.z + qa.w * kv.w;
+                    sc[r][1] += qb.x * kv.x + qb.y * kv.y + qb.z * kv.z + qb.w * kv.w;
+                    dp[r][0] += oa.x * vv.x + oa.y * vv.y + oa.z * vv.z + oa.w * vv.w;
+                    dp[r][1] += ob.x * vv.x + ob.y * vv.y + ob.z * vv.z + ob.w * vv.w;
+                }
+            }
+            int qa_i = q0 + lane, qb_i = q0 + lane + 32;
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+                int kj = k0 + warp * RPW + r;
+                bool kok = kj < len;
+                float p0 = (kok && qa_i < len && kj <= qa_i) ? expf(sc[r][0] - Ls[lane]) : 0.0f;
+                float p1 = (kok && qb_i < len && kj <= qb_i) ? expf(sc[r][1] - Ls[lane + 32]) : 0.0f;
+                Pw[r * BQ + lane] = p0;
+                Pw[r * BQ + lane + 32] = p1;
+                dSw[r * BQ + lane] = p0 * (dp[r][0] - Ds[lane]);
+                dSw[r * BQ + lane + 32] = p1 * (dp[r][1] - Ds[lane + 32]);
+            }
+            __syncwarp();
+            for (int j = 0; j < BQ; j++) {
+                float qq[DPL], oo[DPL];
+#pragma unroll
+                for (int i = 0; i < DPL; i++) {
+                    bool in = lane + 32 * i < D;
+                    qq[i] = in ? Qs[j * P + lane + 32 * i] : 0.0f;
+                    oo[i] = in ? dOs[j * P + lane + 32 * i] : 0.0f;
+                }
+#pragma unroll
+                for (int r = 0; r < RPW; r++) {
+                    float p = Pw[r * BQ + j], ds = dSw[r * BQ + j];
+#pragma unroll
+                    for (int i = 0; i < DPL; i++) {
+                        adv[r][i] += p * oo[i];
+                        adk[r][i] += ds * qq[i];
+                    }
+                }
+            }
+            __syncwarp();
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RPW; r++) {
+        int kj = k0 + warp * RPW + r;
+        if (kj >= len) continue;
+        int64_t row = (int64_t)start + kj;
+#pragma unroll
+        for (int i = 0; i < DPL; i++)
+            if (lane + 32 * i < D) {
+                aha__st(dk, (row * KV + g) * D + lane + 32 * i, adk[r][i] * scale);
+                aha__st(dv, (row * KV + g) * D + lane + 32 * i, adv[r][i]);
+            }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* KV cache                                                                                    */
+
+template <typename T>
+__global__ void k_kv_store(T *kc, T *vc, const T *k, const T *v, const int32_t *slots,
+                           const int32_t *pos, int n, int KV, int D, int max_seq)
+{
+    int64_t per = (int64_t)KV * D;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * per;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / per, e = i % per;
+        int64_t dst = ((int64_t)slots[r] * max_seq + pos[r]) * per + e;
+        kc[dst] = k[i];
+        vc[dst] = v[i];
+    }
+}
+
+#define CA_CHUNK 128
+#define CA_MAXG 16
+
+/* block = (query i, kv head g); 128 threads, one key per thread per chunk */
+template <int D, typename T>
+__global__ void __launch_bounds__(128) k_attn_cached(T *out, const T *q, const T *kc, const T *vc,
+                                                     const int32_t *slots, const int32_t *lens,
+                                                     int H, int KV, int max_seq, float scale)
+{
+    constexpr int OPT = (CA_MAXG * D + 127) / 128; /* (head, dim) pairs per thread, at most */
+    int i = blockIdx.x, g = blockIdx.y, hg = H / KV;
+    __shared__ float qs[CA_MAXG * D];
+    __shared__ float ps[CA_MAXG * CA_CHUNK];
+    __shared__ float ms[CA_MAXG], ls[CA_MAXG], as[CA_MAXG];
+    int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+    for (int e = t; e < hg * D; e += 128)
+        qs[e] = aha__ld(q, ((int64_t)i * H + g * hg) * D + e) * scale * LOG2E;
+    if (t < hg) {
+        ms[t] = -INFINITY;
+        ls[t] = 0.0f;
+    }
+    float o[OPT];
+#pragma unroll
+    for (int e = 0; e < OPT; e++) o[e] = 0.0f;
+    int len = lens[i];
+    int64_t slot_base = (int64_t)slots[i] * max_seq;
+    __syncthreads();
+    for (int c0 = 0; c0 < len; c0 += CA_CHUNK) {
+        int j = c0 + t;
+        float sc[CA_MAXG];
+#pragma unroll
+        for (int h = 0; h < CA_MAXG; h++) sc[h] = 0.0f;
+        if (j < len) {
+            const T *kr = kc + ((slot_base + j) * KV + g) * D;
+#pragma unroll 4
+            for (int d = 0; d < D; d++) {
+                float kv = aha__ld(kr, d);
+#pragma unroll
+                for (int h = 0; h < CA_MAXG; h++)
+                    if (h < hg) sc[h] += qs[h * D + d] * kv;
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < CA_MAXG; h++)
+            if (h < hg) ps[h * CA_CHUNK + t] = j < len ? sc[h] : -INFINITY;
+        __syncthreads();
+        /* one warp per head: chunk max, new running max, probabilities, running sum */
+        for (int h = warp; h < hg; h += 4) {
+            float mx = -INFINITY;
+            for (int e = lane; e < CA_CHUNK; e += 32) mx = fmaxf(mx, ps[h * CA_CHUNK + e]);
+            mx = aha__warp_max(mx);
+            float mn = fmaxf(ms[h], mx); /* finite: the chunk holds at least key c0 */
+            float sum = 0;
+            for (int e = lane; e < CA_CHUNK; e += 32) {
+                float p = exp2f(ps[h * CA_CHUNK + e] - mn);
+                ps[h * CA_CHUNK + e] = p;
+                sum += p;
+            }
+            sum = aha__warp_sum(sum);
+            if (lane == 0) {
+                float a = exp2f(ms[h] - mn);
+                as[h] = a;
+                ls[h] = ls[h] * a + sum;
+                ms[h] = mn;
+            }
+        }
+        __syncthreads();
+        int cn = min(CA_CHUNK, len - c0);
+#pragma unroll
+        for (int e = 0; e < OPT; e++) {
+            int idx = t + 128 * e;
+            if (idx < hg * D) {
+                int h = idx / D, d = idx % D;
+                float acc = o[e] * as[h];
+                const T *vr = vc + ((slot_base + c0) * KV + g) * D + d;
+                for (int jj = 0; jj < cn; jj++) acc += ps[h * CA_CHUNK + jj] * aha__ld(vr, (int64_t)jj * KV * D);
+                o[e] = acc;
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int e = 0; e < OPT; e++) {
+        int idx = t + 128 * e;
+        if (idx < hg * D) {
+            int h = idx / D, d = idx % D;
+            float l = ls[h];
+            aha__st(out, ((int64_t)i * H + g * hg + h) * D + d, l > 0 ? o[e] / l : 0.0f);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* launchers                                                                                   */
+
+static aha_status check_heads(const char *op, int H, int KV, int D, aha_err *err)
+{
+    if (H <= 0 || KV <= 0 || H % KV)
+        return aha_errf(err, AHA_EINVAL, "cuda %s: %d query heads are not a multiple of %d kv heads", op, H, KV);
+    if (D != 16 && D != 32 && D != 64 && D != 128)
+        return aha_errf(err, AHA_EUNSUPPORTED, "cuda %s: head dim %d (16, 32, 64, 128 are built)", op, D);
+    return AHA_OK;
+}
+
+template <typename K>
+static aha_status set_smem(K kern, size_t smem, aha_backend *be, aha_err *err)
+{
+    if (smem > aha__cu(be)->smem_optin)
+        return aha_errf(err, AHA_EUNSUPPORTED, "cuda attention: %zu bytes of shared memory needed", smem);
+    AHA_CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    return AHA_OK;
+}
+
+template <int D, typename T>
+static aha_status attn_fwd(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q, aha_tensor k,
+                           aha_tensor v, aha_tensor cu, int n_seqs, int H, int KV, int max_seqlen,
+                           aha_err *err)
+{
+    constexpr int P = D + 4;
+    size_t smem = (size_t)(64 * P * 3 + 4 * 16 * 64) * sizeof(float);
+    AHA_TRY(set_smem(k_attn_fwd<D, T>, smem, be, err));
+    dim3 grid((max_seqlen + 63) / 64, H, n_seqs);
+    k_attn_fwd<D, T><<<grid, 128, smem, aha__cu(be)->stream>>>(
+        (T *)out.data, (float *)lse.data, (const T *)q.data, (const T *)k.data, (const T *)v.data,
+        (const int32_t *)cu.data, H, KV, 1.0f / sqrtf((float)D));
+    AHA_CU_LAUNCHED();
+    return AHA_OK;
+}
+
+aha_status aha__cu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q,
+                                 aha_tensor k, aha_tensor v, aha_tensor cu_seqlens, int n_seqs,
+                                 int N, int H, int KV, int D, int max_seqlen, aha_err *err)
+{
+    AHA_TRY(check_heads("attention_fwd", H, KV, D, err));
+    if (!aha__is_float(q.dt)) return aha__cu_bad_dtype(err, "attention_fwd", "q", q.dt);
+    if (k.dt != q.dt || v.dt != q.dt || out.dt != q.dt)
+        return aha__cu_bad_dtype(err, "attention_fwd", "k/v/out (must match q)", k.dt);
+    if (lse.dt != AHA_DT_F32) return aha__cu_bad_dtype(err, "attention_fwd", "lse", lse.dt);
+    if (cu_seqlens.dt != AHA_DT_I32) return aha__cu_bad_dtype(err, "attention_fwd", "cu_seqlens", cu_seqlens.dt);
+    if (n_seqs <= 0 || N <= 0 || max_seqlen <= 0) return AHA_OK;
+#define FWD(DD)                                                                                     \
+    case DD:                                                                                        \
+        AHA__DISPATCH_FLOAT(q.dt, T, return (attn_fwd<DD, T>(be, out, lse, q, k, v, cu_seqlens,   \
+                                                              n_seqs, H, KV, max_seqlen, err))); \
+        break;
+    switch (D) { FWD(16) FWD(32) FWD(64) FWD(128) }
+#undef FWD
+    return aha__cu_bad_dtype(err, "attention_fwd", "q", q.dt);
+}
+
+template <int D, typename T>
+static aha_status attn_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv, aha_tensor dout,
+                           aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor out, aha_tensor lse,
+                           aha_tensor cu, int n_seqs, int N, int H, int KV, int max_seqlen, aha_err *err)
+{
+    constexpr int P = D + 4, RPW = D <= 64 ? 16 : 8;
+    cudaStream_t st = aha__cu(be)->stream;
+    float scale = 1.0f / sqrtf((float)D);
+    void *scr;
+    AHA_TRY(aha__cu_scratch(be, (size_t)N * H * sizeof(float), &scr, err));
+    float *Dv = (float *)scr;
+    int64_t NH = (int64_t)N * H;
+    k_attn_dvec<T><<<aha__blocks(NH, 8, 65535), 256, 0, st>>>(Dv, (const T *)dout.data,
+                                                              (const T *)out.data, NH, D);
+    AHA_CU_LAUNCHED();
+
+    size_t smem_q = (size_t)(64 * P * 4 + 4 * 16 * 64) * sizeof(float);
+    AHA_TRY(set_smem(k_attn_bwd_dq<D, T>, smem_q, be, err));
+    dim3 gq((max_seqlen + 63) / 64, H, n_seqs);
+    k_attn_bwd_dq<D, T><<<gq, 128, smem_q, st>>>((T *)dq.data, (const T *)dout.data, (const T *)q.data,
+                                                 (const T *)k.data, (const T *)v.data,
+                                                 (const float *)lse.data, Dv,
+                                                 (const int32_t *)cu.data, H, KV, scale);
+    AHA_CU_LAUNCHED();
+
+    constexpr int BK = 4 * RPW;
+    size_t smem_k = (size_t)(BK * P * 2 + 64 * P * 2 + 2 * 64 + 2 * 4 * RPW * 64) * sizeof(float);
+    AHA_TRY(set_smem(k_attn_bwd_dkv<D, RPW, T>, smem_k, be, err));
+    dim3 gk((max_seqlen + BK - 1) / BK, KV, n_seqs);
+    k_attn_bwd_dkv<D, RPW, T><<<gk, 128, smem_k, st>>>((T *)dk.data, (T *)dv.data, (const T *)dout.data,
+                                                       (const T *)q.data, (const T *)k.data,
+                                                       (const T *)v.data, (const float *)lse.data, Dv,
+                                                       (const int32_t *)cu.data, H, KV, scale);
+    AHA_CU_LAUNCHED();
+    return AHA_OK;
+}
+
+aha_status aha__cu_attention_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv,
+                                 aha_tensor dout, aha_tensor q, aha_tensor k, aha_tensor v,
+                                 aha_tensor out, aha_tensor lse, aha_tensor cu_seqlens, int n_seqs,
+                                 int N, int H, int KV, int D, int max_seqlen, aha_err *err)
+{
+    AHA_TRY(check_heads("attention_bwd", H, KV, D, err));
+    if (!aha__is_float(q.dt)) return aha__cu_bad_dtype(err, "attention_bwd", "q", q.dt);
+    if (k.dt != q.dt || v.dt != q.dt || out.dt != q.dt || dout.dt != q.dt || dq.dt != q.dt ||
+        dk.dt != q.dt || dv.dt != q.dt)
+        return aha__cu_bad_dtype(err, "attention_bwd", "all of q k v out dout dq dk dv (must match q)", k.dt);
+    if (lse.dt != AHA_DT_F32) return aha__cu_bad_dtype(err, "attention_bwd", "lse", lse.dt);
+    if (cu_seqlens.dt != AHA_DT_I32) return aha__cu_bad_dtype(err, "attention_bwd", "cu_seqlens", cu_seqlens.dt);
+    if (n_seqs <= 0 || N <= 0 || max_seqlen <= 0) return AHA_OK;
+#define BWD(DD)                                                                                     \
+    case DD:                                                                                        \
+        AHA__DISPATCH_FLOAT(q.dt, T, return (attn_bwd<DD, T>(be, dq, dk, dv, dout, q, k, v, out,  \
+                                                              lse, cu_seqlens, n_seqs, N, H, KV, \
+                                                              max_seqlen, err)));                \
+        break;
+    switch (D) { BWD(16) BWD(32) BWD(64) BWD(128) }
+#undef BWD
+    return aha__cu_bad_dtype(err, "attention_bwd", "q", q.dt);
+}
+
+aha_status aha__cu_kv_store(aha_backend *be, aha_tensor kc, aha_tensor vc, aha_tensor k, aha_tensor v,
+                            aha_tensor slots, aha_tensor pos, int n, int KV, int D, int max_seq,
+                            aha_err *err)
+{
+    if (!aha__is_float(k.dt)) return aha__cu_bad_dtype(err, "kv_store", "k", k.dt);
+    if (v.dt != k.dt || kc.dt != k.dt || vc.dt != k.dt)
+        return aha__cu_bad_dtype(err, "kv_store", "v/kc/vc (must match k)", v.dt);
+    if (slots.dt != AHA_DT_I32 || pos.dt != AHA_DT_I32)
+        return aha__cu_bad_dtype(err, "kv_store", "slots/pos", slots.dt);
+    if (n <= 0) return AHA_OK;
+    unsigned nb = aha__blocks((int64_t)n * KV * D, 256, 8192);
+    AHA__DISPATCH_FLOAT(k.dt, T, (k_kv_store<T><<<nb, 256, 0, aha__cu(be)->stream>>>(
+        (T *)kc.data, (T *)vc.data, (const T *)k.data, (const T *)v.data, (const int32_t *)slots.data,
+        (const int32_t *)pos.data, n, KV, D, max_seq)));
+    AHA_CU_LAUNCHED();
+    return AHA_OK;
+}
+
+aha_status aha__cu_attention_cached(aha_backend *be, aha_tensor out, aha_tensor q, aha_tensor kc,
+                                    aha_tensor vc, aha_tensor slots, aha_tensor lens, int n, int H,
+                                    int KV, int D, int max_seq, aha_err *err)
+{
+    AHA_TRY(check_heads("attention_cached", H, KV, D, err));
+    if (H / KV > CA_MAXG)
+        return aha_errf(err, AHA_EUNSUPPORTED, "cuda attention_cached: %d query heads per kv head (at most %d)",
+                        H / KV, CA_MAXG);
+    if (!aha__is_float(q.dt)) return aha__cu_bad_dtype(err, "attention_cached", "q", q.dt);
+    if (kc.dt != q.dt || vc.dt != q.dt || out.dt != q.dt)
+        return aha__cu_bad_dtype(err, "attention_cached", "kc/vc/out (must match q)", kc.dt);
+    if (slots.dt != AHA_DT_I32 || lens.dt != AHA_DT_I32)
+        return aha__cu_bad_dtype(err, "attention_cached", "slots/lens", slots.dt);
+    if (n <= 0) return AHA_OK;
+    dim3 grid(n, KV);
+    float scale = 1.0f / sqrtf((float)D);
+    cudaStream_t st = aha__cu(be)->stream;
+#define CACHED(DD)                                                                                \
+    case DD:                                                                                      \
+        AHA__DISPATCH_FLOAT(q.dt, T, (k_attn_cached<DD, T><<<grid, 128, 0, st>>>(                \
+            (T *)out.data, (const T *)q.data, (const T *)kc.data, (const T *)vc.data,             \
+            (const int32_t *)slots.data, (const int32_t *)lens.data, H, KV, max_seq, scale)));   \
+        break;
+    switch (D) { CACHED(16) CACHED(32) CACHED(64) CACHED(128) }
+#undef CACHED
+    AHA_CU_LAUNCHED();
+    return AHA_OK;
+}

@@ -1,0 +1,227 @@
+/* common.cuh: what every CUDA op file of the backend shares: the backend context, the check
+ * macros that turn a failed CUDA / cuBLAS / NCCL call into AHA_EDEVICE naming the call, file
+ * and line (never an exit), bf16 <-> fp32 loads and stores, and warp / block reductions.
+ *
+ * Invariants: every op runs on ctx->stream, in order; every kernel launch is followed by
+ * AHA_CU_LAUNCHED() (cudaGetLastError); arithmetic accumulates in fp32 whatever the storage
+ * dtype (F32 or BF16). */
+#ifndef AHA_BACKEND_CUDA_COMMON_CUH
+#define AHA_BACKEND_CUDA_COMMON_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend/backend.h"
+}
+
+/* ---- the backend context ------------------------------------------------------------------ */
+
+/* one cached matmul configuration: descriptors and the heuristic's algorithm for a shape */
+typedef struct {
+    uint64_t key[4];
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulAlgo_t algo;
+} aha__cu_algo_entry;
+
+#define AHA__CU_ALGO_CACHE 256
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_ws; /* cuBLASLt workspace */
+    size_t lt_ws_size;
+    /* scratch for ops that need temporaries (attention backward statistics); grows, never
+     * shrinks; only used between two ops on the one stream */
+    void *scratch;
+    size_t scratch_size;
+    int sm_count;
+    size_t smem_optin;
+    aha__cu_algo_entry algos[AHA__CU_ALGO_CACHE];
+    int n_algos;
+} aha__cu_ctx;
+
+static inline aha__cu_ctx *aha__cu(aha_backend *be) { return (aha__cu_ctx *)be->ctx; }
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+
+aha_status aha__cu_fail(aha_err *err, const char *call, const char *file, int line, const char *what);
+
+#define AHA_CU_CHECK(call)                                                                   \
+    do {                                                                                     \
+        cudaError_t aha__e = (call);                                                         \
+        if (aha__e != cudaSuccess)                                                           \
+            return aha__cu_fail(err, #call, __FILE__, __LINE__, cudaGetErrorString(aha__e)); \
+    } while (0)
+
+#define AHA_CU_LAUNCHED() AHA_CU_CHECK(cudaGetLastError())
+
+/* cuBLASLt status name (cublasGetStatusString lives in libcublas, which is not linked) */
+const char *aha__cublas_str(cublasStatus_t s);
+
+#define AHA_CUBLAS_CHECK(call)                                                                 \
+    do {                                                                                       \
+        cublasStatus_t aha__s = (call);                                                        \
+        if (aha__s != CUBLAS_STATUS_SUCCESS)                                                   \
+            return aha__cu_fail(err, #call, __FILE__, __LINE__, aha__cublas_str(aha__s)); \
+    } while (0)
+
+/* A dtype the op does not handle. */
+aha_status aha__cu_bad_dtype(aha_err *err, const char *op, const char *arg, aha_dtype dt);
+
+/* Scratch of at least n bytes (device), valid until the next call that asks for scratch. */
+aha_status aha__cu_scratch(aha_backend *be, size_t n, void **out, aha_err *err);
+
+/* ---- bf16 / fp32 access -------------------------------------------------------------------- */
+
+__device__ __forceinline__ float aha__ld(const float *p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float aha__ld(const __nv_bfloat16 *p, int64_t i)
+{
+    return __bfloat162float(p[i]);
+}
+__device__ __forceinline__ void aha__st(float *p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void aha__st(__nv_bfloat16 *p, int64_t i, float v)
+{
+    p[i] = __float2bfloat16(v);
+}
+
+typedef __nv_bfloat16 bf16;
+
+/* Calls F::template run<T>() with T = float or bf16 according to dt; other dtypes are refused. */
+#define AHA__DISPATCH_FLOAT(dt, T, ...)                  \
+    do {                                                 \
+        if ((dt) == AHA_DT_F32) {                        \
+            typedef float T;                             \
+            __VA_ARGS__;                                 \
+        } else if ((dt) == AHA_DT_BF16) {                \
+            typedef bf16 T;                              \
+            __VA_ARGS__;                                 \
+        }                                                \
+    } while (0)
+
+static inline bool aha__is_float(aha_dtype dt) { return dt == AHA_DT_F32 || dt == AHA_DT_BF16; }
+
+/* ---- reductions ------------------------------------------------------------------------------ */
+
+__device__ __forceinline__ float aha__warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float aha__warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+ * sh: 32 floats of shared memory, reused after a barrier. */
+__device__ __forceinline__ float aha__block_sum(float v, float *sh)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = aha__warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    return aha__warp_sum(v);
+}
+__device__ __forceinline__ float aha__block_max(float v, float *sh)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = aha__warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -INFINITY;
+    return aha__warp_max(v);
+}
+
+static inline unsigned aha__blocks(int64_t n, int threads, int64_t cap)
+{
+    int64_t b = (n + threads - 1) / threads;
+    if (b > cap) b = cap;
+    if (b < 1) b = 1;
+    return (unsigned)b;
+}
+
+/* ---- the op functions, one family per file --------------------------------------------------- */
+
+/* elementwise.cu */
+aha_status aha__cu_fill(aha_backend *be, aha_tensor x, int64_t n, float value, aha_err *err);
+aha_status aha__cu_copy(aha_backend *be, aha_tensor dst, aha_tensor src, int64_t n, aha_err *err);
+aha_status aha__cu_scale(aha_backend *be, aha_tensor x, int64_t n, float s, aha_err *err);
+aha_status aha__cu_add(aha_backend *be, aha_tensor y, aha_tensor a, aha_tensor b, int64_t n,
+                       aha_err *err);
+aha_status aha__cu_sumsq(aha_backend *be, aha_tensor acc, aha_tensor x, int64_t n, aha_err *err);
+aha_status aha__cu_swiglu_fwd(aha_backend *be, aha_tensor out, aha_tensor g, aha_tensor u, int64_t n,
+                              aha_err *err);
+aha_status aha__cu_swiglu_bwd(aha_backend *be, aha_tensor dg, aha_tensor du, aha_tensor dout,
+                              aha_tensor g, aha_tensor u, int64_t n, aha_err *err);
+/* embed.cu */
+aha_status aha__cu_embedding_fwd(aha_backend *be, aha_tensor out, aha_tensor ids, aha_tensor table,
+                                 int N, int C, aha_err *err);
+aha_status aha__cu_embedding_bwd(aha_backend *be, aha_tensor dtable, aha_tensor ids,
+                                 aha_tensor dout, int N, int C, aha_err *err);
+aha_status aha__cu_scatter_rows(aha_backend *be, aha_tensor dst, aha_tensor idx, aha_tensor src, int n, int C,
+                                aha_err *err);
+/* rmsnorm.cu */
+aha_status aha__cu_rmsnorm_fwd(aha_backend *be, aha_tensor out, aha_tensor rstd, aha_tensor x,
+                               aha_tensor w, int N, int C, float eps, aha_err *err);
+aha_status aha__cu_rmsnorm_bwd(aha_backend *be, aha_tensor dx, aha_tensor dw, aha_tensor dout,
+                               aha_tensor x, aha_tensor w, aha_tensor rstd, int N, int C,
+                               bool accumulate, aha_err *err);
+/* rope.cu */
+aha_status aha__cu_rope_fwd(aha_backend *be, aha_tensor x, aha_tensor pos, int N, int nh, int D,
+                            float theta, aha_err *err);
+aha_status aha__cu_rope_bwd(aha_backend *be, aha_tensor dx, aha_tensor pos, int N, int nh, int D,
+                            float theta, aha_err *err);
+/* gemm.cu */
+aha_status aha__cu_matmul(aha_backend *be, aha_tensor y, aha_tensor x, aha_tensor w, aha_tensor bias,
+                          int M, int K, int N, aha_err *err);
+aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, aha_tensor w, int M,
+                                 int K, int N, bool accumulate, aha_err *err);
+aha_status aha__cu_matmul_bwd_dw(aha_backend *be, aha_tensor dw, aha_tensor dbias, aha_tensor dy,
+                                 aha_tensor x, int M, int K, int N, aha_err *err);
+/* attention.cu */
+aha_status aha__cu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q,
+                                 aha_tensor k, aha_tensor v, aha_tensor cu_seqlens, int n_seqs,
+                                 int N, int H, int KV, int D, int max_seqlen, aha_err *err);
+aha_status aha__cu_attention_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv,
+                                 aha_tensor dout, aha_tensor q, aha_tensor k, aha_tensor v,
+                                 aha_tensor out, aha_tensor lse, aha_tensor cu_seqlens, int n_seqs,
+                                 int N, int H, int KV, int D, int max_seqlen, aha_err *err);
+aha_status aha__cu_kv_store(aha_backend *be, aha_tensor kc, aha_tensor vc, aha_tensor k, aha_tensor v,
+                            aha_tensor slots, aha_tensor pos, int n, int KV, int D, int max_seq,
+                            aha_err *err);
+aha_status aha__cu_attention_cached(aha_backend *be, aha_tensor out, aha_tensor q, aha_tensor kc,
+                                    aha_tensor vc, aha_tensor slots, aha_tensor lens, int n, int H,
+                                    int KV, int D, int max_seq, aha_err *err);
+/* logprob.cu */
+aha_status aha__cu_logprob_fwd(aha_backend *be, aha_tensor lp, aha_tensor lse, aha_tensor logits,
+                               aha_tensor targets, int n, int V, aha_err *err);
+aha_status aha__cu_logprob_bwd(aha_backend *be, aha_tensor dlogits, aha_tensor logits, aha_tensor lse,
+                               aha_tensor targets, aha_tensor dlp, int n, int V, aha_err *err);
+/* loss.cu */
+aha_status aha__cu_grpo_loss(aha_backend *be, aha_tensor dlp, aha_tensor stats, aha_tensor lp,
+                             aha_tensor old_lp, aha_tensor ref_lp, aha_tensor adv, aha_tensor weight,
+                             aha_tensor mask, int n, float eps_low, float eps_high, float beta,
+                             aha_err *err);
+aha_status aha__cu_sft_loss(aha_backend *be, aha_tensor dlp, aha_tensor stats, aha_tensor lp,
+                            aha_tensor weight, int n, aha_err *err);
+/* adamw.cu */
+aha_status aha__cu_adamw(aha_backend *be, aha_tensor p, aha_tensor p_out, aha_tensor g, aha_tensor m,
+                         aha_tensor v, int64_t n, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, float grad_scale, int step, aha_err *err);
+/* sample.cu */
+aha_status aha__cu_sample(aha_backend *be, aha_tensor tokens, aha_tensor logprobs, aha_tensor logits,
+                          aha_tensor rng_ids, aha_tensor rng_pos, int n, int V, float temperature,
+                          int top_k, float top_p, uint64_t seed, aha_err *err);
+
+#endif

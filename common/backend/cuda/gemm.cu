@@ -1,0 +1,166 @@
+/* gemm.cu: the matmuls of a linear layer through cuBLASLt, row-major in the ops table's
+ * terms, with transformers' weight layout w (N, K):
+ *   forward  y (M, N)  = x (M, K) . w^T (+ bias, as a cuBLASLt epilogue)
+ *   dx       dx (M, K) = dy (M, N) . w        (beta = 1 to accumulate)
+ *   dw       dw (N, K) += dy^T . x            (fp32 output, beta = 1)
+ * cuBLAS is column-major: a row-major (R, C) matrix is a column-major (C, R) one, so each
+ * product is issued transposed (y^T = w . x^T etc.). Inputs BF16 (or F32), fp32 accumulation
+ * (CUBLAS_COMPUTE_32F: no TF32 for fp32 inputs). The algorithm chosen by the heuristic is
+ * cached per shape, because decode issues hundreds of small products per step. */
+#include <string.h>
+
+#include "common.cuh"
+
+static cudaDataType_t cu_type(aha_dtype dt) { return dt == AHA_DT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+/* D (m, n) col-major = alpha op(A) op(B) + beta C, C = D. A is (m, k) after op, B (k, n).
+ * Descriptors, layouts and the algorithm are made once per configuration and kept in the
+ * context's cache (only the bias pointer changes between calls). */
+static aha_status lt_matmul(aha_backend *be, bool ta, bool tb, int m, int n, int k, const void *A,
+                            aha_dtype adt, int lda, const void *B, aha_dtype bdt, int ldb, float beta,
+                            void *D, aha_dtype ddt, int ldd, const void *bias, aha_dtype biasdt,
+                            aha_err *err)
+{
+    aha__cu_ctx *c = aha__cu(be);
+    float alpha = 1.0f;
+    uint64_t key[4] = {((uint64_t)(unsigned)m << 32) | (unsigned)n,
+                       ((uint64_t)(unsigned)k << 32) | ((unsigned)lda << 1) | (ta ? 1u : 0u),
+                       ((uint64_t)(unsigned)ldb << 32) | ((unsigned)ldd << 1) | (tb ? 1u : 0u),
+                       ((uint64_t)adt << 24) | ((uint64_t)bdt << 16) | ((uint64_t)ddt << 8) |
+                           (bias ? 0x80u | (unsigned)biasdt : 0u)};
+    aha__cu_algo_entry *e = NULL;
+    for (int i = 0; i < c->n_algos; i++)
+        if (!memcmp(c->algos[i].key, key, sizeof key)) {
+            e = &c->algos[i];
+            break;
+        }
+    if (!e) {
+        aha__cu_algo_entry ne;
+        memset(&ne, 0, sizeof ne);
+        memcpy(ne.key, key, sizeof key);
+        cublasLtMatmulPreference_t pref = NULL;
+        cublasLtMatmulHeuristicResult_t heur;
+        cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bias_t = cu_type(biasdt);
+        int found = 0;
+        aha_status st = AHA_OK;
+        cublasStatus_t s;
+#define LT(call)                                                                         \
+    do {                                                                                 \
+        s = (call);                                                                      \
+        if (s != CUBLAS_STATUS_SUCCESS) {                                                \
+            st = aha__cu_fail(err, #call, __FILE__, __LINE__, aha__cublas_str(s));       \
+            goto fail;                                                                   \
+        }                                                                                \
+    } while (0)
+        LT(cublasLtMatmulDescCreate(&ne.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+        LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+        LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+        if (bias) {
+            LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+            LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+            LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_t, sizeof bias_t));
+        }
+        LT(cublasLtMatrixLayoutCreate(&ne.la, cu_type(adt), ta ? k : m, ta ? m : k, lda));
+        LT(cublasLtMatrixLayoutCreate(&ne.lb, cu_type(bdt), tb ? n : k, tb ? k : n, ldb));
+        LT(cublasLtMatrixLayoutCreate(&ne.ld, cu_type(ddt), m, n, ldd));
+        LT(cublasLtMatmulPreferenceCreate(&pref));
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_size,
+                                                sizeof c->lt_ws_size));
+        LT(cublasLtMatmulAlgoGetHeuristic(c->lt, ne.op, ne.la, ne.lb, ne.ld, ne.ld, pref, 1, &heur, &found));
+        if (found < 1) {
+            st = aha_errf(err, AHA_EUNSUPPORTED, "cuBLASLt has no algorithm for %dx%dx%d (%s x %s -> %s)", m, n, k,
+                          aha_dtype_name(adt), aha_dtype_name(bdt), aha_dtype_name(ddt));
+            goto fail;
+        }
+#undef LT
+        ne.algo = heur.algo;
+        cublasLtMatmulPreferenceDestroy(pref);
+        if (c->n_algos == AHA__CU_ALGO_CACHE) {
+            /* full: evict the oldest */
+            aha__cu_algo_entry *o = &c->algos[0];
+            cublasLtMatrixLayoutDestroy(o->ld);
+            cublasLtMatrixLayoutDestroy(o->lb);
+            cublasLtMatrixLayoutDestroy(o->la);
+            cublasLtMatmulDescDestroy(o->op);
+            memmove(&c->algos[0], &c->algos[1], sizeof c->algos[0] * (AHA__CU_ALGO_CACHE - 1));
+            c->n_algos--;
+        }
+        c->algos[c->n_algos] = ne;
+        e = &c->algos[c->n_algos++];
+        goto run;
+    fail:
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        if (ne.ld) cublasLtMatrixLayoutDestroy(ne.ld);
+        if (ne.lb) cublasLtMatrixLayoutDestroy(ne.lb);
+        if (ne.la) cublasLtMatrixLayoutDestroy(ne.la);
+        if (ne.op) cublasLtMatmulDescDestroy(ne.op);
+        return st;
+    }
+run:
+    if (bias)
+        AHA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    AHA_CUBLAS_CHECK(cublasLtMatmul(c->lt, e->op, &alpha, A, e->la, B, e->lb, &beta, D, e->ld, D, e->ld, &e->algo,
+                                    c->lt_ws, c->lt_ws_size, c->stream));
+    return AHA_OK;
+}
+
+aha_status aha__cu_matmul(aha_backend *be, aha_tensor y, aha_tensor x, aha_tensor w, aha_tensor bias,
+                          int M, int K, int N, aha_err *err)
+{
+    if (!aha__is_float(x.dt)) return aha__cu_bad_dtype(err, "matmul", "x", x.dt);
+    if (w.dt != x.dt) return aha__cu_bad_dtype(err, "matmul", "w (must match x)", w.dt);
+    if (!aha__is_float(y.dt)) return aha__cu_bad_dtype(err, "matmul", "y", y.dt);
+    if (!aha_tensor_is_none(bias) && bias.dt != y.dt)
+        return aha__cu_bad_dtype(err, "matmul", "bias (must match y)", bias.dt);
+    if (M <= 0 || N <= 0) return AHA_OK;
+    /* y^T (N, M) = w (N, K) [col-major (K, N), transposed] . x^T [col-major (K, M)] */
+    return lt_matmul(be, true, false, N, M, K, w.data, w.dt, K, x.data, x.dt, K, 0.0f, y.data, y.dt, N,
+                     aha_tensor_is_none(bias) ? NULL : bias.data, bias.dt, err);
+}
+
+aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, aha_tensor w, int M,
+                                 int K, int N, bool accumulate, aha_err *err)
+{
+    if (!aha__is_float(dy.dt)) return aha__cu_bad_dtype(err, "matmul_bwd_dx", "dy", dy.dt);
+    if (w.dt != dy.dt) return aha__cu_bad_dtype(err, "matmul_bwd_dx", "w (must match dy)", w.dt);
+    if (!aha__is_float(dx.dt)) return aha__cu_bad_dtype(err, "matmul_bwd_dx", "dx", dx.dt);
+    if (M <= 0 || K <= 0) return AHA_OK;
+    /* dx^T (K, M) = w^T [col-major view of w is (K, N)] . dy^T [col-major (N, M)] */
+    return lt_matmul(be, false, false, K, M, N, w.data, w.dt, K, dy.data, dy.dt, N,
+                     accumulate ? 1.0f : 0.0f, dx.data, dx.dt, K, NULL, AHA_DT_F32, err);
+}
+
+template <typename T> __global__ void k_colsum(float *db, const T *dy, int M, int N)
+{
+    /* one thread per column, rows split over blockIdx.y; coalesced over columns */
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= N) return;
+    int per = (M + gridDim.y - 1) / gridDim.y;
+    int r0 = blockIdx.y * per, r1 = min(M, r0 + per);
+    float s = 0;
+    for (int r = r0; r < r1; r++) s += aha__ld(dy, (int64_t)r * N + col);
+    atomicAdd(db + col, s);
+}
+
+aha_status aha__cu_matmul_bwd_dw(aha_backend *be, aha_tensor dw, aha_tensor dbias, aha_tensor dy,
+                                 aha_tensor x, int M, int K, int N, aha_err *err)
+{
+    if (!aha__is_float(dy.dt)) return aha__cu_bad_dtype(err, "matmul_bwd_dw", "dy", dy.dt);
+    if (x.dt != dy.dt) return aha__cu_bad_dtype(err, "matmul_bwd_dw", "x (must match dy)", x.dt);
+    if (dw.dt != AHA_DT_F32) return aha__cu_bad_dtype(err, "matmul_bwd_dw", "dw", dw.dt);
+    if (!aha_tensor_is_none(dbias) && dbias.dt != AHA_DT_F32)
+        return aha__cu_bad_dtype(err, "matmul_bwd_dw", "dbias", dbias.dt);
+    if (M <= 0 || N <= 0 || K <= 0) return AHA_OK;
+    /* dw^T (K, N) col-major += x^T [col-major (K, M)] . dy [col-major view (N, M), transposed] */
+    AHA_TRY(lt_matmul(be, false, true, K, N, M, x.data, x.dt, K, dy.data, dy.dt, N, 1.0f, dw.data,
+                      AHA_DT_F32, K, NULL, AHA_DT_F32, err));
+    if (!aha_tensor_is_none(dbias)) {
+        dim3 grid((N + 255) / 256, (unsigned)(M < 64 ? 1 : (M + 63) / 64 > 256 ? 256 : (M + 63) / 64));
+        AHA__DISPATCH_FLOAT(dy.dt, T, (k_colsum<T><<<grid, 256, 0, aha__cu(be)->stream>>>(
+            (float *)dbias.data, (const T *)dy.data, M, N)));
+        AHA_CU_LAUNCHED();
+    }
+    return AHA_OK;
+}

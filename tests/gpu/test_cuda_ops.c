@@ -1,0 +1,673 @@
+/* test_cuda_ops.c: every op of the CUDA backend against the CPU backend (the fp32 reference)
+ * on fresh random inputs (never zeros), at the shapes the Qwen2.5 family uses. Inputs are
+ * rounded to bf16 on the host first, so both backends see identical values and the
+ * comparison measures only the CUDA op's own rounding: BF16 outputs must match within 1e-2
+ * relative (norm-wise and elementwise atol + rtol*|ref|), F32 outputs within 1e-5. Every
+ * CUDA output is poisoned with NaN before the op, so an unwritten element fails. Suite
+ * 'gpu': runs only on a machine with a GPU; exits 77 (skip) when none is present. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../harness.h"
+#include "backend/backend.h"
+#include "base/rng.h"
+#include "model/sample.h"
+
+static aha_backend *cpu, *gpu;
+static aha_rng rng;
+
+/* ---- buffers: every tensor of a check is freed at its end ---- */
+typedef struct {
+    aha_backend *be;
+    aha_buf *b;
+} held;
+static held bufs[512];
+static int nbufs;
+
+static void release(void)
+{
+    for (int i = 0; i < nbufs; i++) bufs[i].be->ops->buf_free(bufs[i].be, bufs[i].b);
+    nbufs = 0;
+}
+
+static void die(const char *what, aha_err *err)
+{
+    fprintf(stderr, "%s: %s\n", what, err->msg);
+    exit(1);
+}
+
+static aha_tensor alloc_t(aha_backend *be, int64_t n, aha_dtype dt)
+{
+    aha_err err = {0};
+    aha_buf *b = NULL;
+    if (be->ops->buf_alloc(be, (size_t)(n > 0 ? n : 1) * aha_dtype_size(dt), &b, &err) != AHA_OK)
+        die("buf_alloc", &err);
+    AHA_ASSERT(nbufs < (int)AHA_ARRAY_LEN(bufs));
+    bufs[nbufs++] = (held){be, b};
+    aha_tensor t = {be->ops->buf_base(b), dt};
+    if (dt == AHA_DT_F32 || dt == AHA_DT_BF16)
+        if (be->ops->fill(be, t, n, NAN, &err) != AHA_OK) die("fill", &err);
+    return t;
+}
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static aha_tensor up(aha_backend *be, const float *h, int64_t n, aha_dtype dt)
+{
+    aha_err err = {0};
+    aha_tensor t = alloc_t(be, n, dt);
+    if (dt == AHA_DT_BF16) {
+        uint16_t *b = malloc((size_t)n * 2);
+        for (int64_t i = 0; i < n; i++) b[i] = to_bf16(h[i]);
+        if (be->ops->to_device(be, t, b, (size_t)n * 2, &err) != AHA_OK) die("to_device", &err);
+        free(b);
+    } else {
+        if (be->ops->to_device(be, t, h, (size_t)n * aha_dtype_size(dt), &err) != AHA_OK)
+            die("to_device", &err);
+    }
+    return t;
+}
+
+static float *down(aha_backend *be, aha_tensor t, int64_t n)
+{
+    aha_err err = {0};
+    float *h = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (t.dt == AHA_DT_BF16) {
+        uint16_t *b = malloc((size_t)n * 2);
+        if (be->ops->to_host(be, b, t, (size_t)n * 2, &err) != AHA_OK) die("to_host", &err);
+        for (int64_t i = 0; i < n; i++) h[i] = from_bf16(b[i]);
+        free(b);
+    } else {
+        if (be->ops->to_host(be, h, t, (size_t)n * sizeof(float), &err) != AHA_OK) die("to_host", &err);
+    }
+    return h;
+}
+
+/* random values rounded to bf16, never all zero */
+static float *rnd(int64_t n, float scale, float offset)
+{
+    float *h = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) h[i] = from_bf16(to_bf16(offset + scale * (float)aha_rng_normal(&rng)));
+    return h;
+}
+
+static int32_t *rnd_ids(int64_t n, int V)
+{
+    int32_t *x = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) x[i] = (int32_t)aha_rng_below(&rng, (uint64_t)V);
+    return x;
+}
+
+static aha_tensor up_i32(aha_backend *be, const int32_t *h, int64_t n)
+{
+    aha_err err = {0};
+    aha_tensor t = alloc_t(be, n, AHA_DT_I32);
+    if (be->ops->to_device(be, t, h, (size_t)n * 4, &err) != AHA_OK) die("to_device", &err);
+    return t;
+}
+
+/* norm-wise relative error <= tol and every element within tol*rms(ref) + tol*|ref| */
+static void compare(const char *what, aha_tensor got_t, const float *ref, int64_t n, double tol)
+{
+    float *got = down(gpu, got_t, n);
+    double rel = th_rel_err(what, got, ref, n);
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)ref[i] * ref[i];
+    double atol = tol * sqrt(ss / (double)(n > 0 ? n : 1));
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= atol + tol * fabs(ref[i]))) {
+            if (first < 0) first = i;
+            bad++;
+        }
+    }
+    CHECK(rel <= tol, "%s: relative error %.3e > %.1e", what, rel, tol);
+    CHECK(bad == 0, "%s: %lld elements outside atol %.3e + rtol %.1e (first [%lld] %g vs %g)", what,
+          (long long)bad, atol, tol, (long long)first, first >= 0 ? got[first] : 0.0, first >= 0 ? ref[first] : 0.0);
+    free(got);
+}
+
+static void compare_dev(const char *what, aha_tensor got_t, aha_tensor ref_t, int64_t n, double tol)
+{
+    float *ref = down(cpu, ref_t, n);
+    compare(what, got_t, ref, n, tol);
+    free(ref);
+}
+
+#define OK_BOTH(call_cpu, call_gpu)                                                    \
+    do {                                                                               \
+        aha_err e1 = {0}, e2 = {0};                                                    \
+        CHECK((call_cpu) == AHA_OK, "cpu %s: %s", #call_cpu, e1.msg);                   \
+        CHECK((call_gpu) == AHA_OK, "cuda %s: %s", #call_gpu, e2.msg);                  \
+    } while (0)
+
+static const double BF = 1e-2, F32 = 1e-5;
+#define BF16 AHA_DT_BF16
+#define FP32 AHA_DT_F32
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void t_elementwise(void)
+{
+    fprintf(stderr, "== elementwise\n");
+    int64_t n = 1000003;
+    float *a = rnd(n, 1.5f, 0.2f), *b = rnd(n, 0.7f, -0.1f);
+    aha_tensor ca = up(cpu, a, n, FP32), cb = up(cpu, b, n, FP32);
+    aha_tensor ga = up(gpu, a, n, BF16), gb = up(gpu, b, n, BF16);
+    /* add, bf16 and mixed f32 + bf16 */
+    aha_tensor cy = alloc_t(cpu, n, FP32), gy = alloc_t(gpu, n, BF16), gy32 = alloc_t(gpu, n, FP32);
+    OK_BOTH(cpu->ops->add(cpu, cy, ca, cb, n, &e1), gpu->ops->add(gpu, gy, ga, gb, n, &e2));
+    compare_dev("add bf16", gy, cy, n, BF);
+    aha_tensor ga32 = up(gpu, a, n, FP32);
+    OK_BOTH(AHA_OK, gpu->ops->add(gpu, gy32, ga32, gb, n, &e2));
+    compare_dev("add f32+bf16 -> f32", gy32, cy, n, F32);
+    /* copy conversions and scale */
+    aha_tensor g32 = alloc_t(gpu, n, FP32);
+    OK_BOTH(AHA_OK, gpu->ops->copy(gpu, g32, ga, n, &e2));
+    compare("copy bf16 -> f32 (exact)", g32, a, n, 0.0);
+    OK_BOTH(cpu->ops->scale(cpu, ca, n, -0.37f, &e1), gpu->ops->scale(gpu, g32, n, -0.37f, &e2));
+    compare_dev("scale f32", g32, ca, n, F32);
+    aha_tensor gbf = alloc_t(gpu, n, BF16);
+    OK_BOTH(AHA_OK, gpu->ops->copy(gpu, gbf, g32, n, &e2));
+    compare_dev("copy f32 -> bf16", gbf, ca, n, BF);
+    /* fill */
+    OK_BOTH(cpu->ops->fill(cpu, cy, n, 0.625f, &e1), gpu->ops->fill(gpu, gy, n, 0.625f, &e2));
+    compare_dev("fill", gy, cy, n, 0.0);
+    /* sumsq: f32 accumulator, compared with a double host sum */
+    double want = 0;
+    for (int64_t i = 0; i < n; i++) want += (double)a[i] * a[i];
+    float z = 0;
+    aha_tensor acc = up(gpu, &z, 1, FP32);
+    OK_BOTH(AHA_OK, gpu->ops->sumsq(gpu, acc, ga, n, &e2));
+    OK_BOTH(AHA_OK, gpu->ops->sumsq(gpu, acc, ga32, n, &e2));
+    float wantf = (float)(2 * want);
+    compare("sumsq (bf16 + f32 input)", acc, &wantf, 1, F32);
+    /* swiglu: g and u are the bf16 values both backends see (silu' has a zero near g = -1.28,
+     * where a rounding difference in g would dominate dg) */
+    float *gh = down(gpu, gbf, n);
+    ca = up(cpu, gh, n, FP32);
+    free(gh);
+    aha_tensor cg = alloc_t(cpu, n, FP32), cdg = alloc_t(cpu, n, FP32), cdu = alloc_t(cpu, n, FP32);
+    aha_tensor gg = alloc_t(gpu, n, BF16), gdg = alloc_t(gpu, n, BF16), gdu = alloc_t(gpu, n, BF16);
+    float *d = rnd(n, 1.0f, 0.0f);
+    aha_tensor cd = up(cpu, d, n, FP32), gd = up(gpu, d, n, BF16);
+    OK_BOTH(cpu->ops->swiglu_fwd(cpu, cg, ca, cb, n, &e1), gpu->ops->swiglu_fwd(gpu, gg, gbf, gb, n, &e2));
+    compare_dev("swiglu_fwd", gg, cg, n, BF);
+    OK_BOTH(cpu->ops->swiglu_bwd(cpu, cdg, cdu, cd, ca, cb, n, &e1),
+            gpu->ops->swiglu_bwd(gpu, gdg, gdu, gd, gbf, gb, n, &e2));
+    compare_dev("swiglu_bwd dg", gdg, cdg, n, BF);
+    compare_dev("swiglu_bwd du", gdu, cdu, n, BF);
+    free(a);
+    free(b);
+    free(d);
+    release();
+}
+
+static void t_embedding(void)
+{
+    fprintf(stderr, "== embedding\n");
+    int V = 5000, C = 896, N = 700;
+    float *tab = rnd((int64_t)V * C, 0.02f, 0.0f), *dout = rnd((int64_t)N * C, 1.0f, 0.0f);
+    int32_t *ids = rnd_ids(N, V);
+    for (int i = 0; i < 50; i++) ids[i] = ids[N - 1 - i]; /* repeated ids must accumulate */
+    aha_tensor cid = up_i32(cpu, ids, N), gid = up_i32(gpu, ids, N);
+    aha_tensor ct = up(cpu, tab, (int64_t)V * C, FP32), gt = up(gpu, tab, (int64_t)V * C, BF16);
+    aha_tensor co = alloc_t(cpu, (int64_t)N * C, FP32), go = alloc_t(gpu, (int64_t)N * C, BF16);
+    OK_BOTH(cpu->ops->embedding_fwd(cpu, co, cid, ct, N, C, &e1),
+            gpu->ops->embedding_fwd(gpu, go, gid, gt, N, C, &e2));
+    compare_dev("embedding_fwd", go, co, (int64_t)N * C, 0.0);
+    float *g0 = rnd((int64_t)V * C, 0.01f, 0.0f);
+    aha_tensor cdt = up(cpu, g0, (int64_t)V * C, FP32), gdt = up(gpu, g0, (int64_t)V * C, FP32);
+    aha_tensor cdo = up(cpu, dout, (int64_t)N * C, FP32), gdo = up(gpu, dout, (int64_t)N * C, BF16);
+    OK_BOTH(cpu->ops->embedding_bwd(cpu, cdt, cid, cdo, N, C, &e1),
+            gpu->ops->embedding_bwd(gpu, gdt, gid, gdo, N, C, &e2));
+    compare_dev("embedding_bwd (+=, repeated ids)", gdt, cdt, (int64_t)V * C, F32);
+    /* scatter_rows: N distinct destination rows of a (V, C) table */
+    int32_t *perm = malloc((size_t)V * 4);
+    for (int i = 0; i < V; i++) perm[i] = i;
+    for (int i = V - 1; i > 0; i--) {
+        int j = (int)aha_rng_below(&rng, (uint64_t)i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    aha_tensor cpi = up_i32(cpu, perm, N), gpi = up_i32(gpu, perm, N);
+    aha_tensor cst = up(cpu, tab, (int64_t)V * C, FP32), gst = up(gpu, tab, (int64_t)V * C, BF16);
+    OK_BOTH(cpu->ops->scatter_rows(cpu, cst, cpi, cdo, N, C, &e1), gpu->ops->scatter_rows(gpu, gst, gpi, gdo, N, C, &e2));
+    compare_dev("scatter_rows", gst, cst, (int64_t)V * C, 0.0);
+    free(perm);
+    free(tab);
+    free(dout);
+    free(ids);
+    free(g0);
+    release();
+}
+
+static void t_rmsnorm(int N, int C, const char *what)
+{
+    fprintf(stderr, "== rmsnorm %s (N %d, C %d)\n", what, N, C);
+    int64_t n = (int64_t)N * C;
+    float *x = rnd(n, 2.0f, 0.3f), *w = rnd(C, 0.1f, 1.0f), *dy = rnd(n, 1.0f, 0.0f), *dx0 = rnd(n, 0.5f, 0.0f);
+    float *dw0 = rnd(C, 0.1f, 0.0f);
+    aha_tensor cx = up(cpu, x, n, FP32), gx = up(gpu, x, n, BF16);
+    aha_tensor cw = up(cpu, w, C, FP32), gw = up(gpu, w, C, BF16);
+    aha_tensor co = alloc_t(cpu, n, FP32), go = alloc_t(gpu, n, BF16);
+    aha_tensor cr = alloc_t(cpu, N, FP32), gr = alloc_t(gpu, N, FP32);
+    OK_BOTH(cpu->ops->rmsnorm_fwd(cpu, co, cr, cx, cw, N, C, 1e-6f, &e1),
+            gpu->ops->rmsnorm_fwd(gpu, go, gr, gx, gw, N, C, 1e-6f, &e2));
+    compare_dev("rmsnorm_fwd out", go, co, n, BF);
+    compare_dev("rmsnorm_fwd rstd", gr, cr, N, F32);
+    aha_tensor cdy = up(cpu, dy, n, FP32), gdy = up(gpu, dy, n, BF16);
+    for (int accum = 0; accum < 2; accum++) {
+        aha_tensor cdx = up(cpu, dx0, n, FP32), gdx = up(gpu, dx0, n, BF16);
+        aha_tensor cdw = up(cpu, dw0, C, FP32), gdw = up(gpu, dw0, C, FP32);
+        if (!accum) {
+            cpu->ops->fill(cpu, cdx, n, NAN, NULL);
+            gpu->ops->fill(gpu, gdx, n, NAN, NULL);
+        }
+        OK_BOTH(cpu->ops->rmsnorm_bwd(cpu, cdx, cdw, cdy, cx, cw, cr, N, C, accum, &e1),
+                gpu->ops->rmsnorm_bwd(gpu, gdx, gdw, gdy, gx, gw, gr, N, C, accum, &e2));
+        compare_dev(accum ? "rmsnorm_bwd dx (+=)" : "rmsnorm_bwd dx", gdx, cdx, n, BF);
+        compare_dev("rmsnorm_bwd dw (+=)", gdw, cdw, C, F32 * 10);
+    }
+    free(x);
+    free(w);
+    free(dy);
+    free(dx0);
+    free(dw0);
+    release();
+}
+
+static void t_matmul(int M, int K, int N, bool bias)
+{
+    fprintf(stderr, "== matmul M %d K %d N %d%s\n", M, K, N, bias ? " + bias" : "");
+    float *x = rnd((int64_t)M * K, 1.0f, 0.0f), *w = rnd((int64_t)N * K, 0.03f, 0.0f), *b = rnd(N, 0.1f, 0.0f);
+    float *dy = rnd((int64_t)M * N, 1.0f, 0.0f), *dx0 = rnd((int64_t)M * K, 0.5f, 0.0f);
+    float *dw0 = rnd((int64_t)N * K, 0.1f, 0.0f), *db0 = rnd(N, 0.1f, 0.0f);
+    aha_tensor cx = up(cpu, x, (int64_t)M * K, FP32), gx = up(gpu, x, (int64_t)M * K, BF16);
+    aha_tensor cw = up(cpu, w, (int64_t)N * K, FP32), gw = up(gpu, w, (int64_t)N * K, BF16);
+    aha_tensor cb = bias ? up(cpu, b, N, FP32) : aha_tensor_none();
+    aha_tensor gb = bias ? up(gpu, b, N, BF16) : aha_tensor_none();
+    aha_tensor cy = alloc_t(cpu, (int64_t)M * N, FP32), gy = alloc_t(gpu, (int64_t)M * N, BF16);
+    OK_BOTH(cpu->ops->matmul(cpu, cy, cx, cw, cb, M, K, N, &e1),
+            gpu->ops->matmul(gpu, gy, gx, gw, gb, M, K, N, &e2));
+    compare_dev("matmul y", gy, cy, (int64_t)M * N, BF);
+    aha_tensor cdy = up(cpu, dy, (int64_t)M * N, FP32), gdy = up(gpu, dy, (int64_t)M * N, BF16);
+    for (int accum = 0; accum < 2; accum++) {
+        aha_tensor cdx = up(cpu, dx0, (int64_t)M * K, FP32), gdx = up(gpu, dx0, (int64_t)M * K, BF16);
+        if (!accum) {
+            cpu->ops->fill(cpu, cdx, (int64_t)M * K, NAN, NULL);
+            gpu->ops->fill(gpu, gdx, (int64_t)M * K, NAN, NULL);
+        }
+        OK_BOTH(cpu->ops->matmul_bwd_dx(cpu, cdx, cdy, cw, M, K, N, accum, &e1),
+                gpu->ops->matmul_bwd_dx(gpu, gdx, gdy, gw, M, K, N, accum, &e2));
+        compare_dev(accum ? "matmul dx (+=)" : "matmul dx", gdx, cdx, (int64_t)M * K, BF);
+    }
+    aha_tensor cdw = up(cpu, dw0, (int64_t)N * K, FP32), gdw = up(gpu, dw0, (int64_t)N * K, FP32);
+    aha_tensor cdb = bias ? up(cpu, db0, N, FP32) : aha_tensor_none();
+    aha_tensor gdb = bias ? up(gpu, db0, N, FP32) : aha_tensor_none();
+    OK_BOTH(cpu->ops->matmul_bwd_dw(cpu, cdw, cdb, cdy, cx, M, K, N, &e1),
+            gpu->ops->matmul_bwd_dw(gpu, gdw, gdb, gdy, gx, M, K, N, &e2));
+    compare_dev("matmul dw (+=, fp32)", gdw, cdw, (int64_t)N * K, F32);
+    if (bias) compare_dev("matmul dbias (+=, fp32)", gdb, cdb, N, F32);
+    free(x);
+    free(w);
+    free(b);
+    free(dy);
+    free(dx0);
+    free(dw0);
+    free(db0);
+    release();
+}
+
+static void t_rope(int N, int nh, int D, float theta)
+{
+    fprintf(stderr, "== rope N %d nh %d D %d theta %g\n", N, nh, D, theta);
+    int64_t n = (int64_t)N * nh * D;
+    float *x = rnd(n, 1.0f, 0.0f);
+    int32_t *pos = malloc((size_t)N * 4);
+    for (int i = 0; i < N; i++) pos[i] = i < N / 2 ? i : (int32_t)aha_rng_below(&rng, 32768);
+    aha_tensor cp = up_i32(cpu, pos, N), gp = up_i32(gpu, pos, N);
+    aha_tensor cx = up(cpu, x, n, FP32), gx = up(gpu, x, n, BF16);
+    OK_BOTH(cpu->ops->rope_fwd(cpu, cx, cp, N, nh, D, theta, &e1),
+            gpu->ops->rope_fwd(gpu, gx, gp, N, nh, D, theta, &e2));
+    compare_dev("rope_fwd", gx, cx, n, BF);
+    OK_BOTH(cpu->ops->rope_bwd(cpu, cx, cp, N, nh, D, theta, &e1),
+            gpu->ops->rope_bwd(gpu, gx, gp, N, nh, D, theta, &e2));
+    compare_dev("rope_bwd", gx, cx, n, BF);
+    compare("rope_bwd(rope_fwd(x)) = x", gx, x, n, BF);
+    free(x);
+    free(pos);
+    release();
+}
+
+static void t_attention(const int *lens, int n_seqs, int H, int KV, int D)
+{
+    int32_t *cu = malloc((size_t)(n_seqs + 1) * 4);
+    cu[0] = 0;
+    int maxl = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        cu[s + 1] = cu[s] + lens[s];
+        if (lens[s] > maxl) maxl = lens[s];
+    }
+    int N = cu[n_seqs];
+    fprintf(stderr, "== attention %d seqs, N %d (max %d), H %d KV %d D %d\n", n_seqs, N, maxl, H, KV, D);
+    int64_t nq = (int64_t)N * H * D, nk = (int64_t)N * KV * D;
+    float *q = rnd(nq, 1.0f, 0.0f), *k = rnd(nk, 1.0f, 0.0f), *v = rnd(nk, 1.0f, 0.0f), *dout = rnd(nq, 1.0f, 0.0f);
+    aha_tensor ccu = up_i32(cpu, cu, n_seqs + 1), gcu = up_i32(gpu, cu, n_seqs + 1);
+    aha_tensor cq = up(cpu, q, nq, FP32), gq = up(gpu, q, nq, BF16);
+    aha_tensor ck = up(cpu, k, nk, FP32), gk = up(gpu, k, nk, BF16);
+    aha_tensor cv = up(cpu, v, nk, FP32), gv = up(gpu, v, nk, BF16);
+    aha_tensor co = alloc_t(cpu, nq, FP32), go = alloc_t(gpu, nq, BF16);
+    aha_tensor cl = alloc_t(cpu, (int64_t)N * H, FP32), gl = alloc_t(gpu, (int64_t)N * H, FP32);
+    OK_BOTH(cpu->ops->attention_fwd(cpu, co, cl, cq, ck, cv, ccu, n_seqs, N, H, KV, D, maxl, &e1),
+            gpu->ops->attention_fwd(gpu, go, gl, gq, gk, gv, gcu, n_seqs, N, H, KV, D, maxl, &e2));
+    compare_dev("attention_fwd out", go, co, nq, BF);
+    compare_dev("attention_fwd lse", gl, cl, (int64_t)N * H, F32);
+    /* the backward reads the forward's out: give both the same (bf16-rounded) values */
+    float *o = down(gpu, go, nq);
+    aha_tensor co2 = up(cpu, o, nq, FP32);
+    aha_tensor cdo = up(cpu, dout, nq, FP32), gdo = up(gpu, dout, nq, BF16);
+    aha_tensor cdq = alloc_t(cpu, nq, FP32), gdq = alloc_t(gpu, nq, BF16);
+    aha_tensor cdk = alloc_t(cpu, nk, FP32), gdk = alloc_t(gpu, nk, BF16);
+    aha_tensor cdv = alloc_t(cpu, nk, FP32), gdv = alloc_t(gpu, nk, BF16);
+    OK_BOTH(cpu->ops->attention_bwd(cpu, cdq, cdk, cdv, cdo, cq, ck, cv, co2, cl, ccu, n_seqs,
+                                    N, H, KV, D, maxl, &e1),
+            gpu->ops->attention_bwd(gpu, gdq, gdk, gdv, gdo, gq, gk, gv, go, gl, gcu, n_seqs, N, H, KV,
+                                    D, maxl, &e2));
+    compare_dev("attention_bwd dq", gdq, cdq, nq, BF);
+    compare_dev("attention_bwd dk", gdk, cdk, nk, BF);
+    compare_dev("attention_bwd dv", gdv, cdv, nk, BF);
+
+    /* KV cache: sequence 0..n_seqs-1 go to slots n_seqs-1..0 of a cache; every token queries
+     * its slot with lens = position + 1, which must equal causal attention over the sequence */
+    int slots_n = n_seqs + 1, max_seq = maxl + 3;
+    int64_t nc = (int64_t)slots_n * max_seq * KV * D;
+    aha_tensor ckc = alloc_t(cpu, nc, FP32), cvc = alloc_t(cpu, nc, FP32);
+    aha_tensor gkc = alloc_t(gpu, nc, BF16), gvc = alloc_t(gpu, nc, BF16);
+    int32_t *slot = malloc((size_t)N * 4), *pos = malloc((size_t)N * 4), *len = malloc((size_t)N * 4);
+    for (int s = 0; s < n_seqs; s++)
+        for (int t = cu[s]; t < cu[s + 1]; t++) {
+            slot[t] = n_seqs - 1 - s + 1;
+            pos[t] = t - cu[s];
+            len[t] = pos[t] + 1;
+        }
+    aha_tensor csl = up_i32(cpu, slot, N), gsl = up_i32(gpu, slot, N);
+    aha_tensor cps = up_i32(cpu, pos, N), gps = up_i32(gpu, pos, N);
+    aha_tensor cln = up_i32(cpu, len, N), gln = up_i32(gpu, len, N);
+    OK_BOTH(cpu->ops->kv_store(cpu, ckc, cvc, ck, cv, csl, cps, N, KV, D, max_seq, &e1),
+            gpu->ops->kv_store(gpu, gkc, gvc, gk, gv, gsl, gps, N, KV, D, max_seq, &e2));
+    aha_tensor cco = alloc_t(cpu, nq, FP32), gco = alloc_t(gpu, nq, BF16);
+    OK_BOTH(cpu->ops->attention_cached(cpu, cco, cq, ckc, cvc, csl, cln, N, H, KV, D, max_seq, &e1),
+            gpu->ops->attention_cached(gpu, gco, gq, gkc, gvc, gsl, gln, N, H, KV, D, max_seq, &e2));
+    compare_dev("attention_cached (cpu cached)", gco, cco, nq, BF);
+    compare_dev("attention_cached (cpu packed)", gco, co, nq, BF);
+    free(q);
+    free(k);
+    free(v);
+    free(dout);
+    free(o);
+    free(cu);
+    free(slot);
+    free(pos);
+    free(len);
+    release();
+}
+
+static void t_logprob(int n, int V)
+{
+    fprintf(stderr, "== logprob n %d V %d\n", n, V);
+    int64_t nv = (int64_t)n * V;
+    float *x = rnd(nv, 3.0f, 0.0f), *dlp = rnd(n, 1.0f, 0.0f);
+    int32_t *tg = rnd_ids(n, V);
+    tg[n / 2] = -1;
+    aha_tensor ctg = up_i32(cpu, tg, n), gtg = up_i32(gpu, tg, n);
+    for (int pass = 0; pass < 2; pass++) {
+        aha_dtype dt = pass ? FP32 : BF16;
+        aha_tensor cx = up(cpu, x, nv, FP32), gx = up(gpu, x, nv, dt);
+        aha_tensor clp = alloc_t(cpu, n, FP32), glp = alloc_t(gpu, n, FP32);
+        aha_tensor cls = alloc_t(cpu, n, FP32), gls = alloc_t(gpu, n, FP32);
+        OK_BOTH(cpu->ops->logprob_fwd(cpu, clp, cls, cx, ctg, n, V, &e1),
+                gpu->ops->logprob_fwd(gpu, glp, gls, gx, gtg, n, V, &e2));
+        compare_dev(pass ? "logprob_fwd lp (f32 logits)" : "logprob_fwd lp (bf16 logits)", glp, clp, n, F32);
+        compare_dev("logprob_fwd lse", gls, cls, n, F32);
+        aha_tensor cdl = up(cpu, dlp, n, FP32), gdl = up(gpu, dlp, n, FP32);
+        /* in place, as the model uses it */
+        OK_BOTH(cpu->ops->logprob_bwd(cpu, cx, cx, cls, ctg, cdl, n, V, &e1),
+                gpu->ops->logprob_bwd(gpu, gx, gx, gls, gtg, gdl, n, V, &e2));
+        compare_dev("logprob_bwd dlogits (in place)", gx, cx, nv, pass ? F32 : BF);
+    }
+    free(x);
+    free(dlp);
+    free(tg);
+    release();
+}
+
+static void t_losses(int n)
+{
+    fprintf(stderr, "== grpo / sft loss n %d\n", n);
+    float *lp = rnd(n, 1.0f, -2.0f), *old = malloc((size_t)n * 4), *ref = malloc((size_t)n * 4);
+    float *adv = malloc((size_t)n * 4), *w = malloc((size_t)n * 4), *mk = malloc((size_t)n * 4);
+    for (int i = 0; i < n; i++) {
+        old[i] = lp[i] + 0.3f * (float)aha_rng_normal(&rng); /* ratios both inside and outside the clip */
+        ref[i] = lp[i] + 0.2f * (float)aha_rng_normal(&rng);
+        adv[i] = (float)aha_rng_normal(&rng);
+        mk[i] = aha_rng_below(&rng, 5) ? 1.0f : 0.0f;
+        w[i] = mk[i] / 37.0f;
+    }
+    aha_tensor t[2][6];
+    aha_backend *bes[2] = {cpu, gpu};
+    const float *src[6] = {lp, old, ref, adv, w, mk};
+    for (int b = 0; b < 2; b++)
+        for (int j = 0; j < 6; j++) t[b][j] = up(bes[b], src[j], n, FP32);
+    float zero[AHA_GRPO_NSTATS] = {0};
+    aha_tensor cst = up(cpu, zero, AHA_GRPO_NSTATS, FP32), gst = up(gpu, zero, AHA_GRPO_NSTATS, FP32);
+    aha_tensor cd = alloc_t(cpu, n, FP32), gd = alloc_t(gpu, n, FP32);
+    OK_BOTH(cpu->ops->grpo_loss(cpu, cd, cst, t[0][0], t[0][1], t[0][2], t[0][3], t[0][4], t[0][5], n, 0.2f,
+                                0.28f, 0.04f, &e1),
+            gpu->ops->grpo_loss(gpu, gd, gst, t[1][0], t[1][1], t[1][2], t[1][3], t[1][4], t[1][5], n, 0.2f,
+                                0.28f, 0.04f, &e2));
+    compare_dev("grpo dlp", gd, cd, n, F32);
+    compare_dev("grpo stats", gst, cst, AHA_GRPO_NSTATS, F32);
+    float *st = down(gpu, gst, AHA_GRPO_NSTATS);
+    CHECK(st[AHA_GRPO_STAT_CLIPPED] > 0 && st[AHA_GRPO_STAT_CLIPPED] < st[AHA_GRPO_STAT_TOKENS],
+          "some but not all tokens clipped (%g of %g)", st[AHA_GRPO_STAT_CLIPPED], st[AHA_GRPO_STAT_TOKENS]);
+    free(st);
+    aha_tensor cs2 = up(cpu, zero, 2, FP32), gs2 = up(gpu, zero, 2, FP32);
+    OK_BOTH(cpu->ops->sft_loss(cpu, cd, cs2, t[0][0], t[0][4], n, &e1),
+            gpu->ops->sft_loss(gpu, gd, gs2, t[1][0], t[1][4], n, &e2));
+    compare_dev("sft dlp", gd, cd, n, F32);
+    compare_dev("sft stats", gs2, cs2, 2, F32);
+    free(lp);
+    free(old);
+    free(ref);
+    free(adv);
+    free(w);
+    free(mk);
+    release();
+}
+
+static void t_adamw(int64_t n)
+{
+    fprintf(stderr, "== adamw n %lld\n", (long long)n);
+    float *p = rnd(n, 0.05f, 0.0f), *g = rnd(n, 1e-3f, 0.0f), *m = rnd(n, 1e-4f, 0.0f), *v = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) v[i] = 1e-7f * (float)(1.0 + aha_rng_f64(&rng));
+    aha_tensor cp = up(cpu, p, n, FP32), gp = up(gpu, p, n, FP32), cg = up(cpu, g, n, FP32), gg = up(gpu, g, n, FP32);
+    aha_tensor cm = up(cpu, m, n, FP32), gm = up(gpu, m, n, FP32), cv = up(cpu, v, n, FP32), gv = up(gpu, v, n, FP32);
+    aha_tensor go = alloc_t(gpu, n, BF16);
+    for (int step = 1; step <= 3; step++)
+        OK_BOTH(cpu->ops->adamw(cpu, cp, aha_tensor_none(), cg, cm, cv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f,
+                                step, &e1),
+                gpu->ops->adamw(gpu, gp, go, gg, gm, gv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, step, &e2));
+    compare_dev("adamw p", gp, cp, n, F32);
+    compare_dev("adamw m", gm, cm, n, F32);
+    compare_dev("adamw v", gv, cv, n, F32);
+    compare_dev("adamw p_out (bf16 copy)", go, cp, n, BF);
+    free(p);
+    free(g);
+    free(m);
+    free(v);
+    release();
+}
+
+/* n rows of logits (n, V): sample on the GPU and return tokens and logprobs */
+static void gpu_sample(aha_tensor lg, int n, int V, const aha_sampling *sp, uint64_t seed,
+                       const int32_t *ids, const int32_t *pos, int32_t *tok, float *lp)
+{
+    aha_err err = {0};
+    aha_tensor gt = alloc_t(gpu, n, AHA_DT_I32), gl = alloc_t(gpu, n, FP32);
+    aha_tensor gi = up_i32(gpu, ids, n), gp = up_i32(gpu, pos, n);
+    CHECK(gpu->ops->sample(gpu, gt, gl, lg, gi, gp, n, V, sp->temperature, sp->top_k, sp->top_p, seed, &err) ==
+              AHA_OK, "sample: %s", err.msg);
+    CHECK(gpu->ops->to_host(gpu, tok, gt, (size_t)n * 4, &err) == AHA_OK, "%s", err.msg);
+    float *l = down(gpu, gl, n);
+    memcpy(lp, l, (size_t)n * sizeof(float));
+    free(l);
+}
+
+/* The draw follows aha_sample_probs (model/sample.h, the CPU sampler's exact distribution):
+ * total variation distance of 100000 draws over a small vocabulary; kept sets at the full
+ * vocabulary; greedy = argmax; raw logprobs; draws independent of batching. */
+static void t_sample(void)
+{
+    fprintf(stderr, "== sample\n");
+    CHECK(gpu->ops->sample != NULL, "cuda backend offers sample");
+    if (!gpu->ops->sample) return;
+    const aha_sampling cases[] = {{0.8f, 0.9f, 10}, {1.0f, 1.0f, 0}, {0.5f, 0.0f, 5}, {1.3f, 0.6f, 0}};
+    int V = 40, n = 100000;
+    float *row = rnd(V, 2.0f, 0.0f);
+    float *x = malloc((size_t)n * V * sizeof(float));
+    for (int i = 0; i < n; i++) memcpy(x + (size_t)i * V, row, (size_t)V * sizeof(float));
+    aha_tensor lg = up(gpu, x, (int64_t)n * V, BF16);
+    int32_t *ids = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4), *tok = malloc((size_t)n * 4);
+    float *lp = malloc((size_t)n * 4), *probs = malloc((size_t)V * sizeof(float));
+    void *work = malloc(aha_sample_work_bytes(151936));
+    for (int i = 0; i < n; i++) {
+        ids[i] = i;
+        pos[i] = 7 + i % 3;
+    }
+    double lse = aha_logsumexp(row, V);
+    for (size_t c = 0; c < AHA_ARRAY_LEN(cases); c++) {
+        gpu_sample(lg, n, V, &cases[c], 1234 + c, ids, pos, tok, lp);
+        aha_sample_probs(row, V, &cases[c], work, probs);
+        double *cnt = calloc((size_t)V, sizeof(double));
+        int outside = 0;
+        double lperr = 0;
+        for (int i = 0; i < n; i++) {
+            if (tok[i] < 0 || tok[i] >= V || probs[tok[i]] <= 0) {
+                outside++;
+                continue;
+            }
+            cnt[tok[i]] += 1.0 / n;
+            lperr = fmax(lperr, fabs(lp[i] - (row[tok[i]] - lse)));
+        }
+        double tv = 0;
+        for (int v = 0; v < V; v++) tv += 0.5 * fabs(cnt[v] - probs[v]);
+        fprintf(stderr, "  T %.1f top_p %.2f top_k %d: TV %.4f, outside kept set %d, logprob err %.2e\n",
+                cases[c].temperature, cases[c].top_p, cases[c].top_k, tv, outside, lperr);
+        CHECK(outside == 0, "%d draws outside the kept set", outside);
+        CHECK(tv <= 0.015, "total variation %.4f", tv);
+        CHECK(lperr <= 1e-5, "raw logprob error %.3e", lperr);
+        free(cnt);
+    }
+    /* batching independence: the second half of the rows drawn alone gives the same tokens */
+    int32_t *tok2 = malloc((size_t)n * 4);
+    float *lp2 = malloc((size_t)n * 4);
+    gpu_sample(lg, n, V, &cases[0], 99, ids, pos, tok, lp);
+    aha_tensor half = aha_tensor_at(lg, (int64_t)(n / 2) * V);
+    gpu_sample(half, n / 2, V, &cases[0], 99, ids + n / 2, pos + n / 2, tok2, lp2);
+    CHECK(!memcmp(tok + n / 2, tok2, (size_t)(n / 2) * 4), "draws depend on batching");
+    free(x);
+    free(tok2);
+    free(lp2);
+
+    /* full vocabulary: greedy is the argmax; top-k / top-p draws stay in the kept set. F32
+     * logits without ties: with ties at the k-th value the GPU keeps them all, as transformers'
+     * TopK warper does, where the CPU sampler keeps exactly k. */
+    int VV = 151936, nn = 48;
+    float *big = malloc((size_t)nn * VV * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)nn * VV; i++) big[i] = 2.5f * (float)aha_rng_normal(&rng);
+    aha_tensor lb = up(gpu, big, (int64_t)nn * VV, FP32);
+    aha_sampling greedy = {0.0f, 1.0f, 0}, nucleus = {0.9f, 0.5f, 0}, both = {1.0f, 0.95f, 50};
+    gpu_sample(lb, nn, VV, &greedy, 5, ids, pos, tok, lp);
+    float *pb = malloc((size_t)VV * sizeof(float));
+    for (int i = 0; i < nn; i++) {
+        const float *r = big + (size_t)i * VV;
+        CHECK(tok[i] == aha_argmax(r, VV), "greedy row %d: %d vs argmax %d", i, tok[i], aha_argmax(r, VV));
+        CHECK(fabs(lp[i] - (r[tok[i]] - aha_logsumexp(r, VV))) <= 1e-5 * 20, "greedy logprob row %d", i);
+    }
+    for (int k = 0; k < 2; k++) {
+        const aha_sampling *sp = k ? &both : &nucleus;
+        gpu_sample(lb, nn, VV, sp, 77 + k, ids, pos, tok, lp);
+        int outside = 0;
+        for (int i = 0; i < nn; i++) {
+            aha_sample_probs(big + (size_t)i * VV, VV, sp, work, pb);
+            if (tok[i] < 0 || tok[i] >= VV || pb[tok[i]] <= 0) outside++;
+        }
+        CHECK(outside == 0, "V %d top_p %.2f top_k %d: %d of %d draws outside the kept set", VV, sp->top_p,
+              sp->top_k, outside, nn);
+    }
+    free(big);
+    free(pb);
+    free(row);
+    free(ids);
+    free(pos);
+    free(tok);
+    free(lp);
+    free(probs);
+    free(work);
+    release();
+}
+
+int main(void)
+{
+    aha_err err = {0};
+    if (aha_backend_open("cuda:0", 0, &gpu, &err) != AHA_OK) {
+        fprintf(stderr, "no CUDA backend: %s\n", err.msg);
+        return 77;
+    }
+    if (aha_backend_open("cpu", 0, &cpu, &err) != AHA_OK) die("cpu backend", &err);
+    aha_rng_seed(&rng, 20261128, 11);
+    t_elementwise();
+    t_embedding();
+    t_rmsnorm(1000, 896, "hidden");
+    t_rmsnorm(1000 * 14, 64, "per-head q norm");
+    t_rmsnorm(333 * 2, 128, "per-head k norm");
+    t_matmul(300, 896, 1152, true);
+    t_matmul(77, 896, 4864, false);
+    t_matmul(1, 64, 448, false);
+    t_rope(500, 14, 64, 1e6f);
+    t_rope(100, 4, 128, 1e4f);
+    const int l1[] = {1, 37, 64, 65, 200, 130};
+    t_attention(l1, 6, 14, 2, 64);
+    const int l2[] = {100, 260};
+    t_attention(l2, 2, 8, 2, 128);
+    const int l3[] = {3, 70, 24};
+    t_attention(l3, 3, 4, 2, 16);
+    const int l4[] = {150};
+    t_attention(l4, 1, 4, 4, 32);
+    t_logprob(6, 151936);
+    t_logprob(33, 448);
+    t_losses(100000);
+    t_adamw(3000017);
+    t_sample();
+    aha_backend_free(cpu);
+    aha_backend_free(gpu);
+    return th_done("cuda_ops");
+}
