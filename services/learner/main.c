@@ -2,16 +2,18 @@
  * flags, opens the job store (jobs.c) with the runner (aha_job_run, runner.h), registers the
  * API (api.c) and serves until SIGTERM/SIGINT.
  *
- * Shutdown: a signal thread (all other threads block the signals) first stops the store, which
+ * Shutdown: on SIGTERM/SIGINT a thread of ours (woken through a pipe) first stops the store, which
  * asks the running job to stop at its next step boundary and ends every WatchJob, then drains
  * the server. The interrupted job stays "running" on disk, so the next start with the same
  * --jobs-dir re-queues it first and the runner resumes it from its last checkpoint. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "base/fs.h"
@@ -226,8 +228,21 @@ static int parse_flags(learner_flags *lf, int argc, char **argv)
     return 1;
 }
 
+/* Signals reach whichever thread the kernel picks (libraries such as OpenBLAS start threads
+ * before main, so blocking them here cannot cover every thread): the handler only writes the
+ * signal number to a pipe, and a thread of ours does the stopping. */
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(sig_pipe[1], &b, 1);
+    (void)w;
+    errno = saved;
+}
+
 typedef struct {
-    sigset_t set;
     aha_jobs *jobs;
     aha_rpc_server *srv;
 } sig_ctx;
@@ -236,10 +251,11 @@ static void *signal_thread(void *arg)
 {
     sig_ctx *c = arg;
     for (;;) {
-        int sig = 0;
-        if (sigwait(&c->set, &sig) != 0) continue;
-        if (sig == SIGUSR1) break; /* main's wake-up at exit */
-        AHA_INFO("signal %d: stopping (a running job resumes at the next start)", sig);
+        unsigned char b;
+        ssize_t r = read(sig_pipe[0], &b, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || b == 0) break; /* 0: main's wake-up at exit */
+        AHA_INFO("signal %d: stopping (a running job resumes at the next start)", b);
         aha_jobs_stop(c->jobs);
         aha_rpc_server_stop(c->srv); /* a second signal cancels the remaining calls */
     }
@@ -278,14 +294,11 @@ int main(int argc, char **argv)
              lf.env.refpolicy ? lf.env.refpolicy : "-", lf.env.device, lf.env.rpc_timeout_ms,
              lf.rank, lf.world_size, lf.job_token ? "; job token required" : "");
 
-    /* Signals go to the signal thread only: block them before any thread exists. */
+    if (pipe2(sig_pipe, O_CLOEXEC) != 0) {
+        fprintf(stderr, "aha-learner: pipe: %s\n", strerror(errno));
+        return 1;
+    }
     sig_ctx sc = {0};
-    sigemptyset(&sc.set);
-    sigaddset(&sc.set, SIGTERM);
-    sigaddset(&sc.set, SIGINT);
-    sigaddset(&sc.set, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
-
     aha_jobs_opts jo;
     aha_jobs_opts_init(&jo);
     jo.jobs_dir = lf.jobs_dir;
@@ -307,8 +320,18 @@ int main(int argc, char **argv)
     if (st == AHA_OK) {
         sc.jobs = jobs;
         sc.srv = srv;
-        if (pthread_create(&sig_thread, NULL, signal_thread, &sc) == 0) sig_started = 1;
-        else st = aha_errf(&err, AHA_EINTERNAL, "cannot start the signal thread");
+        if (pthread_create(&sig_thread, NULL, signal_thread, &sc) == 0) {
+            sig_started = 1;
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_signal;
+            sigemptyset(&sa.sa_mask);
+            sa.sa_flags = SA_RESTART;
+            sigaction(SIGTERM, &sa, NULL);
+            sigaction(SIGINT, &sa, NULL);
+        } else {
+            st = aha_errf(&err, AHA_EINTERNAL, "cannot start the signal thread");
+        }
     }
     if (st == AHA_OK) {
         aha_rpc_service_announce(&a, srv);
@@ -319,7 +342,9 @@ int main(int argc, char **argv)
         if (st == AHA_ETIMEOUT) return 1; /* handlers still running: do not free under them */
     }
     if (sig_started) {
-        pthread_kill(sig_thread, SIGUSR1);
+        unsigned char zero = 0;
+        ssize_t w = write(sig_pipe[1], &zero, 1);
+        (void)w;
         pthread_join(sig_thread, NULL);
     }
     aha_jobs_close(jobs); /* waits for the running job to reach a step boundary */
