@@ -1,0 +1,71 @@
+/* runner_int.h: what the job runner's files (runner.c: dispatch, shared plumbing and SFT;
+ * grpo.c: GRPO steps, rollout/reward/refpolicy clients and evaluation) share. Not public. */
+#ifndef AHA_LEARNER_RUNNER_INT_H
+#define AHA_LEARNER_RUNNER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dataset.h"
+#include "model/model.h"
+#include "rpc/rpc.h"
+#include "runner.h" /* no include guard: include runner_int.h only */
+#include "text/tokenizer.h"
+
+#define AHA__MAX_ROLLOUT 16
+
+typedef struct {
+    aha_job_ctx *ctx;
+    const aha_job_spec *sp;
+    aha_backend *be;
+    aha_model *m;
+    aha_train *t;
+    aha_tokenizer *tok;
+    char tok_json[4096];     /* tokenizer.json copied into checkpoints; "" = none */
+    char spec_hash[17];
+    char metrics_path[4096], eval_path[4096];
+    char last_ckpt[4096];    /* newest checkpoint written or resumed from; "" = none */
+    aha_data_order order;
+    bool have_order;
+    int64_t step;            /* optimizer updates done (GRPO: steps done) */
+    int64_t total;           /* updates the job will do */
+    bool resumed;
+    int64_t pushed_version;  /* version the rollout workers hold; -1 = not pushed yet */
+    /* services (grpo, eval inside training, eval/generate kinds) */
+    aha_rpc_channel *rollout[AHA__MAX_ROLLOUT];
+    const char *rollout_addr[AHA__MAX_ROLLOUT];
+    int n_rollout;
+    bool rollout_ok[AHA__MAX_ROLLOUT]; /* took the last weight push: may generate */
+    aha_rpc_channel *reward, *refpolicy;
+    const char *reward_addr, *refpolicy_addr;
+    int timeout_ms;
+    /* held-out sets, loaded on first use */
+    aha_dataset *eval_sets;
+} aha__job;
+
+/* logging: the learner's log and a WatchJob log event */
+void aha__job_log(aha__job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* append json to path (metrics.jsonl / eval.jsonl) and emit it */
+aha_status aha__job_record(aha__job *j, aha_job_event_type type, int64_t step, const char *path,
+                           const char *json, aha_err *err);
+bool aha__job_cancelled(const aha__job *j);
+void aha__job_progress(aha__job *j);
+
+/* service channels from the spec or the learner's flags */
+aha_status aha__job_connect(aha__job *j, bool need_rollout, bool need_reward, bool need_ref,
+                            aha_err *err);
+/* push the policy to every rollout worker (version), and to refpolicy when to_ref */
+aha_status aha__job_push(aha__job *j, int64_t version, bool to_rollout, bool to_ref,
+                         double *seconds, aha_err *err);
+
+/* checkpoint of j's model, train state, cursor and step */
+aha_status aha__job_checkpoint(aha__job *j, aha_err *err);
+
+/* GRPO training loop (grpo.c); j has its model, train state, data and order ready */
+aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err);
+/* Held-out evaluation of the current pushed policy on every eval set of es; records one eval
+ * record per set (step < 0 = none). accuracy (may be NULL) receives the first set's pass@1. */
+aha_status aha__eval_run(aha__job *j, const aha_eval_spec *es, int64_t step, double *pass1,
+                         aha_err *err);
+
+#endif
