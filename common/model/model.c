@@ -481,11 +481,18 @@ aha_status aha_model_init_random(const aha_model_config *cfg, uint64_t seed, aha
     aha_status st = AHA_OK;
     for (int i = 0; st == AHA_OK && i < m->n_params; i++) {
         const param *p = &m->params[i];
-        for (int64_t j = 0; j < p->info.numel; j++) {
-            switch (p->kind) {
-            case P_NORM: m->host_tmp[j] = 1.0f; break;
-            case P_BIAS: m->host_tmp[j] = 0.0f; break;
-            default: m->host_tmp[j] = (float)(aha_rng_normal(&rng) * std); break;
+        int64_t n = p->info.numel;
+        if (p->kind == P_NORM || p->kind == P_BIAS) {
+            for (int64_t j = 0; j < n; j++) m->host_tmp[j] = p->kind == P_NORM ? 1.0f : 0.0f;
+        } else {
+            /* Box-Muller, both outputs of each pair used: half the transcendental work of
+             * aha_rng_normal, which matters at billions of weights */
+            for (int64_t j = 0; j < n; j += 2) {
+                double u1 = aha_rng_f64(&rng), u2 = aha_rng_f64(&rng);
+                if (u1 < 1e-300) u1 = 1e-300;
+                double r = sqrt(-2.0 * log(u1)) * std, a = 6.283185307179586 * u2;
+                m->host_tmp[j] = (float)(r * cos(a));
+                if (j + 1 < n) m->host_tmp[j + 1] = (float)(r * sin(a));
             }
         }
         if (p->kind == P_EMBED && cfg->pad_token_id >= 0 && cfg->pad_token_id < cfg->vocab_size)
