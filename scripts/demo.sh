@@ -41,7 +41,7 @@ AHACTL=("$B/cli/ahactl/ahactl" --server "127.0.0.1:$P")
 # ---- task, tokenizer, model ---------------------------------------------------------------
 rm -rf "$D"
 mkdir -p "$D/models" "$D/jobs"
-"$B/examples/aha-gen-arith" --out "$D/data" --seed 1 --difficulty 1 --sft 4000 --train 4000 \
+"$B/examples/aha-gen-arith" --out "$D/data" --seed 1 --difficulty 2 --max-digits 1 --word-share 0 --sft 12000 --train 4000 \
   --eval 100 >/dev/null
 "$B/cli/aha-tool/aha-tool" init-model --config examples/demo-model.json --out "$D/models/base" \
   --seed 1 >/dev/null
@@ -115,5 +115,6 @@ print("   RL gain: %+.1f points" % (100 * (b["pass_at_1"] - a["pass_at_1"])))
 last = st[-5:]
 fmt = sum(r["format_rate"] for r in last) / len(last)
 print("   training format reward over the last %d steps: %.3f" % (len(last), fmt))
-print("== plot: %s/../../plot.svg; total time %dm%02ds" % (job, secs // 60, secs % 60))
+print("== total time %dm%02ds" % (secs // 60, secs % 60))
 PY
+echo "== plot: $D/plot.svg (reward, accuracy and response length against step)"
