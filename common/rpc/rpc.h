@@ -48,9 +48,9 @@
  *   a server stream (before its first message) are retried on UNAVAILABLE with exponential
  *   backoff and jitter, inside the call's deadline. UNAVAILABLE may also come from a server
  *   that already acted (it drained mid-call): give non-idempotent calls (SubmitJob) attempts
- *   = 1 in their call opts, or make them idempotent with a client-chosen id. Every call fills opts->code (out) with
- *   the final gRPC status code and returns the matching aha_status; err holds
- *   "<Method>: <CODE>: <server message>".
+ *   = 1 in their call opts, or make them idempotent with a client-chosen id. Every call
+ *   fills opts->code (out) with the final gRPC status code and returns the matching
+ *   aha_status; err holds "<Method>: <CODE>: <server message>".
  */
 #ifndef AHA_RPC_RPC_H
 #define AHA_RPC_RPC_H
