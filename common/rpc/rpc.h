@@ -239,6 +239,14 @@ aha_status aha_rpc_upload_open(aha_rpc_channel *ch, const ProtobufCServiceDescri
                                aha_rpc_stream **out, aha_err *err);
 aha_status aha_rpc_upload_send(aha_rpc_stream *st, const ProtobufCMessage *msg, aha_err *err);
 aha_status aha_rpc_upload_finish(aha_rpc_stream *st, ProtobufCMessage **resp, aha_err *err);
+/* Send msg with its top-level bytes field `field` (left empty in msg) taken from
+ * data[0..len) without copying it: data must stay valid and unchanged until the next
+ * upload_send / upload_send_bytes / upload_finish / stream_free on this stream returns, so
+ * fill two buffers in turn (the next chunk goes into the other one). The receiver sees an
+ * ordinary message (aha_rpc_call_recv_bytes avoids the copy there). */
+aha_status aha_rpc_upload_send_bytes(aha_rpc_stream *st, const ProtobufCMessage *msg,
+                                     unsigned field, const void *data, size_t len,
+                                     aha_err *err);
 
 /* Cancel a stream from any thread (a blocked next/send returns ECANCELLED). */
 void aha_rpc_stream_cancel(aha_rpc_stream *st);
