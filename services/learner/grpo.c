@@ -41,13 +41,7 @@ enum { SEED_TRAIN = 1, SEED_EVAL = 2 };
 
 /* ---- generation across workers ------------------------------------------------------------ */
 
-typedef struct {
-    int32_t *ids; /* completion tokens */
-    float *lp;    /* the rollout's logprobs of them */
-    int n;
-    char *text;
-    bool truncated, done;
-} gsample;
+typedef aha__gsample gsample; /* runner_int.h */
 
 static void gsample_clear(gsample *s)
 {
@@ -278,10 +272,7 @@ static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, c
 
 /* ---- reward ------------------------------------------------------------------------------- */
 
-typedef struct {
-    double total, acc, fmt, lang;
-    char *answer; /* extracted answer, NULL = none */
-} score_out;
+typedef aha__score score_out; /* runner_int.h */
 
 static double component(const Aha__V1__RewardResult *r, const char *name)
 {
@@ -340,6 +331,7 @@ static aha_status score_all(aha__job *j, int nq, int G, char *const *prompts, ch
         out[i].fmt = component(x, "format");
         out[i].lang = component(x, "language");
         out[i].answer = x->extracted_answer && *x->extracted_answer ? strdup(x->extracted_answer) : NULL;
+        snprintf(out[i].error, sizeof out[i].error, "%s", x->error ? x->error : "");
         if (x->error && *x->error) AHA_DEBUG("reward item %s: %s", x->id, x->error);
     }
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
@@ -941,3 +933,19 @@ aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err)
     free(cs);
     return st;
 }
+
+/* ---- for the other job kinds (jobkinds.c) -------------------------------------------------- */
+
+aha_status aha__generate_all(aha__job *j, int n_prompts, int32_t *const *pids, const size_t *pn, int n,
+                         const aha_sampling_spec *sa, uint64_t seed, aha__gsample *out, aha_err *err)
+{
+    return generate_all(j, n_prompts, pids, pn, n, sa, seed, out, err);
+}
+
+aha_status aha__score_all(aha__job *j, int n_prompts, int n, char *const *prompts, char *const *answers,
+                      char *const *langs, const aha__gsample *s, aha__score *out, aha_err *err)
+{
+    return score_all(j, n_prompts, n, prompts, answers, langs, s, out, err);
+}
+
+void aha__gsample_clear(aha__gsample *s) { gsample_clear(s); }

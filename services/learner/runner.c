@@ -27,6 +27,7 @@
 #include "checkpoint.h"
 #include "encode.h"
 #include "grpo_math.h"
+#include "jobkinds.h"
 #include "io/config.h"
 #include "model/weightpush.h"
 
@@ -556,6 +557,10 @@ aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err)
         case AHA_JOB_GRPO: st = run_grpo(&j, err); break;
         case AHA_JOB_SFT:
         case AHA_JOB_DISTILL: st = run_sft(&j, err); break;
+        case AHA_JOB_EVAL: st = aha__eval_job(&j, err); break;           /* jobkinds.c */
+        case AHA_JOB_GENERATE: st = aha__generate_job(&j, err); break;
+        case AHA_JOB_MIX: st = aha__mix_job(&j, err); break;
+        case AHA_JOB_PIPELINE: st = aha__pipeline_job(&j, err); break;
         default:
             st = aha_errf(err, AHA_EUNSUPPORTED, "spec.kind: \"%s\" jobs are not runnable by this learner yet",
                           aha_job_kind_name(j.sp->kind));

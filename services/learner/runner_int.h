@@ -65,6 +65,28 @@ aha_status aha__job_repush_worker(aha__job *j, int w, aha_err *err);
 /* checkpoint of j's model, train state, cursor and step */
 aha_status aha__job_checkpoint(aha__job *j, aha_err *err);
 
+/* Generation over the rollout workers and scoring by aha-reward (grpo.c), for the other job
+ * kinds: n samples of each of n_prompts encoded prompts into out (n_prompts * n, zeroed by the
+ * caller, freed with aha__gsample_clear); the reward of each into out (answers freed by the
+ * caller). prompts are the rendered texts the reward sees. */
+typedef struct {
+    int32_t *ids; /* completion tokens */
+    float *lp;    /* the rollout's logprobs of them */
+    int n;
+    char *text;
+    bool truncated, done;
+} aha__gsample;
+typedef struct {
+    double total, acc, fmt, lang; /* components NAN when the reward did not report them */
+    char *answer;                 /* extracted answer, NULL = none */
+    char error[160];              /* the reward's item error, "" = none */
+} aha__score;
+aha_status aha__generate_all(aha__job *j, int n_prompts, int32_t *const *pids, const size_t *pn, int n,
+                         const aha_sampling_spec *sa, uint64_t seed, aha__gsample *out, aha_err *err);
+aha_status aha__score_all(aha__job *j, int n_prompts, int n, char *const *prompts, char *const *answers,
+                      char *const *langs, const aha__gsample *s, aha__score *out, aha_err *err);
+void aha__gsample_clear(aha__gsample *s);
+
 /* GRPO training loop (grpo.c); j has its model, train state, data and order ready */
 aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err);
 /* Held-out evaluation of the current pushed policy on every eval set of es; records one eval

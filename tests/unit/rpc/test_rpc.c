@@ -479,6 +479,21 @@ static void case_errors(void)
     st = score(ch, "ok", "abc", 5000, &code, NULL, &err);
     CHECK(st == AHA_OK, "after errors: %s", st ? err.msg : "");
 
+    /* SO_REUSEPORT is off: a second server on the same port fails instead of sharing it */
+    {
+        aha_rpc_server_opts so;
+        aha_rpc_server_opts_init(&so);
+        char listen[64];
+        snprintf(listen, sizeof listen, "127.0.0.1:%d", aha_rpc_server_port(s));
+        so.listen = listen;
+        aha_rpc_server *dup = NULL;
+        aha_status rc = aha_rpc_server_create(&so, &dup, &err);
+        if (rc == AHA_OK) rc = aha_rpc_server_start(dup, &err);
+        CHECK(rc == AHA_EUNAVAILABLE && strstr(err.msg, listen), "busy port refused: %s",
+              err.msg);
+        aha_rpc_server_free(dup);
+    }
+
     /* no server at all, one attempt */
     int port = free_port();
     aha_rpc_channel *none = connect_to(port, 1);
