@@ -11,7 +11,8 @@
  * the sums), one per key tile accumulates dk, dv over every query head of its GQA group and
  * every query tile at or below the diagonal. No atomics: each output row has one owner.
  * All arithmetic is fp32 on CUDA cores; q, k, v, out are BF16 (or F32). Head dims 16, 32, 64
- * and 128 are instantiated.
+ * and 128 are instantiated. BF16 with head dim 64 or 128 goes to the tensor-core kernels of
+ * attention_tc.cu instead; these remain for the other shapes and as their cross-check.
  *
  * Cached attention: a block owns one query and one KV head (the H/KV query heads of the group
  * share each key read) and walks that slot's cached keys in chunks of 128 with an online
@@ -472,6 +473,12 @@ __global__ void __launch_bounds__(128) k_attn_cached(T *out, const T *q, const T
 /* ------------------------------------------------------------------------------------------ */
 /* launchers                                                                                   */
 
+/* the tensor-core kernels copy rows with 16-byte vectors */
+static bool aligned16(aha_tensor a, aha_tensor b, aha_tensor c, aha_tensor d)
+{
+    return (((uintptr_t)a.data | (uintptr_t)b.data | (uintptr_t)c.data | (uintptr_t)d.data) & 15) == 0;
+}
+
 static aha_status check_heads(const char *op, int H, int KV, int D, aha_err *err)
 {
     if (H <= 0 || KV <= 0 || H % KV)
@@ -517,6 +524,8 @@ aha_status aha__cu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor lse
     if (lse.dt != AHA_DT_F32) return aha__cu_bad_dtype(err, "attention_fwd", "lse", lse.dt);
     if (cu_seqlens.dt != AHA_DT_I32) return aha__cu_bad_dtype(err, "attention_fwd", "cu_seqlens", cu_seqlens.dt);
     if (n_seqs <= 0 || N <= 0 || max_seqlen <= 0) return AHA_OK;
+    if (aha__cu_attention_tc_ok(q.dt, D) && aligned16(q, k, v, out))
+        return aha__cu_attention_fwd_tc(be, out, lse, q, k, v, cu_seqlens, n_seqs, H, KV, D, max_seqlen, err);
 #define FWD(DD)                                                                                     \
     case DD:                                                                                        \
         AHA__DISPATCH_FLOAT(q.dt, T, return (attn_fwd<DD, T>(be, out, lse, q, k, v, cu_seqlens,   \
@@ -542,6 +551,9 @@ static aha_status attn_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_te
     k_attn_dvec<T><<<aha__blocks(NH, 8, 65535), 256, 0, st>>>(Dv, (const T *)dout.data,
                                                               (const T *)out.data, NH, D);
     AHA_CU_LAUNCHED();
+    if (aha__cu_attention_tc_ok(q.dt, D) && aligned16(q, k, v, dout) && aligned16(dq, dk, dv, out))
+        return aha__cu_attention_bwd_tc(be, dq, dk, dv, dout, q, k, v, lse, Dv, cu, n_seqs, H, KV, D, max_seqlen,
+                                        err);
 
     size_t smem_q = (size_t)(64 * P * 4 + 4 * 16 * 64) * sizeof(float);
     AHA_TRY(set_smem(k_attn_bwd_dq<D, T>, smem_q, be, err));

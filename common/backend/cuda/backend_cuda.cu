@@ -125,12 +125,72 @@ static aha_status cu_synchronize(aha_backend *be, aha_err *err)
     return AHA_OK;
 }
 
+static aha_status cu_graph_begin(aha_backend *be, aha_err *err)
+{
+    aha__cu_ctx *c = aha__cu(be);
+    if (c->capturing) return aha_errf(err, AHA_EINVAL, "cuda graph_begin: already recording");
+    AHA_CU_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    c->capturing = true;
+    return AHA_OK;
+}
+
+static void graph_drop(aha__cu_ctx *c, int i)
+{
+    cudaGraphExecDestroy(c->graphs[i].exec);
+    memmove(&c->graphs[i], &c->graphs[i + 1], sizeof c->graphs[0] * (size_t)(c->n_graphs - i - 1));
+    c->n_graphs--;
+}
+
+static aha_status cu_graph_end(aha_backend *be, uint64_t key, aha_err *err)
+{
+    aha__cu_ctx *c = aha__cu(be);
+    if (!c->capturing) return aha_errf(err, AHA_EINVAL, "cuda graph_end: not recording");
+    c->capturing = false;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (e != cudaSuccess || key == 0) {
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError(); /* a failed capture leaves an error behind; the caller reported its own */
+        if (e != cudaSuccess && key != 0)
+            return aha__cu_fail(err, "cudaStreamEndCapture", __FILE__, __LINE__, cudaGetErrorString(e));
+        return AHA_OK;
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) return aha__cu_fail(err, "cudaGraphInstantiate", __FILE__, __LINE__, cudaGetErrorString(e));
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].key == key) {
+            graph_drop(c, i);
+            break;
+        }
+    if (c->n_graphs == AHA__CU_GRAPHS) graph_drop(c, 0);
+    c->graphs[c->n_graphs].key = key;
+    c->graphs[c->n_graphs].exec = x;
+    c->n_graphs++;
+    return AHA_OK;
+}
+
+static aha_status cu_graph_launch(aha_backend *be, uint64_t key, bool *found, aha_err *err)
+{
+    aha__cu_ctx *c = aha__cu(be);
+    *found = false;
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].key == key) {
+            AHA_CU_CHECK(cudaGraphLaunch(c->graphs[i].exec, c->stream));
+            *found = true;
+            return AHA_OK;
+        }
+    return AHA_OK;
+}
+
 static void cu_free(aha_backend *be)
 {
     aha__cu_ctx *c = aha__cu(be);
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < c->n_graphs; i++) cudaGraphExecDestroy(c->graphs[i].exec);
     if (c->scratch) cudaFree(c->scratch);
     for (int i = 0; i < c->n_algos; i++) {
         aha__cu_algo_entry *a = &c->algos[i];
@@ -183,6 +243,9 @@ static const aha_backend_ops cu_ops = {
     .adamw = aha__cu_adamw,
     .scatter_rows = aha__cu_scatter_rows,
     .sample = aha__cu_sample,
+    .graph_begin = cu_graph_begin,
+    .graph_end = cu_graph_end,
+    .graph_launch = cu_graph_launch,
 };
 
 static aha_status cu_init(aha__cu_ctx *c, int device, aha_err *err)
