@@ -51,6 +51,7 @@ typedef struct {
     } graphs[AHA__CU_GRAPHS];
     int n_graphs;
     bool capturing;
+    void *prof; /* per-op times when AHA_CUDA_PROFILE is set (backend_cuda.cu) */
 } aha__cu_ctx;
 
 static inline aha__cu_ctx *aha__cu(aha_backend *be) { return (aha__cu_ctx *)be->ctx; }
