@@ -587,15 +587,16 @@ static aha_status attn_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_te
     cudaStream_t st = aha__cu(be)->stream;
     float scale = 1.0f / sqrtf((float)D);
     void *scr;
-    AHA_TRY(aha__cu_scratch(be, (size_t)N * H * sizeof(float), &scr, err));
+    /* Dv (N, H), then the tensor-core path's fp32 dk, dv accumulators (2, N, KV, D) */
+    AHA_TRY(aha__cu_scratch(be, ((size_t)N * H + 2 * (size_t)N * KV * D) * sizeof(float), &scr, err));
     float *Dv = (float *)scr;
     int64_t NH = (int64_t)N * H;
     k_attn_dvec<T><<<aha__blocks(NH, 8, 65535), 256, 0, st>>>(Dv, (const T *)dout.data,
                                                               (const T *)out.data, NH, D);
     AHA_CU_LAUNCHED();
     if (aha__cu_attention_tc_ok(q.dt, D) && aligned16(q, k, v, dout) && aligned16(dq, dk, dv, out))
-        return aha__cu_attention_bwd_tc(be, dq, dk, dv, dout, q, k, v, lse, Dv, cu, n_seqs, H, KV, D, max_seqlen,
-                                        err);
+        return aha__cu_attention_bwd_tc(be, dq, dk, dv, dout, q, k, v, lse, Dv, Dv + (size_t)N * H, cu, n_seqs, N, H,
+                                        KV, D, max_seqlen, err);
 
     size_t smem_q = (size_t)(64 * P * 4 + 4 * 16 * 64) * sizeof(float);
     AHA_TRY(set_smem(k_attn_bwd_dq<D, T>, smem_q, be, err));

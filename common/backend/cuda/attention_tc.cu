@@ -155,8 +155,9 @@ __global__ void __launch_bounds__(128) k_attn_fwd_tc(bf16 *out, float *lse, cons
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* backward: dq per query tile; dk, dv per key tile over the GQA group's heads and the query
- * tiles at or after it. Dv (N, H) = rowsum(dout * out) is computed by attention.cu first. */
+/* backward: dq per (query tile, head); dk, dv per (key tile, query head) over the query tiles
+ * at or after it, the group's heads meeting in fp32 atomics. Dv (N, H) = rowsum(dout * out)
+ * is computed by attention.cu first. */
 
 template <int D>
 __global__ void __launch_bounds__(128) k_attn_bwd_dq_tc(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
@@ -228,8 +229,11 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dq_tc(bf16 *dq, const bf16 *do
     }
 }
 
+/* One block per (key tile, QUERY head): the heads of a GQA group add their dk, dv shares into
+ * fp32 accumulators (dkacc, dvacc (N, KV, D), zeroed first) with atomics, which gives the
+ * launch H / KV times more blocks than one per kv head would; k_dkv_finish converts. */
 template <int D>
-__global__ void __launch_bounds__(128) k_attn_bwd_dkv_tc(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
+__global__ void __launch_bounds__(128) k_attn_bwd_dkv_tc(float *dkacc, float *dvacc, const bf16 *dout, const bf16 *q,
                                                          const bf16 *k, const bf16 *v, const float *lse,
                                                          const float *Dv, const int32_t *cu, int H, int KV,
                                                          float scale)
@@ -248,7 +252,7 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dkv_tc(bf16 *dk, bf16 *dv, con
     float *AV = AK + 4 * 16 * OP;           /* (4, 16, OP) dv accumulator */
     bf16 *Pp = (bf16 *)(AV + 4 * 16 * OP);  /* (4, 16, PP): P^T */
     bf16 *Pd = Pp + 4 * 16 * PP;            /* (4, 16, PP): dS^T */
-    int s = blockIdx.z, g = blockIdx.y, hg = H / KV;
+    int s = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
     int start = cu[s], len = cu[s + 1] - start;
     int k0 = blockIdx.x * 64;
     if (k0 >= len) return;
@@ -260,8 +264,7 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dkv_tc(bf16 *dk, bf16 *dv, con
     for (int i = lane; i < 16 * OP; i += 32) AKw[i] = AVw[i] = 0.0f;
     int r = lane >> 1, half = lane & 1;
     int kj = k0 + warp * 16 + r; /* this lane pair's key */
-    for (int hh = 0; hh < hg; hh++) {
-        int h = g * hg + hh;
+    {
         for (int q0 = k0; q0 < len; q0 += 64) {
             __syncthreads();
             int qvalid = min(64, len - q0);
@@ -310,9 +313,17 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dkv_tc(bf16 *dk, bf16 *dv, con
     if (kj < len) {
         int64_t row = (int64_t)start + kj;
         for (int c = half; c < D; c += 2) {
-            dk[(row * KV + g) * D + c] = __float2bfloat16(AKw[r * OP + c] * scale);
-            dv[(row * KV + g) * D + c] = __float2bfloat16(AVw[r * OP + c]);
+            atomicAdd(dkacc + (row * KV + g) * D + c, AKw[r * OP + c] * scale);
+            atomicAdd(dvacc + (row * KV + g) * D + c, AVw[r * OP + c]);
         }
+    }
+}
+
+__global__ void k_dkv_finish(bf16 *dk, bf16 *dv, const float *dkacc, const float *dvacc, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        dk[i] = __float2bfloat16(dkacc[i]);
+        dv[i] = __float2bfloat16(dvacc[i]);
     }
 }
 
@@ -345,8 +356,8 @@ static aha_status fwd_tc(aha_backend *be, aha_tensor out, aha_tensor lse, aha_te
 
 template <int D>
 static aha_status bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv, aha_tensor dout, aha_tensor q,
-                         aha_tensor k, aha_tensor v, aha_tensor lse, const float *Dv, aha_tensor cu, int n_seqs,
-                         int H, int KV, int max_seqlen, aha_err *err)
+                         aha_tensor k, aha_tensor v, aha_tensor lse, const float *Dv, float *dkacc, int64_t nkv,
+                         aha_tensor cu, int n_seqs, int H, int KV, int max_seqlen, aha_err *err)
 {
     constexpr int P = D + 8, SP = 64 + 4, PP = 64 + 8, OP = D + 4;
     cudaStream_t st = aha__cu(be)->stream;
@@ -360,10 +371,14 @@ static aha_status bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tens
     AHA_CU_LAUNCHED();
     size_t smk = 4 * 64 * P * 2 + 2 * 64 * 4 + 2 * 4 * 16 * SP * 4 + 2 * 4 * 16 * OP * 4 + 2 * 4 * 16 * PP * 2;
     AHA_TRY(tc_smem(k_attn_bwd_dkv_tc<D>, smk, be, err));
-    dim3 gk((max_seqlen + 63) / 64, KV, n_seqs);
-    k_attn_bwd_dkv_tc<D><<<gk, 128, smk, st>>>((bf16 *)dk.data, (bf16 *)dv.data, (const bf16 *)dout.data,
-                                               (const bf16 *)q.data, (const bf16 *)k.data, (const bf16 *)v.data,
-                                               (const float *)lse.data, Dv, (const int32_t *)cu.data, H, KV, scale);
+    AHA_CU_CHECK(cudaMemsetAsync(dkacc, 0, 2 * nkv * sizeof(float), st));
+    dim3 gk((max_seqlen + 63) / 64, H, n_seqs);
+    k_attn_bwd_dkv_tc<D><<<gk, 128, smk, st>>>(dkacc, dkacc + nkv, (const bf16 *)dout.data, (const bf16 *)q.data,
+                                               (const bf16 *)k.data, (const bf16 *)v.data, (const float *)lse.data,
+                                               Dv, (const int32_t *)cu.data, H, KV, scale);
+    AHA_CU_LAUNCHED();
+    k_dkv_finish<<<aha__blocks(nkv, 256, 8192), 256, 0, st>>>((bf16 *)dk.data, (bf16 *)dv.data, dkacc, dkacc + nkv,
+                                                               nkv);
     AHA_CU_LAUNCHED();
     return AHA_OK;
 }
@@ -380,8 +395,11 @@ aha_status aha__cu_attention_fwd_tc(aha_backend *be, aha_tensor out, aha_tensor 
 
 aha_status aha__cu_attention_bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv, aha_tensor dout,
                                     aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor lse, const float *Dv,
-                                    aha_tensor cu, int n_seqs, int H, int KV, int D, int max_seqlen, aha_err *err)
+                                    float *dkacc, aha_tensor cu, int n_seqs, int N, int H, int KV, int D,
+                                    int max_seqlen, aha_err *err)
 {
-    if (D == 64) return bwd_tc<64>(be, dq, dk, dv, dout, q, k, v, lse, Dv, cu, n_seqs, H, KV, max_seqlen, err);
-    return bwd_tc<128>(be, dq, dk, dv, dout, q, k, v, lse, Dv, cu, n_seqs, H, KV, max_seqlen, err);
+    int64_t nkv = (int64_t)N * KV * D;
+    if (D == 64)
+        return bwd_tc<64>(be, dq, dk, dv, dout, q, k, v, lse, Dv, dkacc, nkv, cu, n_seqs, H, KV, max_seqlen, err);
+    return bwd_tc<128>(be, dq, dk, dv, dout, q, k, v, lse, Dv, dkacc, nkv, cu, n_seqs, H, KV, max_seqlen, err);
 }

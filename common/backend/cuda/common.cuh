@@ -217,9 +217,11 @@ bool aha__cu_attention_tc_ok(aha_dtype dt, int D);
 aha_status aha__cu_attention_fwd_tc(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q, aha_tensor k,
                                     aha_tensor v, aha_tensor cu, int n_seqs, int H, int KV, int D, int max_seqlen,
                                     aha_err *err);
+/* Dv (N, H) as attention.cu computes it; dkacc: 2 * N * KV * D floats of scratch */
 aha_status aha__cu_attention_bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv, aha_tensor dout,
                                     aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor lse, const float *Dv,
-                                    aha_tensor cu, int n_seqs, int H, int KV, int D, int max_seqlen, aha_err *err);
+                                    float *dkacc, aha_tensor cu, int n_seqs, int N, int H, int KV, int D,
+                                    int max_seqlen, aha_err *err);
 /* logprob.cu */
 aha_status aha__cu_logprob_fwd(aha_backend *be, aha_tensor lp, aha_tensor lse, aha_tensor logits,
                                aha_tensor targets, int n, int V, aha_err *err);
