@@ -11,6 +11,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"tokenize", tool_tokenize, "--tokenizer PATH  (JSON lines {\"text\":...} on stdin)"},
+    {"make-tokenizer", tool_make_tokenizer, "--out DIR [--special TOKEN]...  (byte-level tokenizer.json)"},
     {"logprobs", tool_logprobs, "--model DIR --input IN.safetensors --output OUT.safetensors [--logits]"},
     {"grpo-grad", tool_grpo_grad, "--model DIR --input GRPO.safetensors --output OUT.safetensors"},
     {"sft-grad", tool_sft_grad, "--model DIR --input SFT.safetensors --output OUT.safetensors"},

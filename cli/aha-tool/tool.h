@@ -4,6 +4,7 @@
 #define AHA_TOOL_H
 
 int tool_tokenize(int argc, char **argv);      /* tool_tokenize.c */
+int tool_make_tokenizer(int argc, char **argv); /* tool_tokenize.c */
 int tool_logprobs(int argc, char **argv);      /* tool_model.c */
 int tool_grpo_grad(int argc, char **argv);     /* tool_model.c */
 int tool_sft_grad(int argc, char **argv);      /* tool_model.c */

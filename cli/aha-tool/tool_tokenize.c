@@ -101,3 +101,37 @@ int tool_tokenize(int argc, char **argv)
     if (fflush(stdout) != 0) rc = 1;
     return rc;
 }
+
+/* `aha-tool make-tokenizer --out DIR [--special TOKEN]...`: a byte-level tokenizer.json with
+ * no merges (ids 0..255 are the bytes, the special tokens follow), as the tiny demo models
+ * use; default specials <|endoftext|> <think> </think> <answer> </answer>. */
+int tool_make_tokenizer(int argc, char **argv)
+{
+    const char *out = NULL;
+    const char *specials[64];
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc)
+            out = argv[++i];
+        else if (strcmp(argv[i], "--special") == 0 && i + 1 < argc && n < 64)
+            specials[n++] = argv[++i];
+        else {
+            fprintf(stderr, "aha-tool make-tokenizer: unknown or incomplete argument '%.100s' "
+                            "(usage: aha-tool make-tokenizer --out DIR [--special TOKEN]...)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!out) {
+        fprintf(stderr, "aha-tool make-tokenizer: --out DIR is required\n");
+        return 2;
+    }
+    static const char *const defaults[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
+    if (n == 0)
+        for (; n < 5; n++) specials[n] = defaults[n];
+    aha_err err = {0};
+    if (aha_tokenizer_write_bytelevel(out, specials, (size_t)n, &err) != AHA_OK) {
+        fprintf(stderr, "aha-tool make-tokenizer: %s\n", aha_err_msg(&err));
+        return 2;
+    }
+    return 0;
+}

@@ -198,17 +198,69 @@ static aha_status build_table(aha_model *m, aha_err *err)
     m->lm_head = c->tie_word_embeddings
                      ? m->embed
                      : add_param(m, cap, P_MATRIX, c->vocab_size, C, "lm_head.weight", -1, NULL);
+    return AHA_OK;
+}
+
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, cap - o, "[");
+    for (int d = 0; d < ndim && o < cap; d++)
+        o += (size_t)snprintf(buf + o, cap - o, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (o < cap) snprintf(buf + o, cap - o, "]");
+}
+
+/* Every tensor of the table present in f with its shape; checked before anything is allocated,
+ * so a config.json that lies about sizes costs nothing. */
+static aha_status check_file(const aha_model *m, const aha_st_file *f, const char *dir, aha_err *err)
+{
+    for (int i = 0; i < m->n_params; i++) {
+        const param *p = &m->params[i];
+        const aha_st_tensor *t = aha_st_find(f, p->name);
+        if (!t)
+            return aha_errf(err, AHA_EFORMAT, "model %s: tensor '%s' is missing from the checkpoint", dir, p->name);
+        bool same = t->ndim == p->info.ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == p->info.shape[d];
+        if (!same) {
+            char a[96], b[96];
+            shape_str(a, sizeof a, t->ndim, t->shape);
+            shape_str(b, sizeof b, p->info.ndim, p->info.shape);
+            return aha_errf(err, AHA_EFORMAT, "model %s: tensor '%s' has shape %s but config.json implies %s", dir,
+                            p->name, a, b);
+        }
+        if (t->dtype != AHA_DT_F32 && t->dtype != AHA_DT_BF16 && t->dtype != AHA_DT_F16)
+            return aha_errf(err, AHA_EFORMAT, "model %s: tensor '%s' is %s (F32, BF16 or F16 expected)", dir, p->name,
+                            aha_dtype_name(t->dtype));
+    }
+    return AHA_OK;
+}
+
+/* host staging (the largest parameter) and the device weight buffers */
+static aha_status model_alloc(aha_model *m, aha_err *err)
+{
+    aha_backend *be = m->be;
     int64_t biggest = 0;
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].info.numel > biggest) biggest = m->params[i].info.numel;
     m->host_tmp = malloc((size_t)biggest * sizeof(float));
     m->host_tmp16 = malloc((size_t)biggest * sizeof(uint16_t));
     if (!m->host_tmp || !m->host_tmp16) return aha_errf(err, AHA_ENOMEM, "model: host staging");
+    AHA_TRY(OPS(m)->buf_alloc(be, (size_t)m->numel * aha_dtype_size(be->act_dtype), &m->wbuf, err));
+    m->w = (aha_tensor){OPS(m)->buf_base(m->wbuf), be->act_dtype};
+    if (be->act_dtype == AHA_DT_F32) {
+        m->master = m->w;
+    } else if (m->opts.training) {
+        AHA_TRY(OPS(m)->buf_alloc(be, (size_t)m->numel * sizeof(float), &m->mbuf, err));
+        m->master = (aha_tensor){OPS(m)->buf_base(m->mbuf), AHA_DT_F32};
+    } else {
+        m->master = aha_tensor_none();
+    }
     return AHA_OK;
 }
 
+/* check (a file, when given) then allocate */
 static aha_status model_new(const aha_model_config *cfg, aha_backend *be, const aha_model_opts *opts,
-                            aha_model **out, aha_err *err)
+                            const aha_st_file *f, const char *dir, aha_model **out, aha_err *err)
 {
     *out = NULL;
     AHA_TRY(check_config(cfg, err));
@@ -220,24 +272,11 @@ static aha_status model_new(const aha_model_config *cfg, aha_backend *be, const 
     if (m->opts.max_batch_tokens <= 0) m->opts.max_batch_tokens = 512;
     if (m->opts.logits_chunk_rows <= 0) m->opts.logits_chunk_rows = 256;
     aha_status st = build_table(m, err);
-    if (st == AHA_OK)
-        st = OPS(m)->buf_alloc(be, (size_t)m->numel * aha_dtype_size(be->act_dtype), &m->wbuf, err);
+    if (st == AHA_OK && f) st = check_file(m, f, dir, err);
+    if (st == AHA_OK) st = model_alloc(m, err);
     if (st != AHA_OK) {
         aha_model_free(m);
         return st;
-    }
-    m->w = (aha_tensor){OPS(m)->buf_base(m->wbuf), be->act_dtype};
-    if (be->act_dtype == AHA_DT_F32) {
-        m->master = m->w;
-    } else if (m->opts.training) {
-        st = OPS(m)->buf_alloc(be, (size_t)m->numel * sizeof(float), &m->mbuf, err);
-        if (st != AHA_OK) {
-            aha_model_free(m);
-            return st;
-        }
-        m->master = (aha_tensor){OPS(m)->buf_base(m->mbuf), AHA_DT_F32};
-    } else {
-        m->master = aha_tensor_none();
     }
     *out = m;
     return AHA_OK;
@@ -395,14 +434,6 @@ aha_status aha_model_param_get_f32(aha_model *m, int i, float *dst, aha_err *err
 
 /* ---- open / init / save ------------------------------------------------------------------ */
 
-static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
-{
-    size_t o = 0;
-    o += (size_t)snprintf(buf + o, cap - o, "[");
-    for (int d = 0; d < ndim && o < cap; d++)
-        o += (size_t)snprintf(buf + o, cap - o, d ? ", %lld" : "%lld", (long long)shape[d]);
-    if (o < cap) snprintf(buf + o, cap - o, "]");
-}
 
 aha_status aha_model_open(const char *dir, aha_backend *be, const aha_model_opts *opts,
                           aha_model **out, aha_err *err)
@@ -415,25 +446,10 @@ aha_status aha_model_open(const char *dir, aha_backend *be, const aha_model_opts
     st = aha_st_open(dir, &f, err);
     if (st != AHA_OK) return st;
     aha_model *m = NULL;
-    st = model_new(&cfg, be, opts, &m, err);
+    st = model_new(&cfg, be, opts, f, dir, &m, err);
     for (int i = 0; st == AHA_OK && i < m->n_params; i++) {
         const param *p = &m->params[i];
         const aha_st_tensor *t = aha_st_find(f, p->name);
-        if (!t) {
-            st = aha_errf(err, AHA_EFORMAT, "model %s: tensor '%s' is missing from the checkpoint",
-                          dir, p->name);
-            break;
-        }
-        bool same = t->ndim == p->info.ndim;
-        for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == p->info.shape[d];
-        if (!same) {
-            char a[96], b[96];
-            shape_str(a, sizeof a, t->ndim, t->shape);
-            shape_str(b, sizeof b, p->info.ndim, p->info.shape);
-            st = aha_errf(err, AHA_EFORMAT, "model %s: tensor '%s' has shape %s but config.json implies %s",
-                          dir, p->name, a, b);
-            break;
-        }
         if (t->dtype == AHA_DT_BF16 && be->act_dtype == AHA_DT_BF16 && aha_tensor_is_none(m->master)) {
             st = param_upload(m, i, NULL, t->data, err);
         } else {
@@ -458,18 +474,25 @@ aha_status aha_model_init_random(const aha_model_config *cfg, uint64_t seed, aha
                                  const aha_model_opts *opts, aha_model **out, aha_err *err)
 {
     aha_model *m = NULL;
-    AHA_TRY(model_new(cfg, be, opts, &m, err));
+    AHA_TRY(model_new(cfg, be, opts, NULL, NULL, &m, err));
     aha_rng rng;
     aha_rng_seed(&rng, seed, 0);
     float std = cfg->initializer_range > 0 ? cfg->initializer_range : 0.02f;
     aha_status st = AHA_OK;
     for (int i = 0; st == AHA_OK && i < m->n_params; i++) {
         const param *p = &m->params[i];
-        for (int64_t j = 0; j < p->info.numel; j++) {
-            switch (p->kind) {
-            case P_NORM: m->host_tmp[j] = 1.0f; break;
-            case P_BIAS: m->host_tmp[j] = 0.0f; break;
-            default: m->host_tmp[j] = (float)(aha_rng_normal(&rng) * std); break;
+        int64_t n = p->info.numel;
+        if (p->kind == P_NORM || p->kind == P_BIAS) {
+            for (int64_t j = 0; j < n; j++) m->host_tmp[j] = p->kind == P_NORM ? 1.0f : 0.0f;
+        } else {
+            /* Box-Muller, both outputs of each pair used: half the transcendental work of
+             * aha_rng_normal, which matters at billions of weights */
+            for (int64_t j = 0; j < n; j += 2) {
+                double u1 = aha_rng_f64(&rng), u2 = aha_rng_f64(&rng);
+                if (u1 < 1e-300) u1 = 1e-300;
+                double r = sqrt(-2.0 * log(u1)) * std, a = 6.283185307179586 * u2;
+                m->host_tmp[j] = (float)(r * cos(a));
+                if (j + 1 < n) m->host_tmp[j + 1] = (float)(r * sin(a));
             }
         }
         if (p->kind == P_EMBED && cfg->pad_token_id >= 0 && cfg->pad_token_id < cfg->vocab_size)

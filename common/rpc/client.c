@@ -57,6 +57,10 @@ struct aha_rpc_stream {
     grpc_byte_buffer *req; /* server stream: kept for retries until a message arrived */
     int got_any, ended, send_busy, send_failed, imd_done;
     grpc_byte_buffer *send_bb;
+    /* upload_send_bytes: gRPC still holds the caller's bytes (released by its slice) */
+    pthread_mutex_t lent_mu;
+    pthread_cond_t lent_cv;
+    int lent;
     aha_status end_status;
     aha_err end_err;
 };
@@ -108,9 +112,27 @@ aha_status aha_rpc_channel_create(const char *target, const aha_rpc_channel_opts
             free(c);
             return st;
         }
+        /* mutual TLS: the client's own certificate, for servers started with a client CA */
+        char *cert = NULL, *key = NULL;
+        if ((c->o.tls_cert_file == NULL) != (c->o.tls_key_file == NULL))
+            st = aha_errf(err, AHA_EINVAL, "rpc: a client certificate needs both cert and key");
+        if (st == AHA_OK && c->o.tls_cert_file) {
+            st = aha__rpc_read_pem(c->o.tls_cert_file, &cert, err);
+            if (st == AHA_OK) st = aha__rpc_read_pem(c->o.tls_key_file, &key, err);
+        }
+        if (st != AHA_OK) {
+            free(pem);
+            free(cert);
+            free(key);
+            free(c);
+            return st;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
         aha__rpc_acquire();
-        creds = grpc_ssl_credentials_create(pem, NULL, NULL, NULL);
+        creds = grpc_ssl_credentials_create(pem, cert ? &pair : NULL, NULL, NULL);
         free(pem);
+        free(cert);
+        free(key);
     } else {
         aha__rpc_acquire();
         creds = grpc_insecure_credentials_create();
@@ -137,7 +159,7 @@ aha_status aha_rpc_channel_create(const char *target, const aha_rpc_channel_opts
     grpc_channel_args chargs = {.num_args = (size_t)na, .args = args};
     c->ch = grpc_channel_create(target, creds, &chargs);
     grpc_channel_credentials_release(creds);
-    c->o.tls_ca_file = c->o.tls_server_name = NULL;
+    c->o.tls_ca_file = c->o.tls_server_name = c->o.tls_cert_file = c->o.tls_key_file = NULL;
     pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return AHA_OK;
@@ -409,8 +431,40 @@ static aha_status stream_new(aha_rpc_channel *c, const ProtobufCServiceDescripto
     grpc_metadata_array_init(&s->imd);
     grpc_metadata_array_init(&s->tmd);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->lent_mu, NULL);
+    pthread_cond_init(&s->lent_cv, NULL);
     *out = s;
     return AHA_OK;
+}
+
+/* Called by gRPC (any thread) when it drops its last reference to lent bytes. */
+static void lent_released(void *arg)
+{
+    aha_rpc_stream *s = arg;
+    pthread_mutex_lock(&s->lent_mu);
+    s->lent--;
+    pthread_cond_broadcast(&s->lent_cv);
+    pthread_mutex_unlock(&s->lent_mu);
+}
+
+/* The caller's bytes may be reused only once gRPC let go of them, which is after the send
+ * completed (the transport still holds the slice until it is written out). Writing needs
+ * a thread polling this call's CQ, so poll it rather than sleep. cq NULL: after the call
+ * is gone, only gRPC's own threads are left to release it. */
+static void wait_lent(aha_rpc_stream *s, grpc_completion_queue *cq)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->lent_mu);
+        int lent = s->lent;
+        if (lent > 0 && !cq) pthread_cond_wait(&s->lent_cv, &s->lent_mu);
+        pthread_mutex_unlock(&s->lent_mu);
+        if (lent == 0) return;
+        if (cq) { /* a tag nobody posts: a 5 ms poll of the call's sockets */
+            grpc_event ev = grpc_completion_queue_pluck(cq, (void *)(intptr_t)-1,
+                                                        aha__rpc_deadline(5), NULL);
+            AHA_ASSERT(ev.type == GRPC_QUEUE_TIMEOUT);
+        }
+    }
 }
 
 /* Create the call and start its opening batch; req NULL for uploads. */
@@ -571,9 +625,14 @@ static int upload_wait_send(aha_rpc_stream *s)
     s->send_busy = 0;
     grpc_byte_buffer_destroy(s->send_bb);
     s->send_bb = NULL;
+    /* After a failed send gRPC writes nothing more, so the caller may reuse its bytes at
+     * once; the release callback (which touches only s) is awaited in stream_free. */
+    if (ok) wait_lent(s, s->cq);
     if (!ok) s->send_failed = 1;
     return ok;
 }
+
+static aha_status upload_send_bb(aha_rpc_stream *s, grpc_byte_buffer *bb, aha_err *err);
 
 aha_status aha_rpc_upload_send(aha_rpc_stream *s, const ProtobufCMessage *msg, aha_err *err)
 {
@@ -584,6 +643,63 @@ aha_status aha_rpc_upload_send(aha_rpc_stream *s, const ProtobufCMessage *msg, a
     if (!bb)
         return aha_errf(err, AHA_ELIMIT, "%s: message of %zu bytes exceeds the limit of %lld",
                         s->path, len, (long long)s->ch->o.max_send_bytes);
+    return upload_send_bb(s, bb, err);
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+aha_status aha_rpc_upload_send_bytes(aha_rpc_stream *s, const ProtobufCMessage *msg,
+                                     unsigned field, const void *data, size_t len, aha_err *err)
+{
+    AHA_ASSERT(!s->req && !s->ended);
+    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(msg->descriptor,
+                                                                                 field);
+    AHA_ASSERT(fd && fd->type == PROTOBUF_C_TYPE_BYTES && fd->label != PROTOBUF_C_LABEL_REPEATED);
+    AHA_ASSERT(((const ProtobufCBinaryData *)((const char *)msg + fd->offset))->len == 0);
+    /* The rest of the message, then the field's key and length, then the caller's bytes as
+     * a slice that refers to them: fields may come in any order on the wire. */
+    size_t rest = protobuf_c_message_get_packed_size(msg);
+    size_t total = rest + 20 + len;
+    if ((int64_t)total > s->ch->o.max_send_bytes)
+        return aha_errf(err, AHA_ELIMIT, "%s: message of %zu bytes exceeds the limit of %lld",
+                        s->path, total, (long long)s->ch->o.max_send_bytes);
+    /* The previous message (and the bytes it lent) must be gone before new bytes are lent:
+     * wait_lent counts every lent slice of the stream. */
+    if (!upload_wait_send(s))
+        return aha_errf(err, AHA_EUNAVAILABLE, "%s: the server ended the call", s->path);
+    grpc_slice head = grpc_slice_malloc(rest + 20);
+    uint8_t *p = GRPC_SLICE_START_PTR(head);
+    size_t n = protobuf_c_message_pack(msg, p);
+    AHA_ASSERT(n == rest);
+    n += put_varint(p + n, ((uint64_t)field << 3) | 2);
+    n += put_varint(p + n, len);
+    head = grpc_slice_sub_no_ref(head, 0, n);
+    grpc_slice slices[2];
+    size_t ns = 0;
+    slices[ns++] = head;
+    if (len) {
+        pthread_mutex_lock(&s->lent_mu);
+        s->lent++;
+        pthread_mutex_unlock(&s->lent_mu);
+        slices[ns++] = grpc_slice_new_with_user_data((void *)data, len, lent_released, s);
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(slices, ns);
+    for (size_t i = 0; i < ns; i++) grpc_slice_unref(slices[i]);
+    aha_status st = upload_send_bb(s, bb, err);
+    return st;
+}
+
+static aha_status upload_send_bb(aha_rpc_stream *s, grpc_byte_buffer *bb, aha_err *err)
+{
     if (!upload_wait_send(s)) {
         grpc_byte_buffer_destroy(bb);
         return aha_errf(err, AHA_EUNAVAILABLE, "%s: the server ended the call", s->path);
@@ -659,6 +775,9 @@ void aha_rpc_stream_free(aha_rpc_stream *s)
     if (s->req) grpc_byte_buffer_destroy(s->req);
     free_md(s->md, s->nmd);
     cq_free(s->cq);
+    wait_lent(s, NULL);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->lent_mu);
+    pthread_cond_destroy(&s->lent_cv);
     free(s);
 }

@@ -46,9 +46,11 @@
  *   aha_rpc_channel_create(target, opts) gives a channel that any number of threads may use
  *   at once; every call owns its own pluck completion queue. Unary calls and the opening of
  *   a server stream (before its first message) are retried on UNAVAILABLE with exponential
- *   backoff and jitter, inside the call's deadline. Every call fills opts->code (out) with
- *   the final gRPC status code and returns the matching aha_status; err holds
- *   "<Method>: <CODE>: <server message>".
+ *   backoff and jitter, inside the call's deadline. UNAVAILABLE may also come from a server
+ *   that already acted (it drained mid-call): give non-idempotent calls (SubmitJob) attempts
+ *   = 1 in their call opts, or make them idempotent with a client-chosen id. Every call
+ *   fills opts->code (out) with the final gRPC status code and returns the matching
+ *   aha_status; err holds "<Method>: <CODE>: <server message>".
  */
 #ifndef AHA_RPC_RPC_H
 #define AHA_RPC_RPC_H
@@ -85,8 +87,21 @@ typedef struct {
     const char *tls_key_file;
     const char *auth_token;       /* require "authorization: Bearer <token>" on every call
                                      except health checks (UNAUTHENTICATED otherwise); NULL =
-                                     none. Use with TLS outside a trusted network. */
+                                     none. Use with TLS outside a trusted network. Accepted on
+                                     every method, like service_token. */
     const char *name;             /* for logs, e.g. "reward" */
+    /* Two tokens (issue 9). When any of auth_token, service_token, job_token is set, every
+     * call but health needs a bearer token: none or an unknown one is UNAUTHENTICATED; the
+     * service token is accepted on every method; the job token only on public methods (the
+     * job API), elsewhere PERMISSION_DENIED. Tokens are copied and never logged. */
+    const char *service_token;    /* service-to-service calls */
+    const char *job_token;        /* job clients (ahactl, a platform's controller) */
+    const char *public_services;  /* comma-separated full service names whose methods the job
+                                     token may call (default "aha.v1.Learner") */
+    const char *tls_client_ca_file; /* PEM: verify client certificates (mutual TLS); needs
+                                     tls_cert_file */
+    int tls_client_optional;      /* with tls_client_ca_file: 0 = a client certificate is
+                                     required (default), 1 = verified only when presented */
 } aha_rpc_server_opts;
 
 /* Fill o with the defaults above. */
@@ -188,6 +203,8 @@ typedef struct {
     const char *tls_ca_file;      /* PEM roots: enables TLS; NULL = plaintext */
     const char *tls_server_name;  /* override the name checked in the certificate */
     const char *bearer_token;     /* sent as "authorization: Bearer ..." on every call */
+    const char *tls_cert_file;    /* PEM client certificate and key for mutual TLS (servers */
+    const char *tls_key_file;     /* started with a client CA); both or neither */
     int attempts;                 /* tries for UNAVAILABLE (default 5; 1 = no retry) */
     int backoff_initial_ms;       /* first retry delay (default 50) */
     int backoff_max_ms;           /* cap (default 2000); each delay has ±25 % jitter */
@@ -237,6 +254,14 @@ aha_status aha_rpc_upload_open(aha_rpc_channel *ch, const ProtobufCServiceDescri
                                aha_rpc_stream **out, aha_err *err);
 aha_status aha_rpc_upload_send(aha_rpc_stream *st, const ProtobufCMessage *msg, aha_err *err);
 aha_status aha_rpc_upload_finish(aha_rpc_stream *st, ProtobufCMessage **resp, aha_err *err);
+/* Send msg with its top-level bytes field `field` (left empty in msg) taken from
+ * data[0..len) without copying it: data must stay valid and unchanged until the next
+ * upload_send / upload_send_bytes / upload_finish / stream_free on this stream returns, so
+ * fill two buffers in turn (the next chunk goes into the other one). The receiver sees an
+ * ordinary message (aha_rpc_call_recv_bytes avoids the copy there). */
+aha_status aha_rpc_upload_send_bytes(aha_rpc_stream *st, const ProtobufCMessage *msg,
+                                     unsigned field, const void *data, size_t len,
+                                     aha_err *err);
 
 /* Cancel a stream from any thread (a blocked next/send returns ECANCELLED). */
 void aha_rpc_stream_cancel(aha_rpc_stream *st);
@@ -245,6 +270,14 @@ void aha_rpc_stream_free(aha_rpc_stream *st);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Shared helpers                                                                           */
+
+/* A secret from a file (preferred: argv is visible to every user of the machine) or, when
+ * file is NULL, from the environment variable env (e.g. AHA_SERVICE_TOKEN, AHA_JOB_TOKEN).
+ * Trailing whitespace is dropped; an empty or binary secret is EINVAL. *out is malloc'ed
+ * (free()), NULL with AHA_OK when neither is given. The value is never logged. */
+aha_status aha_rpc_read_secret(const char *file, const char *env, char **out, aha_err *err);
+/* Whether a listen address is on this machine only (127.0.0.0/8, ::1, localhost, unix:). */
+int aha_rpc_addr_is_local(const char *listen);
 
 /* "INVALID_ARGUMENT" etc. */
 const char *aha_rpc_code_name(int grpc_code);

@@ -144,7 +144,7 @@ int main(int argc, char **argv)
         return 0;
     }
     aha_refpolicy_opts o = {.device = "cpu"};
-    for (int i = 1; i < a.rest_argc; i++) {
+    for (int i = 1; i < a.rest_argc; i += 2) {
         const char *f = a.rest_argv[i];
         const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
         long x = 0;
@@ -168,7 +168,6 @@ int main(int argc, char **argv)
             aha_rpc_service_args_free(&a);
             return 2;
         }
-        i++;
     }
     if (!o.model_dir) {
         fprintf(stderr, "aha-refpolicy: --model DIR is required\n");

@@ -18,6 +18,7 @@ struct aha_refpolicy {
     /* pass buffers, grown on demand under mu */
     int32_t *ids;
     int32_t *cu;
+    int32_t *from;      /* (seqs) first scored position of each sequence */
     float *lp;
     size_t cap_tokens;
     int cap_seqs;
@@ -53,6 +54,7 @@ void aha_refpolicy_free(aha_refpolicy *rp)
     pthread_mutex_destroy(&rp->mu);
     free(rp->ids);
     free(rp->cu);
+    free(rp->from);
     free(rp->lp);
     free(rp);
 }
@@ -87,8 +89,10 @@ static aha_status ensure(aha_refpolicy *rp, size_t tokens, int seqs, aha_err *er
     }
     if (seqs + 1 > rp->cap_seqs) {
         int32_t *cu = realloc(rp->cu, (size_t)(seqs + 1) * sizeof *cu);
-        if (!cu) return aha_errf(err, AHA_ENOMEM, "refpolicy: pass of %d sequences", seqs);
-        rp->cu = cu;
+        if (cu) rp->cu = cu;
+        int32_t *from = realloc(rp->from, (size_t)(seqs + 1) * sizeof *from);
+        if (from) rp->from = from;
+        if (!cu || !from) return aha_errf(err, AHA_ENOMEM, "refpolicy: pass of %d sequences", seqs);
         rp->cap_seqs = seqs + 1;
     }
     return AHA_OK;
@@ -108,7 +112,9 @@ static aha_status run_pass(aha_refpolicy *rp, const aha_ref_seq *seqs, int a, in
         at += (size_t)seqs[s].len;
         rp->cu[s - a + 1] = (int32_t)at;
     }
-    aha_batch batch = {.ids = rp->ids, .cu_seqlens = rp->cu, .n_seqs = b - a};
+    /* only completion positions reach the lm_head: prompt rows are skipped */
+    for (int s = a; s < b; s++) rp->from[s - a] = seqs[s].prompt_len;
+    aha_batch batch = {.ids = rp->ids, .cu_seqlens = rp->cu, .n_seqs = b - a, .score_from = rp->from};
     AHA_TRY(aha_model_token_logprobs(rp->m, &batch, rp->lp, NULL, err));
     /* logprob layout: sequence s holds t = 1 .. len-1 at cu[s] - s; we return t >= prompt_len */
     for (int s = a; s < b; s++) {

@@ -1,7 +1,8 @@
 /* aha-reward: the rule-based reward service of DeepSeek-R1 (accuracy, format, language
- * consistency) over gRPC: aha.v1.Reward/Score and aha.v1.Reward/GroupAnswers, plus
- * grpc.health.v1.Health/Check. The rules live in rewards.c; this file only maps messages to
- * them, enforces the limits and serves.
+ * consistency, and code answers run against test cases in a sandbox: sandbox.h) over gRPC:
+ * aha.v1.Reward/Score and aha.v1.Reward/GroupAnswers, plus grpc.health.v1.Health/Check. The
+ * rules live in rewards.c; this file only maps messages to them, enforces the limits and
+ * serves.
  *
  * Limits (bad input never crashes or blocks the service):
  *   - a request with more than --max-items items/answers is INVALID_ARGUMENT;
@@ -20,12 +21,14 @@
 #include "base/log.h"
 #include "rewards.h"
 #include "rpc/rpc.h"
+#include "sandbox.h"
 #include "rpc/service.h"
 
 typedef struct {
     aha_reward_weights weights; /* from --config, or the defaults */
     long max_items;
     long max_text_bytes;
+    aha_sandbox_opts sandbox; /* code items (task "code:python", "code:c") */
 } reward_service;
 
 /* Items of one call, carved from one allocation. */
@@ -40,6 +43,38 @@ static void item_fail(scored_item *s, const char *fmt, long long a, long long b)
 {
     snprintf(s->out.error, sizeof s->out.error, fmt, a, b);
     s->out.total = 0;
+}
+
+/* A code item (sandbox.h): accuracy = every test case passes; the verdict's reason goes into
+ * extracted_answer (a failing program is scored, not an item error); format and language
+ * follow the rules of rewards.h. */
+static void score_code(const reward_service *svc, const aha_reward_weights *w,
+                       aha_code_lang lang, const aha_reward_item *in, aha_reward_result *out)
+{
+    memset(out, 0, sizeof *out);
+    aha_err e;
+    aha_code_verdict v;
+    if (aha_code_score(&svc->sandbox, lang, in->completion, in->completion_len, in->reference,
+                       in->reference_len, &v, &e) != AHA_OK) {
+        snprintf(out->error, sizeof out->error, "%.250s", e.msg);
+        return;
+    }
+    if (in->language_len) {
+        if (aha_reward_language(in->prompt, in->prompt_len, in->completion, in->completion_len,
+                                in->language, in->language_len, &out->language, &e) != AHA_OK) {
+            snprintf(out->error, sizeof out->error, "%.250s", e.msg);
+            out->language = 0;
+            return;
+        }
+        out->has_language = true;
+    }
+    out->accuracy = v.passed ? 1.0 : 0.0;
+    out->format = aha_reward_format(in->prompt, in->prompt_len, in->completion,
+                                    in->completion_len);
+    out->has_answer = strncmp(v.reason, "no ```", 6) != 0;
+    snprintf(out->extracted, sizeof out->extracted, "%s", v.reason);
+    out->total = w->accuracy * out->accuracy + w->format * out->format +
+                 (out->has_language ? w->language * out->language : 0.0);
 }
 
 static void score_one(const reward_service *svc, const aha_reward_weights *w,
@@ -69,7 +104,14 @@ static void score_one(const reward_service *svc, const aha_reward_weights *w,
             .language = it->language,      .language_len = lens[3],
             .task = it->task,              .task_len = strlen(it->task),
         };
-        aha_reward_score(&in, w, &s->out); /* an item error is in out.error */
+        aha_code_lang lang = AHA_CODE_NONE;
+        aha_err e;
+        if (aha_code_task_lang(in.task, in.task_len, &lang, &e) != AHA_OK)
+            snprintf(s->out.error, sizeof s->out.error, "%.250s", e.msg);
+        else if (lang != AHA_CODE_NONE)
+            score_code(svc, w, lang, &in, &s->out);
+        else
+            aha_reward_score(&in, w, &s->out); /* an item error is in out.error */
     }
     size_t nc = 0;
     const char *keys[3] = {"accuracy", "format", "language"};
@@ -239,7 +281,7 @@ static int parse_long(const char *flag, const char *v, long lo, long hi, long *o
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
-    aha_rpc_service_args_init(&a, "reward", "0.0.0.0:50052");
+    aha_rpc_service_args_init(&a, "reward", "0.0.0.0:50051");
     aha_err err;
     if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
         fprintf(stderr, "aha-reward: %s\n", err.msg);
@@ -255,6 +297,7 @@ int main(int argc, char **argv)
     reward_service svc = {.weights = aha_reward_weights_default(),
                           .max_items = 4096,
                           .max_text_bytes = 1 << 20};
+    aha_sandbox_opts_init(&svc.sandbox);
     for (int i = 1; i < a.rest_argc; i++) {
         const char *f = a.rest_argv[i];
         const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
@@ -285,6 +328,12 @@ int main(int argc, char **argv)
         }
         free(text);
     }
+    unsigned caps = aha_sandbox_capabilities(); /* logs what the kernel refuses, once */
+    AHA_INFO("code sandbox: pid/net namespaces %s, landlock %s, seccomp %s, own uid %s",
+             (caps & AHA_SANDBOX_HAS_PIDNS) && (caps & AHA_SANDBOX_HAS_NETNS) ? "yes" : "no",
+             caps & AHA_SANDBOX_HAS_LANDLOCK ? "yes" : "no",
+             caps & AHA_SANDBOX_HAS_SECCOMP ? "yes" : "no",
+             caps & AHA_SANDBOX_HAS_UID ? "yes" : "no");
     AHA_INFO("weights: accuracy %g, format %g, language %g; max %ld items, %ld bytes per text",
              svc.weights.accuracy, svc.weights.format, svc.weights.language, svc.max_items,
              svc.max_text_bytes);

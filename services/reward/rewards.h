@@ -74,7 +74,13 @@
  * An item error (invalid UTF-8 in any field, unknown language, out of memory) gives total 0,
  * every component 0, has_language false and a message in error[].
  *
- * task is carried for the caller's logs; the rules above do not depend on it. */
+ * task is carried for the caller's logs; the rules above do not depend on it. Code items
+ * are the exception, handled by the service before these rules: task "code:python" (also
+ * "code", "code:py", "code:python3") or "code:c" makes reference_answer a JSON array of test
+ * cases [{"input": "...", "output": "..."}, ...] and accuracy 1 only when the program in
+ * the completion passes them all (sandbox.h: aha_code_task_lang, aha_code_score); format
+ * and language follow the rules above; the verdict ("passed 3/3 cases", "case 2/3: wrong
+ * output ...") is reported as the extracted answer. */
 #ifndef AHA_SERVICES_REWARD_REWARDS_H
 #define AHA_SERVICES_REWARD_REWARDS_H
 

@@ -106,9 +106,27 @@ static void test_random_roundtrip(void)
     aha_model_free(other);
 }
 
+/* Replace the first occurrence of from by to in the malloc'd string *s. */
+static void replace(char **s, const char *from, const char *to)
+{
+    char *at = strstr(*s, from);
+    if (!at) return;
+    size_t n = strlen(*s) + strlen(to) + 1;
+    char *r = malloc(n);
+    snprintf(r, n, "%.*s%s%s", (int)(at - *s), *s, to, at + strlen(from));
+    free(*s);
+    *s = r;
+}
+
 /* Write dir with the fixture's config.json and its tensors, with `drop` left out and `bad`
- * given a wrong shape. */
+ * given a wrong shape; huge makes config.json claim an enormous vocabulary and FFN. */
+static void write_broken_cfg(const char *dir, const char *drop, const char *bad, int huge);
 static void write_broken(const char *dir, const char *drop, const char *bad)
+{
+    write_broken_cfg(dir, drop, bad, 0);
+}
+
+static void write_broken_cfg(const char *dir, const char *drop, const char *bad, int huge)
 {
     aha_err err = {0};
     char fx[512], path[700];
@@ -118,6 +136,11 @@ static void write_broken(const char *dir, const char *drop, const char *bad)
     size_t len = 0;
     snprintf(path, sizeof path, "%s/config.json", fx);
     CHECK(aha_read_file(path, 1 << 20, &json, &len, &err) == AHA_OK, "%s", err.msg);
+    if (huge) {
+        replace(&json, "\"vocab_size\": 512", "\"vocab_size\": 4000000");
+        replace(&json, "\"intermediate_size\": 176", "\"intermediate_size\": 262144");
+        len = strlen(json);
+    }
     snprintf(path, sizeof path, "%s/config.json", dir);
     CHECK(aha_write_file_atomic(path, json, len, &err) == AHA_OK, "%s", err.msg);
     free(json);
@@ -164,6 +187,16 @@ static void test_malformed(void)
     fprintf(stderr, "  expected error: %s\n", err.msg);
     CHECK(strstr(err.msg, "model.layers.0.mlp.up_proj.weight") && strstr(err.msg, "[176, 64]"),
           "message names the tensor and the expected shape: %s", err.msg);
+
+    /* a config.json that claims ~1.4 GB of parameters over the tiny file: refused on the
+     * shapes before anything that size is allocated */
+    snprintf(dir, sizeof dir, "%s/huge", tmp);
+    write_broken_cfg(dir, NULL, NULL, 1);
+    double t0 = aha_now_s();
+    CHECK(aha_model_open(dir, be, NULL, &m, &err) == AHA_EFORMAT, "lying config must be EFORMAT");
+    fprintf(stderr, "  expected error (%.3f s): %s\n", aha_now_s() - t0, err.msg);
+    CHECK(strstr(err.msg, "model.embed_tokens.weight") && strstr(err.msg, "[4000000, 64]"),
+          "message names the embedding and the claimed shape: %s", err.msg);
 
     /* config but no weights at all */
     snprintf(dir, sizeof dir, "%s/noweights", tmp);

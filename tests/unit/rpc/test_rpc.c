@@ -479,6 +479,21 @@ static void case_errors(void)
     st = score(ch, "ok", "abc", 5000, &code, NULL, &err);
     CHECK(st == AHA_OK, "after errors: %s", st ? err.msg : "");
 
+    /* SO_REUSEPORT is off: a second server on the same port fails instead of sharing it */
+    {
+        aha_rpc_server_opts so;
+        aha_rpc_server_opts_init(&so);
+        char listen[64];
+        snprintf(listen, sizeof listen, "127.0.0.1:%d", aha_rpc_server_port(s));
+        so.listen = listen;
+        aha_rpc_server *dup = NULL;
+        aha_status rc = aha_rpc_server_create(&so, &dup, &err);
+        if (rc == AHA_OK) rc = aha_rpc_server_start(dup, &err);
+        CHECK(rc == AHA_EUNAVAILABLE && strstr(err.msg, listen), "busy port refused: %s",
+              err.msg);
+        aha_rpc_server_free(dup);
+    }
+
     /* no server at all, one attempt */
     int port = free_port();
     aha_rpc_channel *none = connect_to(port, 1);
@@ -541,12 +556,13 @@ static void case_upload(void)
     aha_rpc_server *s = start_server("127.0.0.1:0", 8 << 20, 1000, 0, 0);
     aha_rpc_channel *ch = connect_to(aha_rpc_server_port(s), 1);
     enum { CHUNKS = 48, CHUNK = 1 << 20 };
-    uint8_t *data = malloc(CHUNK);
+    uint8_t *bufs[2] = {malloc(CHUNK), malloc(CHUNK)};
     aha_rpc_call_opts o = {.timeout_ms = 30000};
     aha_rpc_stream *st;
     aha_err err;
     aha_status rc;
-    /* Rollout: aha_rpc_call_recv; RefPolicy: aha_rpc_call_recv_bytes (no copy of data) */
+    /* Rollout: upload_send + aha_rpc_call_recv; RefPolicy: upload_send_bytes +
+     * aha_rpc_call_recv_bytes (the data field copied on neither side) */
     const ProtobufCServiceDescriptor *svcs[2] = {&aha__v1__rollout__descriptor,
                                                  &aha__v1__ref_policy__descriptor};
     for (int v = 0; v < 2; v++) {
@@ -557,6 +573,9 @@ static void case_upload(void)
         aha_rng_seed(&rng, 7, 0);
         double t0 = aha_now_s();
         for (int c = 0; c < CHUNKS && rc == AHA_OK; c++) {
+            /* Two buffers in turn: a lent buffer may be refilled only once the next send
+             * returned (upload_send_bytes' contract); the copying send does not care. */
+            uint8_t *data = bufs[c % 2];
             size_t n = CHUNK - (size_t)c * 1000; /* unequal sizes */
             for (size_t k = 0; k < n; k++) data[k] = (uint8_t)aha_rng_below(&rng, 256);
             for (size_t k = 0; k < n; k++)
@@ -568,9 +587,14 @@ static void case_upload(void)
             wc.name = name;
             wc.offset = bytes - (int64_t)n;
             wc.tensor_bytes = 12345;
-            wc.data.data = data;
-            wc.data.len = n;
-            rc = aha_rpc_upload_send(st, &wc.base, &err);
+            if (v == 0) {
+                wc.data.data = data;
+                wc.data.len = n;
+                rc = aha_rpc_upload_send(st, &wc.base, &err);
+            } else { /* lent, not copied: the chunk after next overwrites this buffer, so
+                      * a use of it after its release would break the server's checksum */
+                rc = aha_rpc_upload_send_bytes(st, &wc.base, 6, data, n, &err);
+            }
         }
         CHECK(rc == AHA_OK, "sends: %s", rc ? err.msg : "");
         ProtobufCMessage *resp = NULL;
@@ -579,7 +603,7 @@ static void case_upload(void)
         CHECK(rc == AHA_OK && o.code == 0, "upload finish: %s", rc ? err.msg : "");
         Aha__V1__UpdateWeightsReply *r = (Aha__V1__UpdateWeightsReply *)resp;
         CHECK(r && r->bytes == bytes && r->tensors == CHUNKS && r->version == sum,
-              "server counted %lld bytes / %d chunks / sum %lld (want %lld / %d / %lld)",
+              "v%d: server counted %lld bytes / %d chunks / sum %lld (want %lld / %d / %lld)", v,
               r ? (long long)r->bytes : -1LL, r ? r->tensors : -1, r ? (long long)r->version : -1LL,
               (long long)bytes, CHUNKS, (long long)sum);
         fprintf(stderr, "  %s upload of %.1f MB in %.2f s (incl. data generation)\n", svcs[v]->name,
@@ -590,18 +614,25 @@ static void case_upload(void)
     ProtobufCMessage *resp;
 
     /* a chunk over the server's 8 MiB limit ends the call with RESOURCE_EXHAUSTED */
-    rc = aha_rpc_upload_open(ch, &aha__v1__rollout__descriptor, "UpdateWeights", &o, &st, &err);
     uint8_t *huge = calloc(9 << 20, 1);
-    Aha__V1__WeightChunk wc = AHA__V1__WEIGHT_CHUNK__INIT;
-    wc.data.data = huge;
-    wc.data.len = 9 << 20;
-    aha_rpc_upload_send(st, &wc.base, &err);
-    rc = aha_rpc_upload_finish(st, &resp, &err);
-    CHECK(rc == AHA_ELIMIT && o.code == 8, "oversize chunk -> RESOURCE_EXHAUSTED (%d %s)", o.code,
-          err.msg);
-    aha_rpc_stream_free(st);
+    for (int v = 0; v < 2; v++) {
+        rc = aha_rpc_upload_open(ch, svcs[v], "UpdateWeights", &o, &st, &err);
+        Aha__V1__WeightChunk wc = AHA__V1__WEIGHT_CHUNK__INIT;
+        if (v == 0) {
+            wc.data.data = huge;
+            wc.data.len = 9 << 20;
+            aha_rpc_upload_send(st, &wc.base, &err);
+        } else {
+            aha_rpc_upload_send_bytes(st, &wc.base, 6, huge, 9 << 20, &err);
+        }
+        rc = aha_rpc_upload_finish(st, &resp, &err);
+        CHECK(rc == AHA_ELIMIT && o.code == 8, "oversize chunk -> RESOURCE_EXHAUSTED (%d %s)",
+              o.code, err.msg);
+        aha_rpc_stream_free(st);
+    }
     free(huge);
-    free(data);
+    free(bufs[0]);
+    free(bufs[1]);
     aha_rpc_channel_free(ch);
     aha_rpc_server_free(s);
 }
@@ -998,6 +1029,93 @@ static void case_tls(void)
     aha_remove_tree(dir, &e2);
 }
 
+typedef struct {
+    aha_rpc_channel *ch;
+    int seed, ok, failed, bad;
+    atomic_int *stop;
+} stress_arg;
+
+/* Mixed load until the server goes away: short unary calls (some sleeping, some failing),
+ * streams read to the end or cancelled half way. */
+static void *stress_client(void *p)
+{
+    stress_arg *a = p;
+    aha_rng rng;
+    aha_rng_seed(&rng, (uint64_t)a->seed, 1);
+    while (!atomic_load(a->stop)) {
+        int kind = (int)aha_rng_below(&rng, 3);
+        aha_err err;
+        aha_status st;
+        if (kind == 0) {
+            char id[32];
+            snprintf(id, sizeof id, "sleep:%d", (int)aha_rng_below(&rng, 30));
+            int code;
+            st = score(a->ch, id, "abc", 5000, &code, NULL, &err);
+        } else {
+            Aha__V1__GenerateRequest req = AHA__V1__GENERATE_REQUEST__INIT;
+            Aha__V1__SamplingParams sp = AHA__V1__SAMPLING_PARAMS__INIT;
+            sp.seed = aha_rng_below(&rng, 3);
+            req.sampling = &sp;
+            req.n = 300;
+            aha_rpc_call_opts o = {.timeout_ms = 5000};
+            aha_rpc_stream *stm;
+            st = aha_rpc_stream_open(a->ch, &aha__v1__rollout__descriptor, "Generate", &req.base,
+                                     &o, &stm, &err);
+            int got = 0, cancel_at = kind == 2 ? (int)aha_rng_below(&rng, 300) : -1;
+            for (;;) {
+                ProtobufCMessage *m;
+                st = aha_rpc_stream_next(stm, &m, &err);
+                if (st != AHA_OK || !m) break;
+                if (((Aha__V1__Completion *)m)->index != got) a->bad++;
+                protobuf_c_message_free_unpacked(m, NULL);
+                if (++got == cancel_at) aha_rpc_stream_cancel(stm);
+            }
+            if (st == AHA_OK && got != 300) a->bad++;
+            aha_rpc_stream_free(stm);
+            if (cancel_at >= 0 && st == AHA_ECANCELLED) st = AHA_OK;
+        }
+        if (st == AHA_OK) a->ok++;
+        else if (st == AHA_EUNAVAILABLE || st == AHA_ECANCELLED) a->failed++;
+        else if (st != AHA_EINVAL) a->bad++;
+    }
+    return NULL;
+}
+
+static void case_stress(void)
+{
+    aha_rpc_server *s = start_server("127.0.0.1:0", 0, 150, 0, 0);
+    aha_rpc_channel *ch = connect_to(aha_rpc_server_port(s), 1);
+    enum { T = 8 };
+    stress_arg a[T];
+    pthread_t t[T];
+    atomic_int stop = 0;
+    for (int i = 0; i < T; i++) {
+        a[i] = (stress_arg){.ch = ch, .seed = i, .stop = &stop};
+        pthread_create(&t[i], NULL, stress_client, &a[i]);
+    }
+    sleep_ms(800);
+    double t0 = aha_now_s();
+    aha_rpc_server_stop(s);
+    aha_err err;
+    aha_status st = aha_rpc_server_wait(s, &err);
+    double dt = aha_now_s() - t0;
+    CHECK(st == AHA_OK, "drain under load: %s", st ? err.msg : "ok");
+    CHECK(dt < 3.0, "drain under load took %.2f s", dt);
+    atomic_store(&stop, 1);
+    int ok = 0, failed = 0, bad = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(t[i], NULL);
+        ok += a[i].ok;
+        failed += a[i].failed;
+        bad += a[i].bad;
+    }
+    fprintf(stderr, "  stress: %d calls ok, %d ended by the drain\n", ok, failed);
+    CHECK(ok > 20, "calls succeeded under load (%d)", ok);
+    CHECK(bad == 0, "%d calls ended wrongly (out of order, short stream, odd status)", bad);
+    aha_rpc_server_free(s);
+    aha_rpc_channel_free(ch);
+}
+
 int main(int argc, char **argv)
 {
     aha_log_set_level(getenv("AHA_TEST_DEBUG") ? AHA_LOG_DEBUG : AHA_LOG_WARN);
@@ -1009,7 +1127,7 @@ int main(int argc, char **argv)
                  {"upload", case_upload}, {"deadline", case_deadline}, {"cancel", case_cancel},
                  {"health", case_health}, {"threads", case_threads},   {"limit", case_limit},
                  {"retry", case_retry},   {"drain", case_drain},       {"auth", case_auth},
-                 {"tls", case_tls}};
+                 {"tls", case_tls},       {"stress", case_stress}};
     int ran = 0;
     for (size_t i = 0; i < AHA_ARRAY_LEN(cases); i++) {
         if (strcmp(which, "all") != 0 && strcmp(which, cases[i].name) != 0) continue;

@@ -1,0 +1,356 @@
+/* aha-learner: the job API (aha.v1.Learner) and the job runner of aha. This file parses the
+ * flags, opens the job store (jobs.c) with the runner (aha_job_run, runner.h), registers the
+ * API (api.c) and serves until SIGTERM/SIGINT.
+ *
+ * Shutdown: on SIGTERM/SIGINT a thread of ours (woken through a pipe) first stops the store, which
+ * asks the running job to stop at its next step boundary and ends every WatchJob, then drains
+ * the server. The interrupted job stays "running" on disk, so the next start with the same
+ * --jobs-dir re-queues it first and the runner resumes it from its last checkpoint. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "jobs.h"
+#include "rpc/rpc.h"
+#include "rpc/service.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: aha-learner --jobs-dir DIR [--rollout ADDR[,ADDR...]] [--reward ADDR]\n"
+          "                   [--refpolicy ADDR] [--device cpu|cuda:N] [flags]\n"
+          "Serves aha.v1.Learner (SubmitJob, GetJob, ListJobs, CancelJob, WatchJob) and\n"
+          "grpc.health.v1.Health; runs the submitted jobs one at a time.\n"
+          "learner flags:\n"
+          "  --jobs-dir DIR          job state, metrics and checkpoints (created if missing)\n"
+          "  --rollout ADDR[,...]    rollout workers a job uses unless its spec names others\n"
+          "  --reward ADDR           reward service (default for jobs)\n"
+          "  --refpolicy ADDR        reference-policy service (default for jobs)\n"
+          "  --device cpu|cuda:N     where the learner trains (default cpu)\n"
+          "  --rpc-timeout-ms N      deadline of every call the learner makes (default 600000)\n"
+          "  --rank N --world-size N --rendezvous ADDR\n"
+          "                          data-parallel learner group (rank 0 serves the job API;\n"
+          "                          this build runs world size 1)\n"
+          "  --job-token-file FILE   require this bearer token from job clients (or env\n"
+          "                          AHA_JOB_TOKEN); health checks need none\n"
+          "  --tls-ca FILE           CA of the services the learner calls (exported to the\n"
+          "                          job runner as AHA_TLS_CA)\n"
+          "  --service-token-file FILE  bearer token the learner presents to the services\n"
+          "                          (exported to the job runner as AHA_SERVICE_TOKEN)\n"
+          "  --watcher-queue N       events buffered per WatchJob client before old metrics\n"
+          "                          are dropped (default 256)\n",
+          f);
+    aha_rpc_service_usage(f);
+}
+
+typedef struct {
+    char *rollout_store;
+    aha_learner_env env;
+    const char *jobs_dir;
+    long rank, world_size;
+    const char *rendezvous;
+    long watcher_queue;
+    char *job_token;
+} learner_flags;
+
+static int parse_long(const char *flag, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "aha-learner: %s: '%s' is not an integer in [%ld, %ld]\n", flag, v, lo,
+                hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* A service address: host:port or unix:PATH, no blanks. */
+static int valid_addr(const char *flag, const char *a)
+{
+    if (!*a || strpbrk(a, " \t\n") || (strncmp(a, "unix:", 5) != 0 && !strchr(a, ':'))) {
+        fprintf(stderr, "aha-learner: %s: '%s' is not an address (host:port or unix:PATH)\n",
+                flag, a);
+        return 0;
+    }
+    return 1;
+}
+
+static int parse_rollout(learner_flags *lf, const char *v)
+{
+    free(lf->rollout_store);
+    lf->rollout_store = strdup(v);
+    if (!lf->rollout_store) return 0;
+    lf->env.n_rollout = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(lf->rollout_store, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (lf->env.n_rollout == (int)AHA_ARRAY_LEN(lf->env.rollout)) {
+            fprintf(stderr, "aha-learner: --rollout: more than %zu addresses\n",
+                    AHA_ARRAY_LEN(lf->env.rollout));
+            return 0;
+        }
+        if (!valid_addr("--rollout", t)) return 0;
+        lf->env.rollout[lf->env.n_rollout++] = t;
+    }
+    if (!lf->env.n_rollout) {
+        fprintf(stderr, "aha-learner: --rollout: no address in '%s'\n", v);
+        return 0;
+    }
+    return 1;
+}
+
+static int valid_device(const char *d)
+{
+    if (!strcmp(d, "cpu")) return 1;
+    if (strncmp(d, "cuda:", 5) != 0 || !d[5]) return 0;
+    for (const char *p = d + 5; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return strlen(d + 5) <= 3;
+}
+
+/* Token files hold one printable line; surrounding blanks and the newline are dropped. */
+static char *read_token(const char *flag, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    aha_err e;
+    if (aha_read_file(path, 4096, &text, &len, &e) != AHA_OK) {
+        fprintf(stderr, "aha-learner: %s: %s\n", flag, e.msg);
+        return NULL;
+    }
+    char *b = text;
+    while (*b == ' ' || *b == '\t' || *b == '\n' || *b == '\r') b++;
+    size_t n = strlen(b);
+    while (n && (b[n - 1] == ' ' || b[n - 1] == '\t' || b[n - 1] == '\n' || b[n - 1] == '\r'))
+        n--;
+    b[n] = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)b[i] < 0x21 || (unsigned char)b[i] > 0x7e) n = 0;
+    if (!n) {
+        fprintf(stderr, "aha-learner: %s %s: empty or not one printable line\n", flag, path);
+        free(text);
+        return NULL;
+    }
+    memmove(text, b, n + 1);
+    return text;
+}
+
+static int parse_flags(learner_flags *lf, int argc, char **argv)
+{
+    lf->env.device = "cpu";
+    lf->env.rpc_timeout_ms = 600000;
+    lf->world_size = 1;
+    lf->watcher_queue = 256;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long x;
+        if (!v) {
+            fprintf(stderr, "aha-learner: unknown flag or missing value: %s\n", f);
+            return 0;
+        }
+        i++;
+        if (!strcmp(f, "--jobs-dir")) {
+            if (!*v) return fprintf(stderr, "aha-learner: --jobs-dir: empty\n"), 0;
+            lf->jobs_dir = v;
+        } else if (!strcmp(f, "--rollout")) {
+            if (!parse_rollout(lf, v)) return 0;
+        } else if (!strcmp(f, "--reward")) {
+            if (!valid_addr(f, v)) return 0;
+            lf->env.reward = v;
+        } else if (!strcmp(f, "--refpolicy")) {
+            if (!valid_addr(f, v)) return 0;
+            lf->env.refpolicy = v;
+        } else if (!strcmp(f, "--device")) {
+            if (!valid_device(v))
+                return fprintf(stderr, "aha-learner: --device: '%s' is not cpu or cuda:N\n", v), 0;
+            lf->env.device = v;
+        } else if (!strcmp(f, "--rpc-timeout-ms")) {
+            if (!parse_long(f, v, 100, 86400000L, &x)) return 0;
+            lf->env.rpc_timeout_ms = (int)x;
+        } else if (!strcmp(f, "--rank")) {
+            if (!parse_long(f, v, 0, 4095, &lf->rank)) return 0;
+        } else if (!strcmp(f, "--world-size")) {
+            if (!parse_long(f, v, 1, 4096, &lf->world_size)) return 0;
+        } else if (!strcmp(f, "--rendezvous")) {
+            if (!valid_addr(f, v)) return 0;
+            lf->rendezvous = v;
+        } else if (!strcmp(f, "--watcher-queue")) {
+            if (!parse_long(f, v, 4, 1000000, &lf->watcher_queue)) return 0;
+        } else if (!strcmp(f, "--job-token-file")) {
+            free(lf->job_token);
+            if (!(lf->job_token = read_token(f, v))) return 0;
+        } else if (!strcmp(f, "--tls-ca")) {
+            if (!aha_path_exists(v))
+                return fprintf(stderr, "aha-learner: --tls-ca %s: no such file\n", v), 0;
+            setenv("AHA_TLS_CA", v, 1);
+        } else if (!strcmp(f, "--service-token-file")) {
+            char *t = read_token(f, v);
+            if (!t) return 0;
+            setenv("AHA_SERVICE_TOKEN", t, 1);
+            free(t);
+        } else {
+            fprintf(stderr, "aha-learner: unknown flag: %s\n", f);
+            return 0;
+        }
+    }
+    if (!lf->jobs_dir) return fprintf(stderr, "aha-learner: --jobs-dir DIR is required\n"), 0;
+    if (lf->rank >= lf->world_size) {
+        fprintf(stderr, "aha-learner: --rank %ld must be below --world-size %ld\n", lf->rank,
+                lf->world_size);
+        return 0;
+    }
+    if (lf->world_size > 1 && !lf->rendezvous) {
+        fprintf(stderr, "aha-learner: --world-size %ld needs --rendezvous ADDR (rank 0's)\n",
+                lf->world_size);
+        return 0;
+    }
+    if (lf->world_size > 1) {
+        /* Multi-rank data parallelism belongs to the multi-GPU issue (7); refusing is better
+         * than silently training on one rank while others wait. */
+        fprintf(stderr, "aha-learner: --world-size %ld: this build trains on one rank only\n",
+                lf->world_size);
+        return 0;
+    }
+    if (!lf->job_token) {
+        const char *t = getenv("AHA_JOB_TOKEN");
+        if (t && *t) lf->job_token = strdup(t);
+    }
+    return 1;
+}
+
+/* Signals reach whichever thread the kernel picks (libraries such as OpenBLAS start threads
+ * before main, so blocking them here cannot cover every thread): the handler only writes the
+ * signal number to a pipe, and a thread of ours does the stopping. */
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(sig_pipe[1], &b, 1);
+    (void)w;
+    errno = saved;
+}
+
+typedef struct {
+    aha_jobs *jobs;
+    aha_rpc_server *srv;
+} sig_ctx;
+
+static void *signal_thread(void *arg)
+{
+    sig_ctx *c = arg;
+    for (;;) {
+        unsigned char b;
+        ssize_t r = read(sig_pipe[0], &b, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || b == 0) break; /* 0: main's wake-up at exit */
+        AHA_INFO("signal %d: stopping (a running job resumes at the next start)", b);
+        aha_jobs_stop(c->jobs);
+        aha_rpc_server_stop(c->srv); /* a second signal cancels the remaining calls */
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    aha_rpc_service_args a;
+    aha_rpc_service_args_init(&a, "learner", "0.0.0.0:50050");
+    aha_err err;
+    learner_flags lf = {0};
+    if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
+        fprintf(stderr, "aha-learner: %s\n", err.msg);
+        usage(stderr);
+        aha_rpc_service_args_free(&a);
+        return 2;
+    }
+    if (a.help) {
+        usage(stdout);
+        aha_rpc_service_args_free(&a);
+        return 0;
+    }
+    if (!parse_flags(&lf, a.rest_argc, a.rest_argv)) {
+        usage(stderr);
+        free(lf.rollout_store);
+        free(lf.job_token);
+        aha_rpc_service_args_free(&a);
+        return 2;
+    }
+    if (lf.job_token) a.server.auth_token = lf.job_token;
+    AHA_INFO("jobs dir %s; rollout %d address(es)%s%s; reward %s; refpolicy %s; device %s; "
+             "rpc timeout %d ms; rank %ld of %ld%s",
+             lf.jobs_dir, lf.env.n_rollout, lf.env.n_rollout ? " from " : "",
+             lf.env.n_rollout ? lf.env.rollout[0] : "", lf.env.reward ? lf.env.reward : "-",
+             lf.env.refpolicy ? lf.env.refpolicy : "-", lf.env.device, lf.env.rpc_timeout_ms,
+             lf.rank, lf.world_size, lf.job_token ? "; job token required" : "");
+
+    if (pipe2(sig_pipe, O_CLOEXEC) != 0) {
+        fprintf(stderr, "aha-learner: pipe: %s\n", strerror(errno));
+        return 1;
+    }
+    sig_ctx sc = {0};
+    aha_jobs_opts jo;
+    aha_jobs_opts_init(&jo);
+    jo.jobs_dir = lf.jobs_dir;
+    jo.env = &lf.env;
+    jo.run = aha_job_run;
+    jo.watcher_queue = (int)lf.watcher_queue;
+    aha_jobs *jobs = NULL;
+    aha_rpc_server *srv = NULL;
+    pthread_t sig_thread;
+    int sig_started = 0;
+    /* Open the store without running: a job re-queued from a previous run starts only once
+     * the API is up, so a bad --listen does not start a job only to stop it at once. */
+    jo.autostart = 0;
+    aha_status st = aha_jobs_open(&jo, &jobs, &err);
+    if (st == AHA_OK) st = aha_rpc_server_create(&a.server, &srv, &err);
+    if (st == AHA_OK) st = aha_learner_api_register(srv, jobs, &err);
+    if (st == AHA_OK) st = aha_rpc_server_start(srv, &err);
+    if (st == AHA_OK) st = aha_jobs_start(jobs, &err);
+    if (st == AHA_OK) {
+        sc.jobs = jobs;
+        sc.srv = srv;
+        if (pthread_create(&sig_thread, NULL, signal_thread, &sc) == 0) {
+            sig_started = 1;
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_signal;
+            sigemptyset(&sa.sa_mask);
+            sa.sa_flags = SA_RESTART;
+            sigaction(SIGTERM, &sa, NULL);
+            sigaction(SIGINT, &sa, NULL);
+        } else {
+            st = aha_errf(&err, AHA_EINTERNAL, "cannot start the signal thread");
+        }
+    }
+    if (st == AHA_OK) {
+        aha_rpc_service_announce(&a, srv);
+        st = aha_rpc_server_wait(srv, &err);
+    }
+    if (st != AHA_OK) {
+        fprintf(stderr, "aha-learner: %s\n", err.msg);
+        if (st == AHA_ETIMEOUT) return 1; /* handlers still running: do not free under them */
+    }
+    if (sig_started) {
+        unsigned char zero = 0;
+        ssize_t w = write(sig_pipe[1], &zero, 1);
+        (void)w;
+        pthread_join(sig_thread, NULL);
+    }
+    aha_jobs_close(jobs); /* waits for the running job to reach a step boundary */
+    aha_rpc_server_free(srv);
+    free(lf.rollout_store);
+    free(lf.job_token);
+    aha_rpc_service_args_free(&a);
+    return st == AHA_OK ? 0 : 1;
+}

@@ -1,0 +1,582 @@
+/* runner.c: aha_job_run (runner.h): one job in the calling thread. This file holds the
+ * dispatch on the job kind, the plumbing every kind shares (model and tokenizer loading,
+ * metrics records and events, service channels, weight pushes, checkpoints and resume) and
+ * the SFT / distill loop; GRPO and evaluation are in grpo.c.
+ *
+ * Resume: a job directory whose `latest` names a checkpoint continues from it. The checkpoint
+ * holds everything the next step reads (weights, AdamW moments and step count, data cursor),
+ * and every random choice is derived from (spec seed, step), so the resumed job computes the
+ * same next losses as one that never stopped (bitwise on the CPU backend). Records that the
+ * dead run wrote after its last checkpoint are dropped from metrics.jsonl / eval.jsonl, so
+ * they hold one line per step. */
+#include "runner_int.h" /* includes runner.h, which has no include guard */
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aha/v1/refpolicy.pb-c.h"
+#include "aha/v1/rollout.pb-c.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "checkpoint.h"
+#include "encode.h"
+#include "grpo_math.h"
+#include "jobkinds.h"
+#include "io/config.h"
+#include "model/weightpush.h"
+
+#define CKPT_KEEP 2
+
+/* ---- plumbing ---------------------------------------------------------------------------- */
+
+void aha__job_log(aha__job *j, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    AHA_INFO("job %s: %s", j->ctx->job_id ? j->ctx->job_id : "?", buf);
+    if (j->ctx->emit) j->ctx->emit(j->ctx->user, AHA_EV_LOG, j->step, NULL, buf);
+}
+
+aha_status aha__job_record(aha__job *j, aha_job_event_type type, int64_t step, const char *path,
+                           const char *json, aha_err *err)
+{
+    AHA_TRY(aha_metrics_append(path, json, err));
+    if (j->ctx->emit) j->ctx->emit(j->ctx->user, type, step, json, NULL);
+    return AHA_OK;
+}
+
+bool aha__job_cancelled(const aha__job *j) { return j->ctx->cancel && *j->ctx->cancel; }
+
+void aha__job_progress(aha__job *j)
+{
+    if (j->ctx->progress_step) *j->ctx->progress_step = j->step;
+    if (j->ctx->progress_total) *j->ctx->progress_total = j->total;
+}
+
+aha_status aha__job_connect(aha__job *j, bool need_rollout, bool need_reward, bool need_ref,
+                            aha_err *err)
+{
+    const aha_job_spec *sp = j->sp;
+    const aha_learner_env *env = j->ctx->env;
+    j->timeout_ms = env && env->rpc_timeout_ms > 0 ? env->rpc_timeout_ms : 120000;
+    aha_rpc_channel_opts co;
+    aha_rpc_channel_opts_init(&co);
+    if (need_rollout && j->n_rollout == 0) {
+        int n = sp->services.n_rollout > 0 ? sp->services.n_rollout : (env ? env->n_rollout : 0);
+        if (n <= 0) return aha_errf(err, AHA_EINVAL, "spec.services.rollout: no rollout worker address (none in the spec, none given to the learner)");
+        if (n > AHA__MAX_ROLLOUT) return aha_errf(err, AHA_EINVAL, "spec.services.rollout: at most %d workers", AHA__MAX_ROLLOUT);
+        for (int i = 0; i < n; i++) {
+            const char *a = sp->services.n_rollout > 0 ? sp->services.rollout[i] : env->rollout[i];
+            if (!a || !*a) return aha_errf(err, AHA_EINVAL, "rollout address %d is empty", i);
+            j->rollout_addr[i] = a;
+            if (aha_rpc_channel_create(a, &co, &j->rollout[i], err) != AHA_OK)
+                return aha_err_prefix(err, err->status, "rollout %s", a);
+            j->n_rollout = i + 1;
+        }
+    }
+    if (need_reward && !j->reward) {
+        const char *a = sp->services.reward ? sp->services.reward : (env ? env->reward : NULL);
+        if (!a || !*a) return aha_errf(err, AHA_EINVAL, "spec.services.reward: no reward service address");
+        j->reward_addr = a;
+        if (aha_rpc_channel_create(a, &co, &j->reward, err) != AHA_OK)
+            return aha_err_prefix(err, err->status, "reward %s", a);
+    }
+    if (need_ref && !j->refpolicy) {
+        const char *a = sp->services.refpolicy ? sp->services.refpolicy : (env ? env->refpolicy : NULL);
+        if (!a || !*a) return aha_errf(err, AHA_EINVAL, "spec.services.refpolicy: no refpolicy address");
+        j->refpolicy_addr = a;
+        if (aha_rpc_channel_create(a, &co, &j->refpolicy, err) != AHA_OK)
+            return aha_err_prefix(err, err->status, "refpolicy %s", a);
+    }
+    return AHA_OK;
+}
+
+static aha_dtype push_dtype(const aha__job *j)
+{
+    /* fp32 on the CPU keeps rollout logprobs equal to the learner's; bf16 halves GPU pushes */
+    const char *dev = j->ctx->env && j->ctx->env->device ? j->ctx->env->device : "cpu";
+    return strncmp(dev, "cuda", 4) == 0 ? AHA_DT_BF16 : AHA_DT_F32;
+}
+
+aha_status aha__job_push(aha__job *j, int64_t version, bool to_rollout, bool to_ref,
+                         double *seconds, aha_err *err)
+{
+    double t0 = aha_now_s();
+    aha_weight_snapshot *snap = NULL;
+    AHA_TRY(aha_weight_snapshot_create(j->m, push_dtype(j), &snap, err));
+    aha_rpc_channel *chs[AHA__MAX_ROLLOUT + 1];
+    const ProtobufCServiceDescriptor *svcs[AHA__MAX_ROLLOUT + 1];
+    const char *names[AHA__MAX_ROLLOUT + 1];
+    int n = 0;
+    if (to_rollout)
+        for (int i = 0; i < j->n_rollout; i++) {
+            chs[n] = j->rollout[i];
+            svcs[n] = &aha__v1__rollout__descriptor;
+            names[n++] = j->rollout_addr[i];
+        }
+    if (to_ref && j->refpolicy) {
+        chs[n] = j->refpolicy;
+        svcs[n] = &aha__v1__ref_policy__descriptor;
+        names[n++] = j->refpolicy_addr;
+    }
+    aha_weight_push_opts o = {.version = version, .timeout_ms = j->timeout_ms};
+    aha_weight_push_result res[AHA__MAX_ROLLOUT + 1];
+    aha_err errs[AHA__MAX_ROLLOUT + 1];
+    memset(errs, 0, sizeof errs);
+    aha_status st = n > 0 ? aha_weight_snapshot_send_all(snap, chs, svcs, n, &o, res, errs, err) : AHA_OK;
+    /* A rollout worker that cannot take the weights sits out until a later push reaches it
+     * (ahactl up restarts dead services); the job fails only when no worker is left, or
+     * when the reference cannot be updated. */
+    int n_ok = 0, nr = to_rollout ? j->n_rollout : 0;
+    for (int i = 0; i < nr; i++) {
+        j->rollout_ok[i] = errs[i].status == AHA_OK;
+        n_ok += j->rollout_ok[i];
+        if (!j->rollout_ok[i])
+            aha__job_log(j, "warning: rollout %s did not take version %" PRId64 " (%s); it sits out", names[i], version,
+                         aha_err_msg(&errs[i]));
+    }
+    bool ref_failed = n > nr && errs[nr].status != AHA_OK;
+    if (st != AHA_OK && ref_failed) {
+        aha_errf(err, errs[nr].status, "UpdateWeights to refpolicy %s (version %" PRId64 "): %s", names[nr], version,
+                 aha_err_msg(&errs[nr]));
+    } else if (st != AHA_OK && nr > 0 && n_ok == 0) {
+        aha_errf(err, errs[0].status, "no rollout worker took the weights (version %" PRId64 "): %s: %s", version,
+                 names[0], aha_err_msg(&errs[0]));
+    } else {
+        st = AHA_OK;
+    }
+    aha_weight_snapshot_free(snap);
+    if (st == AHA_OK && to_rollout) j->pushed_version = version;
+    if (seconds) *seconds = aha_now_s() - t0;
+    return st;
+}
+
+aha_status aha__job_repush_worker(aha__job *j, int w, aha_err *err)
+{
+    AHA_ASSERT(w >= 0 && w < j->n_rollout && j->pushed_version >= 0);
+    aha_weight_snapshot *snap = NULL;
+    AHA_TRY(aha_weight_snapshot_create(j->m, push_dtype(j), &snap, err));
+    aha_weight_push_opts o = {.version = j->pushed_version, .timeout_ms = j->timeout_ms};
+    aha_weight_push_result res;
+    aha_status st = aha_weight_snapshot_send(snap, j->rollout[w], &aha__v1__rollout__descriptor, &o, &res, err);
+    aha_weight_snapshot_free(snap);
+    if (st != AHA_OK) return aha_err_prefix(err, st, "UpdateWeights to rollout %s (version %" PRId64 ")",
+                                            j->rollout_addr[w], j->pushed_version);
+    j->rollout_ok[w] = true;
+    aha__job_log(j, "rollout %s: re-pushed version %" PRId64, j->rollout_addr[w], j->pushed_version);
+    return AHA_OK;
+}
+
+/* ---- checkpoints and resume ------------------------------------------------------------ */
+
+static aha_status state_json(aha__job *j, char **out, aha_err *err)
+{
+    json_t *o = json_object();
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, j->sp->seed);
+    json_object_set_new(o, "kind", json_string(aha_job_kind_name(j->sp->kind)));
+    json_object_set_new(o, "step", json_integer(j->step));
+    json_object_set_new(o, "total_steps", json_integer(j->total));
+    json_object_set_new(o, "seed", json_string(seed));
+    json_object_set_new(o, "spec_hash", json_string(j->spec_hash));
+    if (j->have_order) {
+        char *c = NULL;
+        AHA_TRY(aha_data_cursor_to_json(&j->order.c, &c, err));
+        json_t *cj = json_loads(c, 0, NULL);
+        free(c);
+        if (!cj) {
+            json_decref(o);
+            return aha_errf(err, AHA_EINTERNAL, "cursor JSON did not parse");
+        }
+        json_object_set_new(o, "cursor", cj);
+    }
+    *out = json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS);
+    json_decref(o);
+    return *out ? AHA_OK : aha_errf(err, AHA_ENOMEM, "out of memory");
+}
+
+aha_status aha__job_checkpoint(aha__job *j, aha_err *err)
+{
+    char *state = NULL;
+    AHA_TRY(state_json(j, &state, err));
+    aha_status st = aha_ckpt_save(j->ctx->job_dir, j->step, j->m, j->t, j->tok_json[0] ? j->tok_json : NULL,
+                                  state, CKPT_KEEP, j->last_ckpt, sizeof j->last_ckpt, err);
+    free(state);
+    if (st == AHA_OK) aha__job_log(j, "checkpoint %s", j->last_ckpt);
+    return st;
+}
+
+/* keep only records of steps <= step (the dead run's later lines are redone) */
+static aha_status trim_records(const char *path, int64_t step, aha_err *err)
+{
+    if (!aha_path_exists(path)) return AHA_OK;
+    char *data = NULL;
+    size_t len = 0;
+    AHA_TRY(aha_read_file(path, (size_t)1 << 30, &data, &len, err));
+    char *outb = malloc(len + 1);
+    if (!outb) {
+        free(data);
+        return aha_errf(err, AHA_ENOMEM, "out of memory");
+    }
+    size_t o = 0;
+    for (char *p = data; p < data + len;) {
+        char *nl = memchr(p, '\n', (size_t)(data + len - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(data + len - p);
+        json_t *r = json_loadb(p, l, 0, NULL);
+        json_t *s = r ? json_object_get(r, "step") : NULL;
+        bool keep = r && (!json_is_integer(s) || json_integer_value(s) <= step);
+        json_decref(r);
+        if (keep) {
+            memcpy(outb + o, p, l);
+            o += l;
+            outb[o++] = '\n';
+        }
+        p += l + 1;
+    }
+    aha_status st = aha_write_file_atomic(path, outb, o, err);
+    free(outb);
+    free(data);
+    return st;
+}
+
+/* Open the policy: from the latest checkpoint when there is one, else from init_dir (or a
+ * fresh model of student_config). Sets j->m, j->t, j->step, j->resumed; restores the data
+ * cursor into *cursor / *have_cursor. */
+static aha_status open_policy(aha__job *j, const char *init_dir, const char *fresh_config,
+                              aha_data_cursor *cursor, bool *have_cursor, aha_err *err)
+{
+    const aha_learner_env *env = j->ctx->env;
+    const char *dev = env && env->device ? env->device : "cpu";
+    AHA_TRY(aha_backend_open(dev, 0, &j->be, err));
+    aha_model_opts mo = {.training = true};
+    char ck[4096];
+    *have_cursor = false;
+    aha_err e2 = {0};
+    aha_status st = aha_ckpt_latest(j->ctx->job_dir, ck, sizeof ck, &e2);
+    if (st == AHA_OK) {
+        char f[4096];
+        char *data = NULL;
+        size_t len = 0;
+        AHA_TRY(aha_path_join(f, sizeof f, ck, "state.json", err));
+        AHA_TRY(aha_read_file(f, 1 << 20, &data, &len, err));
+        json_error_t je;
+        json_t *s = json_loadb(data, len, 0, &je);
+        free(data);
+        if (!s) return aha_errf(err, AHA_EFORMAT, "%s: %s", f, je.text);
+        const char *h = json_string_value(json_object_get(s, "spec_hash"));
+        json_t *stp = json_object_get(s, "step");
+        json_t *cur = json_object_get(s, "cursor");
+        st = AHA_OK;
+        if (!h || !json_is_integer(stp) || json_integer_value(stp) < 0)
+            st = aha_errf(err, AHA_EFORMAT, "%s: missing step or spec_hash", f);
+        else if (strcmp(h, j->spec_hash) != 0)
+            st = aha_errf(err, AHA_EPRECOND, "%s was written by a different job spec (hash %s, this spec %s)", ck, h,
+                          j->spec_hash);
+        if (st == AHA_OK) j->step = json_integer_value(stp);
+        if (st == AHA_OK && cur) {
+            char *c = json_dumps(cur, JSON_COMPACT);
+            st = c ? aha_data_cursor_from_json(c, strlen(c), cursor, err) : aha_errf(err, AHA_ENOMEM, "out of memory");
+            free(c);
+            if (st == AHA_OK) *have_cursor = true;
+        }
+        json_decref(s);
+        AHA_TRY(st);
+        AHA_TRY(aha_model_open(ck, j->be, &mo, &j->m, err));
+        AHA_TRY(aha_train_create(j->m, &j->t, err));
+        AHA_TRY(aha_path_join(f, sizeof f, ck, "optimizer.safetensors", err));
+        AHA_TRY(aha_train_load(j->t, f, err));
+        snprintf(j->last_ckpt, sizeof j->last_ckpt, "%s", ck);
+        j->resumed = true;
+        AHA_TRY(trim_records(j->metrics_path, j->step, err));
+        AHA_TRY(trim_records(j->eval_path, j->step, err));
+        aha__job_log(j, "resuming from %s (step %" PRId64 ")", ck, j->step);
+        return AHA_OK;
+    }
+    if (st != AHA_ENOTFOUND) {
+        *err = e2;
+        return st;
+    }
+    if (init_dir) {
+        AHA_TRY(aha_model_open(init_dir, j->be, &mo, &j->m, err));
+    } else {
+        AHA_ASSERT(fresh_config);
+        char *json = NULL;
+        size_t len = 0;
+        aha_model_config cfg;
+        AHA_TRY(aha_read_file(fresh_config, 1 << 20, &json, &len, err));
+        st = aha_config_parse(json, len, fresh_config, &cfg, err);
+        free(json);
+        AHA_TRY(st);
+        AHA_TRY(aha_model_init_random(&cfg, j->sp->seed, j->be, &mo, &j->m, err));
+    }
+    return aha_train_create(j->m, &j->t, err);
+}
+
+static aha_status open_tokenizer(aha__job *j, const char *model_dir, aha_err *err)
+{
+    const char *p = j->sp->tokenizer;
+    char buf[4096];
+    if (!p && model_dir) {
+        AHA_TRY(aha_path_join(buf, sizeof buf, model_dir, "tokenizer.json", err));
+        p = buf;
+    }
+    if (!p) return aha_errf(err, AHA_EINVAL, "spec.tokenizer: required (the model has no tokenizer.json)");
+    if (aha_path_is_dir(p)) {
+        AHA_TRY(aha_path_join(j->tok_json, sizeof j->tok_json, p, "tokenizer.json", err));
+    } else if (snprintf(j->tok_json, sizeof j->tok_json, "%s", p) >= (int)sizeof j->tok_json) {
+        return aha_errf(err, AHA_EINVAL, "spec.tokenizer: path too long");
+    }
+    aha_status st = aha_tokenizer_load(j->tok_json, &j->tok, err);
+    if (st != AHA_OK) return aha_err_prefix(err, st, "spec.tokenizer");
+    return AHA_OK;
+}
+
+static aha_status set_order(aha__job *j, int64_t n, const aha_data_cursor *c, bool have_c, aha_err *err)
+{
+    if (have_c) AHA_TRY(aha_data_order_restore(&j->order, c, n, err));
+    else AHA_TRY(aha_data_order_init(&j->order, n, j->sp->seed, true, err));
+    j->have_order = true;
+    return AHA_OK;
+}
+
+/* ---- SFT / distill ----------------------------------------------------------------------- */
+
+typedef struct {
+    int32_t *ids;
+    int n, prompt_len;
+} sft_seq;
+
+static aha_status sft_step(aha__job *j, const sft_seq *seqs, int64_t n_seqs, aha_step_metrics *mt,
+                           aha_err *err)
+{
+    const aha_job_spec *sp = j->sp;
+    int B = sp->batch_size;
+    int mb = sp->micro_batch > 0 ? sp->micro_batch : B;
+    int64_t idx[4096];
+    if (B > (int)AHA_ARRAY_LEN(idx)) return aha_errf(err, AHA_EINVAL, "spec.batch_size: at most %zu", AHA_ARRAY_LEN(idx));
+    double masked = 0;
+    for (int b = 0; b < B; b++) {
+        idx[b] = aha_data_order_next(&j->order);
+        AHA_ASSERT(idx[b] >= 0 && idx[b] < n_seqs);
+        masked += seqs[idx[b]].n - seqs[idx[b]].prompt_len;
+    }
+    AHA_ASSERT(masked > 0);
+    AHA_TRY(aha_train_zero_grad(j->t, err));
+    double loss = 0;
+    aha_status st = AHA_OK;
+    for (int s0 = 0; s0 < B && st == AHA_OK; s0 += mb) {
+        int ns = B - s0 < mb ? B - s0 : mb;
+        int32_t cu[4097];
+        cu[0] = 0;
+        for (int s = 0; s < ns; s++) cu[s + 1] = cu[s] + seqs[idx[s0 + s]].n;
+        int32_t *ids = malloc((size_t)cu[ns] * sizeof *ids);
+        float *mask = calloc((size_t)(cu[ns] - ns) + 1, sizeof *mask);
+        if (!ids || !mask) st = aha_errf(err, AHA_ENOMEM, "out of memory");
+        for (int s = 0; st == AHA_OK && s < ns; s++) {
+            const sft_seq *q = &seqs[idx[s0 + s]];
+            memcpy(ids + cu[s], q->ids, (size_t)q->n * sizeof *ids);
+            /* logprob entry t-1 predicts token t: completion tokens t >= prompt_len */
+            for (int t = q->prompt_len; t < q->n; t++) mask[cu[s] - s + t - 1] = 1.0f;
+        }
+        if (st == AHA_OK) {
+            aha_batch b = {ids, cu, ns, NULL};
+            double l = 0;
+            st = aha_model_sft_backward(j->m, j->t, &b, mask, (float)(1.0 / masked), &l, err);
+            loss += l;
+        }
+        free(ids);
+        free(mask);
+    }
+    AHA_TRY(st);
+    double gn = 0;
+    if (sp->optim.grad_clip > 0) AHA_TRY(aha_train_clip(j->t, sp->optim.grad_clip, &gn, err));
+    else AHA_TRY(aha_train_grad_norm(j->t, &gn, err));
+    double lr = aha_lr_at(&sp->optim, j->step, j->total);
+    aha_adamw_args a = {(float)lr, (float)sp->optim.adam_beta1, (float)sp->optim.adam_beta2,
+                        (float)sp->optim.adam_eps, (float)sp->optim.weight_decay, true};
+    AHA_TRY(aha_train_adamw_step(j->t, &a, err));
+    mt->loss = loss;
+    mt->lr = lr;
+    mt->grad_norm = gn;
+    mt->tokens = (int64_t)masked;
+    return AHA_OK;
+}
+
+static aha_status run_sft(aha__job *j, aha_err *err)
+{
+    const aha_job_spec *sp = j->sp;
+    if (!sp->has_dataset) return aha_errf(err, AHA_EINVAL, "spec.dataset: required");
+    bool distill = sp->kind == AHA_JOB_DISTILL;
+    const char *init = distill ? sp->student_init : sp->model;
+    const char *fresh = distill && !sp->student_init ? sp->student_config : NULL;
+    if (!init && !fresh) return aha_errf(err, AHA_EINVAL, distill ? "spec.student_config: required (or student_init)" : "spec.model: required");
+    aha_dataset ds = {0};
+    sft_seq *seqs = NULL;
+    int64_t n = 0;
+    aha_data_cursor cur;
+    bool have_cur = false;
+    aha_status st = aha_dataset_load(&sp->dataset, &ds, err);
+    if (st == AHA_OK) st = open_tokenizer(j, sp->tokenizer ? sp->tokenizer : (init ? init : NULL), err);
+    if (st == AHA_OK) st = open_policy(j, init, fresh, &cur, &have_cur, err);
+    if (st == AHA_OK) {
+        seqs = calloc((size_t)ds.n, sizeof *seqs);
+        if (!seqs) st = aha_errf(err, AHA_ENOMEM, "out of memory");
+    }
+    const aha_model_config *cfg = j->m ? aha_model_cfg(j->m) : NULL;
+    int32_t eos = cfg && cfg->n_eos > 0 ? cfg->eos_token_ids[0] : -1;
+    int max_len = sp->max_seq_len;
+    if (cfg && (max_len <= 0 || max_len > cfg->max_position_embeddings)) max_len = cfg->max_position_embeddings;
+    int64_t skipped = 0;
+    for (int64_t i = 0; st == AHA_OK && i < ds.n; i++) {
+        size_t len = 0, pl = 0;
+        int32_t *ids = NULL;
+        aha_err e2 = {0};
+        aha_status s2 = aha_encode_sft(j->tok, sp->template_text, ds.items[i].prompt, ds.items[i].completion, eos,
+                                       max_len, &ids, &len, &pl, &e2);
+        if (s2 == AHA_ELIMIT) {
+            skipped++;
+            continue;
+        }
+        if (s2 != AHA_OK) {
+            st = aha_err_prefix(&e2, s2, "%s:%" PRId64, sp->dataset.path, ds.items[i].line);
+            *err = e2;
+            break;
+        }
+        if (len <= pl) {
+            free(ids);
+            skipped++;
+            continue;
+        }
+        seqs[n].ids = ids;
+        seqs[n].n = (int)len;
+        seqs[n].prompt_len = (int)pl;
+        n++;
+    }
+    if (st == AHA_OK && n == 0) st = aha_errf(err, AHA_EINVAL, "spec.dataset: no example fits max_seq_len %d", max_len);
+    if (st == AHA_OK && skipped) aha__job_log(j, "%" PRId64 " examples longer than max_seq_len %d skipped", skipped, max_len);
+    if (st == AHA_OK) {
+        j->total = aha_job_total_steps(sp, n);
+        st = set_order(j, n, &cur, have_cur, err);
+    }
+    if (st == AHA_OK && sp->has_eval && sp->eval.n_datasets > 0)
+        st = aha__job_connect(j, true, true, false, err);
+    aha__job_progress(j);
+    if (st == AHA_OK && !j->resumed) aha__job_log(j, "%s: %" PRId64 " examples, %" PRId64 " steps of %d", aha_job_kind_name(sp->kind), n, j->total, sp->batch_size);
+    double t_tok = 0, t_time = 0;
+    while (st == AHA_OK && j->step < j->total) {
+        if (aha__job_cancelled(j)) {
+            st = aha_errf(err, AHA_ECANCELLED, "cancelled at step %" PRId64, j->step);
+            break;
+        }
+        double t0 = aha_now_s();
+        aha_step_metrics mt;
+        aha_step_metrics_init(&mt, j->step + 1, j->total);
+        mt.stage = sp->name;
+        st = sft_step(j, seqs, n, &mt, err);
+        if (st != AHA_OK) break;
+        j->step++;
+        mt.t_train = aha_now_s() - t0;
+        t_tok += (double)mt.tokens;
+        t_time += mt.t_train;
+        bool last = j->step == j->total;
+        if (sp->checkpoint_every > 0 && (j->step % sp->checkpoint_every == 0) && !last) st = aha__job_checkpoint(j, err);
+        if (st == AHA_OK && last) st = aha__job_checkpoint(j, err);
+        mt.t_total = aha_now_s() - t0;
+        char *line = NULL;
+        if (st == AHA_OK) st = aha_step_metrics_json(&mt, &line, err);
+        if (st == AHA_OK) st = aha__job_record(j, AHA_EV_METRICS, j->step, j->metrics_path, line, err);
+        free(line);
+        aha__job_progress(j);
+        if (st == AHA_OK && sp->has_eval && sp->eval.n_datasets > 0 &&
+            ((sp->eval.every > 0 && j->step % sp->eval.every == 0) || last)) {
+            double ts = 0;
+            st = aha__job_push(j, j->step, true, false, &ts, err);
+            if (st == AHA_OK) st = aha__eval_run(j, &sp->eval, j->step, NULL, err);
+        }
+    }
+    if (st == AHA_OK && t_time > 0) aha__job_log(j, "done: %.0f tokens/s trained", t_tok / t_time);
+    for (int64_t i = 0; i < n; i++) free(seqs[i].ids);
+    free(seqs);
+    aha_dataset_free(&ds);
+    return st;
+}
+
+/* ---- GRPO setup (the loop is in grpo.c) --------------------------------------------------- */
+
+static aha_status run_grpo(aha__job *j, aha_err *err)
+{
+    const aha_job_spec *sp = j->sp;
+    if (!sp->model) return aha_errf(err, AHA_EINVAL, "spec.model: required");
+    if (!sp->has_dataset) return aha_errf(err, AHA_EINVAL, "spec.dataset: required");
+    aha_dataset ds = {0};
+    aha_data_cursor cur;
+    bool have_cur = false;
+    aha_status st = aha_dataset_load(&sp->dataset, &ds, err);
+    if (st == AHA_OK) st = open_tokenizer(j, sp->model, err);
+    if (st == AHA_OK) st = open_policy(j, sp->model, NULL, &cur, &have_cur, err);
+    if (st == AHA_OK) {
+        j->total = sp->steps;
+        st = set_order(j, ds.n, &cur, have_cur, err);
+    }
+    bool kl = sp->loss.kl && sp->loss.beta > 0;
+    if (st == AHA_OK) st = aha__job_connect(j, true, true, kl, err);
+    aha__job_progress(j);
+    if (st == AHA_OK) st = aha__grpo_run(j, &ds, err);
+    aha_dataset_free(&ds);
+    return st;
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err)
+{
+    AHA_ASSERT(ctx && ctx->spec && ctx->job_dir);
+    aha__job j;
+    memset(&j, 0, sizeof j);
+    j.ctx = ctx;
+    j.sp = ctx->spec;
+    j.pushed_version = -1;
+    aha_status st = aha_mkdirs(ctx->job_dir, err);
+    char *norm = NULL;
+    if (st == AHA_OK) st = aha_job_spec_to_json(j.sp, &norm, err);
+    if (st == AHA_OK) aha_ckpt_hash_hex(norm, j.spec_hash);
+    free(norm);
+    if (st == AHA_OK) st = aha_path_join(j.metrics_path, sizeof j.metrics_path, ctx->job_dir, "metrics.jsonl", err);
+    if (st == AHA_OK) st = aha_path_join(j.eval_path, sizeof j.eval_path, ctx->job_dir, "eval.jsonl", err);
+    if (st == AHA_OK) {
+        switch (j.sp->kind) {
+        case AHA_JOB_GRPO: st = run_grpo(&j, err); break;
+        case AHA_JOB_SFT:
+        case AHA_JOB_DISTILL: st = run_sft(&j, err); break;
+        case AHA_JOB_EVAL: st = aha__eval_job(&j, err); break;           /* jobkinds.c */
+        case AHA_JOB_GENERATE: st = aha__generate_job(&j, err); break;
+        case AHA_JOB_MIX: st = aha__mix_job(&j, err); break;
+        case AHA_JOB_PIPELINE: st = aha__pipeline_job(&j, err); break;
+        default:
+            st = aha_errf(err, AHA_EUNSUPPORTED, "spec.kind: \"%s\" jobs are not runnable by this learner yet",
+                          aha_job_kind_name(j.sp->kind));
+        }
+    }
+    if (j.have_order) aha_data_order_free(&j.order);
+    if (j.eval_sets) {
+        for (int i = 0; i < j.sp->eval.n_datasets; i++) aha_dataset_free(&j.eval_sets[i]);
+        free(j.eval_sets);
+    }
+    for (int i = 0; i < j.n_rollout; i++) aha_rpc_channel_free(j.rollout[i]);
+    if (j.reward) aha_rpc_channel_free(j.reward);
+    if (j.refpolicy) aha_rpc_channel_free(j.refpolicy);
+    aha_tokenizer_free(j.tok);
+    aha_train_free(j.t);
+    aha_model_free(j.m);
+    aha_backend_free(j.be);
+    return st;
+}

@@ -1,0 +1,26 @@
+/* runner.h: runs one job (grpo, sft, eval, generate, pipeline, distill) in the calling thread.
+ * The job server owns queueing, persistence of job state and event fan-out; the runner owns the
+ * work, checkpoints and metrics.jsonl inside job_dir, and resumes from job_dir's last checkpoint. */
+#include "base/status.h"
+#include "spec.h"            /* aha_job_spec (services/learner/spec.h, from the jobs helper) */
+typedef struct {
+    const char *rollout[16]; int n_rollout;   /* default service addresses (from learner flags) */
+    const char *reward; const char *refpolicy;
+    const char *device;                        /* "cpu" | "cuda:N" */
+    int rpc_timeout_ms;                        /* deadline of every call the learner makes */
+} aha_learner_env;
+typedef enum { AHA_EV_METRICS, AHA_EV_EVAL, AHA_EV_LOG, AHA_EV_STAGE } aha_job_event_type;
+typedef struct {
+    const char *job_id, *job_dir;
+    const aha_job_spec *spec;                  /* parsed and validated */
+    const aha_learner_env *env;
+    /* thread-safe sink for WatchJob: json is one metrics/eval record (also written by the
+       runner to job_dir/metrics.jsonl / eval.jsonl), message a log line or stage name */
+    void (*emit)(void *user, aha_job_event_type type, int64_t step, const char *json, const char *message);
+    void *user;
+    volatile int *cancel;                      /* set to 1 by CancelJob / shutdown; poll between steps */
+    int64_t *progress_step, *progress_total;   /* the runner keeps these current (GetJob shows them) */
+} aha_job_ctx;
+/* AHA_OK when the job completed; AHA_ECANCELLED when *cancel stopped it (checkpoint kept, so a
+ * later run resumes); other statuses = failed, err says why. Resumes when job_dir holds a checkpoint. */
+aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err);

@@ -1,0 +1,110 @@
+/* engine.h: the batching sampler behind aha-rollout.
+ *
+ * One engine thread owns the model and its KV cache. Generate calls submit requests (prompts
+ * as token ids, n samples each); the engine admits their groups into free KV slots, prefills
+ * each admitted group's prompt ONCE and copies that prefix to the group's other slots
+ * (aha_kv_cache_copy_prefix), then decodes every active sequence together, one token per
+ * sequence per step. A sequence that finishes (EOS, a stop string, max_new_tokens) is
+ * delivered through the request's callback at once and its slot is free for waiting work
+ * at the next step (continuous batching). When fewer slots than a group's samples are free,
+ * the part that fits is admitted (one prefill per admitted part).
+ *
+ * Determinism: sample j of prompt i draws from its own generator stream
+ * aha_rng_seed(aha_mix64(seed, i), j) (or aha_rng_seed(prompt_seeds[i], j) when that is
+ * nonzero), so its tokens do not depend on which other sequences share the batch. Logprobs are log_softmax of the raw logits at the sampled token.
+ *
+ * Weights: aha_engine_update_weights hands a checked upload to the engine, which applies it
+ * between two decode steps and bumps the policy version; sequences in flight then report
+ * weights_changed with the version of their first and of their last token. */
+#ifndef AHA_ROLLOUT_ENGINE_H
+#define AHA_ROLLOUT_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "model/model.h"
+#include "model/sample.h"
+#include "model/weightpush.h"
+#include "text/tokenizer.h"
+
+typedef struct aha_engine aha_engine;
+
+typedef struct {
+    const char *model_dir;   /* config.json, safetensors, tokenizer.json (optional) */
+    const char *device;      /* "cpu" | "cuda:N" */
+    int threads;             /* CPU backend threads (0 = default) */
+    int max_batch;           /* KV slots = sequences decoded together (default 64) */
+    int max_seq_len;         /* prompt + completion tokens per slot (default 1024) */
+    int max_queue;           /* sequences waiting for a slot, over all requests (default 65536) */
+} aha_engine_opts;
+
+aha_status aha_engine_create(const aha_engine_opts *o, aha_engine **out, aha_err *err);
+/* Stops the thread; requests still running are finished as cancelled. */
+void aha_engine_free(aha_engine *e);
+
+/* One finished sample, valid during the callback only. */
+typedef struct {
+    int prompt;                 /* index of the prompt in the request */
+    int index;                  /* sample index within the group */
+    const int32_t *ids;         /* the completion's token ids (EOS included when it ended so) */
+    const float *logprobs;      /* (n_ids) */
+    int n_ids;
+    const char *text;           /* decoded completion, stop string and EOS excluded; "" when
+                                   the model has no tokenizer */
+    size_t text_len;
+    const char *finish_reason;  /* "stop" | "length" */
+    int64_t version;            /* policy version of the last token */
+    int64_t first_version;      /* policy version of the first token */
+} aha_completion;
+
+typedef void (*aha_completion_fn)(void *user, const aha_completion *c);
+
+typedef struct {
+    int n_prompts;
+    const int32_t *const *prompt_ids;
+    const int *prompt_lens;
+    int n;                      /* samples per prompt */
+    aha_sampling sampling;
+    int max_new_tokens;
+    const char *const *stop;    /* stop strings (matched on the decoded bytes) */
+    int n_stop;
+    uint64_t seed;
+    const uint64_t *prompt_seeds; /* (n_prompts) or NULL; nonzero = that prompt's own seed */
+    aha_completion_fn on_done;  /* called on the engine thread; must not block for long */
+    void *user;
+} aha_gen_request;
+
+typedef struct aha_gen aha_gen;
+
+/* Validate and enqueue. EINVAL for bad parameters or ids, ELIMIT when the request can never
+ * fit (prompt + max_new_tokens over max_seq_len) or the queue is full. */
+aha_status aha_engine_submit(aha_engine *e, const aha_gen_request *r, aha_gen **out, aha_err *err);
+/* Drop the request's sequences at the next step (thread-safe, any thread). */
+void aha_gen_cancel(aha_gen *g);
+/* Block until every sample was delivered or the request was cancelled, then free it.
+ * cancelled(arg) (may be NULL) is polled every 50 ms; when it returns 1 the request is
+ * cancelled (a Generate call whose client went away). Returns AHA_OK, AHA_ECANCELLED, or the
+ * status of an engine failure. */
+aha_status aha_gen_wait(aha_gen *g, int (*cancelled)(void *arg), void *arg, aha_err *err);
+
+/* Apply a finished, checked upload between two decode steps; returns once applied. */
+aha_status aha_engine_update_weights(aha_engine *e, const aha_weight_rx *rx, aha_err *err);
+
+typedef struct {
+    int64_t policy_version;
+    int active;                 /* sequences in the batch now */
+    int queued;                 /* sequences waiting for a slot */
+    int max_batch;
+    int64_t tokens_generated;
+    int64_t prefill_tokens;
+    int64_t prefills;
+    int64_t requests;
+} aha_engine_stats;
+void aha_engine_get_stats(aha_engine *e, aha_engine_stats *s);
+
+const aha_model *aha_engine_model(const aha_engine *e);
+/* NULL when the model directory has no tokenizer.json */
+const aha_tokenizer *aha_engine_tokenizer(const aha_engine *e);
+
+#endif

@@ -1,0 +1,290 @@
+/* aha-rollout: the rollout worker. aha.v1.Rollout/Generate samples groups of completions
+ * from the (old) policy and streams each one as it finishes; UpdateWeights switches to new
+ * weights between decode steps; Info describes the worker. The sampler is engine.c; this
+ * file maps messages and serves. */
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aha/v1/rollout.pb-c.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "engine.h"
+#include "rpc/rpc.h"
+#include "rpc/service.h"
+
+#define DEFAULT_MAX_NEW_TOKENS 256
+
+typedef struct {
+    aha_engine *eng;
+    const char *model_dir;
+    const char *device;
+} service;
+
+typedef struct {
+    aha_rpc_call *call;
+    const Aha__V1__GenerateRequest *req;
+    int32_t **ids;   /* per prompt: the ids the model sees */
+    int *lens;
+    int failed;      /* a send failed: the call is gone */
+} gen_ctx;
+
+static void on_done(void *user, const aha_completion *c)
+{
+    gen_ctx *g = user;
+    if (g->failed) return;
+    Aha__V1__Completion m = AHA__V1__COMPLETION__INIT;
+    m.prompt_id = g->req->prompts[c->prompt]->id;
+    m.index = c->index;
+    m.n_token_ids = (size_t)c->n_ids;
+    m.token_ids = (int32_t *)c->ids;
+    m.n_logprobs = (size_t)c->n_ids;
+    m.logprobs = (float *)c->logprobs;
+    /* the text may hold NUL bytes from the model; proto strings end at the first */
+    char *text = malloc(c->text_len + 1);
+    if (text) {
+        memcpy(text, c->text, c->text_len);
+        text[c->text_len] = 0;
+    }
+    m.text = text ? text : "";
+    m.finish_reason = (char *)c->finish_reason;
+    m.policy_version = c->version;
+    m.first_policy_version = c->first_version;
+    m.weights_changed = c->version != c->first_version;
+    m.n_prompt_token_ids = (size_t)g->lens[c->prompt];
+    m.prompt_token_ids = g->ids[c->prompt];
+    aha_err err;
+    if (aha_rpc_call_send_nowait(g->call, &m.base, &err) != AHA_OK) g->failed = 1;
+    free(text);
+}
+
+static int call_cancelled(void *arg) { return aha_rpc_call_cancelled(arg); }
+
+static aha_status h_generate(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
+                             aha_err *err)
+{
+    service *svc = user;
+    const Aha__V1__GenerateRequest *req = (const Aha__V1__GenerateRequest *)msg;
+    const aha_tokenizer *tok = aha_engine_tokenizer(svc->eng);
+    size_t np = req->n_prompts;
+    gen_ctx g = {.call = call, .req = req};
+    g.ids = calloc(np ? np : 1, sizeof *g.ids);
+    g.lens = calloc(np ? np : 1, sizeof *g.lens);
+    int32_t **owned = calloc(np ? np : 1, sizeof *owned);
+    uint64_t *seeds = calloc(np ? np : 1, sizeof *seeds);
+    aha_status st = AHA_OK;
+    if (!g.ids || !g.lens || !owned || !seeds) st = aha_errf(err, AHA_ENOMEM, "out of memory");
+    for (size_t i = 0; i < np && st == AHA_OK; i++) {
+        const Aha__V1__Prompt *p = req->prompts[i];
+        seeds[i] = p->seed;
+        if (p->n_token_ids > 0) {
+            if (p->n_token_ids > (size_t)1 << 24) {
+                st = aha_errf(err, AHA_ELIMIT, "prompt %zu ('%.64s'): too many tokens", i, p->id);
+                break;
+            }
+            g.ids[i] = p->token_ids;
+            g.lens[i] = (int)p->n_token_ids;
+        } else if (p->text[0]) {
+            if (!tok) {
+                st = aha_errf(err, AHA_EPRECOND, "prompt %zu ('%.64s'): text prompts need a "
+                              "tokenizer.json beside the model; send token_ids", i, p->id);
+                break;
+            }
+            size_t n = 0;
+            st = aha_tokenizer_encode(tok, p->text, strlen(p->text), &owned[i], &n, err);
+            if (st != AHA_OK) {
+                aha_err_prefix(err, AHA_EINVAL, "prompt %zu ('%.64s')", i, p->id);
+                st = AHA_EINVAL;
+                break;
+            }
+            g.ids[i] = owned[i];
+            g.lens[i] = (int)n;
+        } else {
+            st = aha_errf(err, AHA_EINVAL, "prompt %zu ('%.64s') has neither token_ids nor text",
+                          i, p->id);
+        }
+    }
+    aha_gen *gen = NULL;
+    if (st == AHA_OK) {
+        const Aha__V1__SamplingParams *sp = req->sampling;
+        aha_gen_request r = {
+            .n_prompts = (int)np, .prompt_ids = (const int32_t *const *)g.ids, .prompt_lens = g.lens,
+            .n = req->n, .prompt_seeds = seeds, .on_done = on_done, .user = &g,
+            .max_new_tokens = DEFAULT_MAX_NEW_TOKENS, .sampling = {.temperature = 1.0f},
+        };
+        if (sp) {
+            r.sampling.temperature = sp->temperature;
+            r.sampling.top_p = sp->top_p;
+            r.sampling.top_k = sp->top_k;
+            if (sp->max_new_tokens != 0) r.max_new_tokens = sp->max_new_tokens;
+            r.stop = (const char *const *)sp->stop;
+            r.n_stop = (int)sp->n_stop;
+            r.seed = sp->seed;
+        }
+        if (!(r.sampling.temperature >= 0) || !isfinite(r.sampling.temperature))
+            st = aha_errf(err, AHA_EINVAL, "temperature %g must be >= 0", (double)r.sampling.temperature);
+        else
+            st = aha_engine_submit(svc->eng, &r, &gen, err);
+    }
+    if (st == AHA_OK) {
+        st = aha_gen_wait(gen, call_cancelled, call, err);
+        if (st == AHA_OK && g.failed) st = aha_errf(err, AHA_ECANCELLED, "the client went away");
+    }
+    for (size_t i = 0; owned && i < np; i++) free(owned[i]);
+    free(owned);
+    free(seeds);
+    free(g.ids);
+    free(g.lens);
+    return st;
+}
+
+static aha_status h_update(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
+                           aha_err *err)
+{
+    (void)msg;
+    service *svc = user;
+    double t0 = aha_now_s();
+    aha_weight_rx *rx;
+    AHA_TRY(aha_weight_rx_receive(call, aha_engine_model(svc->eng), &rx, err));
+    aha_status st = aha_engine_update_weights(svc->eng, rx, err);
+    if (st == AHA_OK) {
+        Aha__V1__UpdateWeightsReply r = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
+        r.version = aha_weight_rx_version(rx);
+        r.tensors = aha_weight_rx_tensors(rx);
+        r.bytes = aha_weight_rx_bytes(rx);
+        r.seconds = aha_now_s() - t0;
+        st = aha_rpc_call_send(call, &r.base, err);
+    }
+    aha_weight_rx_free(rx);
+    return st;
+}
+
+static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
+                         aha_err *err)
+{
+    (void)msg;
+    service *svc = user;
+    aha_engine_stats s;
+    aha_engine_get_stats(svc->eng, &s);
+    char *cfg_json = aha_config_to_json(aha_model_cfg(aha_engine_model(svc->eng)));
+    char dirbuf[1024];
+    snprintf(dirbuf, sizeof dirbuf, "%s", svc->model_dir);
+    Aha__V1__InfoReply r = AHA__V1__INFO_REPLY__INIT;
+    r.model_name = basename(dirbuf);
+    r.config_json = cfg_json ? cfg_json : "";
+    r.policy_version = s.policy_version;
+    r.active_sequences = s.active;
+    r.max_batch = s.max_batch;
+    r.tokens_generated = s.tokens_generated;
+    r.queued = s.queued;
+    r.device = (char *)svc->device;
+    r.requests_served = s.requests;
+    aha_status st = aha_rpc_call_send(call, &r.base, err);
+    free(cfg_json);
+    return st;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: aha-rollout --model DIR [--device cpu|cuda:N] [--max-batch N]\n"
+               "                   [--max-seq-len N] [--max-queue N] [--cpu-threads N] [common flags]\n");
+    aha_rpc_service_usage(f);
+}
+
+static int parse_int(const char *flag, const char *v, long lo, long hi, int *out)
+{
+    char *end = NULL;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "aha-rollout: %s: '%s' is not an integer in [%ld, %ld]\n", flag, v, lo, hi);
+        return 0;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    aha_rpc_service_args a;
+    aha_rpc_service_args_init(&a, "rollout", "0.0.0.0:50052");
+    aha_err err;
+    if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
+        fprintf(stderr, "aha-rollout: %s\n", err.msg);
+        usage(stderr);
+        aha_rpc_service_args_free(&a);
+        return 2;
+    }
+    if (a.help) {
+        usage(stdout);
+        aha_rpc_service_args_free(&a);
+        return 0;
+    }
+    aha_engine_opts o = {.device = "cpu"};
+    for (int i = 1; i < a.rest_argc; i += 2) {
+        const char *f = a.rest_argv[i];
+        const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
+        int ok = v != NULL;
+        if (ok && strcmp(f, "--model") == 0)
+            o.model_dir = v;
+        else if (ok && strcmp(f, "--device") == 0)
+            o.device = v;
+        else if (ok && strcmp(f, "--max-batch") == 0)
+            ok = parse_int(f, v, 1, 65536, &o.max_batch);
+        else if (ok && strcmp(f, "--max-seq-len") == 0)
+            ok = parse_int(f, v, 2, 1 << 20, &o.max_seq_len);
+        else if (ok && strcmp(f, "--max-queue") == 0)
+            ok = parse_int(f, v, 1, 1 << 24, &o.max_queue);
+        else if (ok && strcmp(f, "--cpu-threads") == 0)
+            ok = parse_int(f, v, 0, 1024, &o.threads);
+        else {
+            fprintf(stderr, "aha-rollout: unknown flag or missing value: %s\n", f);
+            ok = 0;
+        }
+        if (!ok) {
+            usage(stderr);
+            aha_rpc_service_args_free(&a);
+            return 2;
+        }
+    }
+    if (!o.model_dir) {
+        fprintf(stderr, "aha-rollout: --model DIR is required\n");
+        usage(stderr);
+        aha_rpc_service_args_free(&a);
+        return 2;
+    }
+    service svc = {.model_dir = o.model_dir, .device = o.device};
+    if (aha_engine_create(&o, &svc.eng, &err) != AHA_OK) {
+        fprintf(stderr, "aha-rollout: %s\n", err.msg);
+        aha_rpc_service_args_free(&a);
+        return 2;
+    }
+    const aha_model_config *cfg = aha_model_cfg(aha_engine_model(svc.eng));
+    AHA_INFO("policy %s: %s, %d layers, hidden %d, vocab %d on %s; %d slots x %d tokens%s",
+             o.model_dir, cfg->architecture, cfg->num_layers, cfg->hidden_size, cfg->vocab_size,
+             o.device, o.max_batch ? o.max_batch : 64, o.max_seq_len ? o.max_seq_len : 1024,
+             aha_engine_tokenizer(svc.eng) ? "" : " (no tokenizer.json: token ids only)");
+
+    aha_rpc_server *s = NULL;
+    aha_status st = aha_rpc_server_create(&a.server, &s, &err);
+    const ProtobufCServiceDescriptor *d = &aha__v1__rollout__descriptor;
+    if (st == AHA_OK)
+        st = aha_rpc_server_add_method(s, d, "Generate", AHA_RPC_SERVER_STREAM, h_generate, &svc, &err);
+    if (st == AHA_OK)
+        st = aha_rpc_server_add_method(s, d, "UpdateWeights", AHA_RPC_CLIENT_STREAM, h_update, &svc, &err);
+    if (st == AHA_OK) st = aha_rpc_server_add_method(s, d, "Info", AHA_RPC_UNARY, h_info, &svc, &err);
+    if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
+    if (st == AHA_OK) {
+        aha_rpc_service_announce(&a, s);
+        st = aha_rpc_server_run(s, &err);
+    }
+    if (st != AHA_OK) {
+        fprintf(stderr, "aha-rollout: %s\n", err.msg);
+        if (st == AHA_ETIMEOUT) return 1;
+    }
+    aha_rpc_server_free(s);
+    aha_engine_free(svc.eng);
+    aha_rpc_service_args_free(&a);
+    return st == AHA_OK ? 0 : 1;
+}
