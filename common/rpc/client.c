@@ -112,9 +112,27 @@ aha_status aha_rpc_channel_create(const char *target, const aha_rpc_channel_opts
             free(c);
             return st;
         }
+        /* mutual TLS: the client's own certificate, for servers started with a client CA */
+        char *cert = NULL, *key = NULL;
+        if ((c->o.tls_cert_file == NULL) != (c->o.tls_key_file == NULL))
+            st = aha_errf(err, AHA_EINVAL, "rpc: a client certificate needs both cert and key");
+        if (st == AHA_OK && c->o.tls_cert_file) {
+            st = aha__rpc_read_pem(c->o.tls_cert_file, &cert, err);
+            if (st == AHA_OK) st = aha__rpc_read_pem(c->o.tls_key_file, &key, err);
+        }
+        if (st != AHA_OK) {
+            free(pem);
+            free(cert);
+            free(key);
+            free(c);
+            return st;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
         aha__rpc_acquire();
-        creds = grpc_ssl_credentials_create(pem, NULL, NULL, NULL);
+        creds = grpc_ssl_credentials_create(pem, cert ? &pair : NULL, NULL, NULL);
         free(pem);
+        free(cert);
+        free(key);
     } else {
         aha__rpc_acquire();
         creds = grpc_insecure_credentials_create();
@@ -152,7 +170,7 @@ aha_status aha_rpc_channel_create(const char *target, const aha_rpc_channel_opts
     grpc_channel_args chargs = {.num_args = (size_t)na, .args = args};
     c->ch = grpc_channel_create(target, creds, &chargs);
     grpc_channel_credentials_release(creds);
-    c->o.tls_ca_file = c->o.tls_server_name = NULL;
+    c->o.tls_ca_file = c->o.tls_server_name = c->o.tls_cert_file = c->o.tls_key_file = NULL;
     pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return AHA_OK;
