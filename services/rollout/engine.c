@@ -274,7 +274,8 @@ static void admit(aha_engine *e, const admission *a)
         s->first_version = version;
         s->ids = malloc((size_t)g->r.max_new_tokens * sizeof *s->ids);
         s->lp = malloc((size_t)g->r.max_new_tokens * sizeof *s->lp);
-        aha_rng_seed(&s->rng, aha_mix64(g->r.seed, (uint64_t)a->prompt), (uint64_t)s->index);
+        uint64_t ps = g->r.prompt_seeds ? g->r.prompt_seeds[a->prompt] : 0;
+        aha_rng_seed(&s->rng, ps ? ps : aha_mix64(g->r.seed, (uint64_t)a->prompt), (uint64_t)s->index);
         e->n_active++;
         aha_status st = AHA_OK;
         if (!s->ids || !s->lp)

@@ -73,10 +73,12 @@ static aha_status h_generate(aha_rpc_call *call, const ProtobufCMessage *msg, vo
     g.ids = calloc(np ? np : 1, sizeof *g.ids);
     g.lens = calloc(np ? np : 1, sizeof *g.lens);
     int32_t **owned = calloc(np ? np : 1, sizeof *owned);
+    uint64_t *seeds = calloc(np ? np : 1, sizeof *seeds);
     aha_status st = AHA_OK;
-    if (!g.ids || !g.lens || !owned) st = aha_errf(err, AHA_ENOMEM, "out of memory");
+    if (!g.ids || !g.lens || !owned || !seeds) st = aha_errf(err, AHA_ENOMEM, "out of memory");
     for (size_t i = 0; i < np && st == AHA_OK; i++) {
         const Aha__V1__Prompt *p = req->prompts[i];
+        seeds[i] = p->seed;
         if (p->n_token_ids > 0) {
             if (p->n_token_ids > (size_t)1 << 24) {
                 st = aha_errf(err, AHA_ELIMIT, "prompt %zu ('%.64s'): too many tokens", i, p->id);
@@ -109,7 +111,7 @@ static aha_status h_generate(aha_rpc_call *call, const ProtobufCMessage *msg, vo
         const Aha__V1__SamplingParams *sp = req->sampling;
         aha_gen_request r = {
             .n_prompts = (int)np, .prompt_ids = (const int32_t *const *)g.ids, .prompt_lens = g.lens,
-            .n = req->n, .on_done = on_done, .user = &g,
+            .n = req->n, .prompt_seeds = seeds, .on_done = on_done, .user = &g,
             .max_new_tokens = DEFAULT_MAX_NEW_TOKENS, .sampling = {.temperature = 1.0f},
         };
         if (sp) {
@@ -132,6 +134,7 @@ static aha_status h_generate(aha_rpc_call *call, const ProtobufCMessage *msg, vo
     }
     for (size_t i = 0; owned && i < np; i++) free(owned[i]);
     free(owned);
+    free(seeds);
     free(g.ids);
     free(g.lens);
     return st;
