@@ -520,11 +520,16 @@ aha_status aha_engine_submit(aha_engine *e, const aha_gen_request *r, aha_gen **
             return aha_errf(err, AHA_ELIMIT, "prompt %d: %d prompt tokens + max_new_tokens %d "
                             "exceed --max-seq-len %d", i, len, r->max_new_tokens, e->o.max_seq_len);
     }
+    /* in 64 bits: prompts x n can pass INT_MAX (and wrap past the queue check) */
+    int64_t total = (int64_t)r->n_prompts * r->n;
+    if (total > e->o.max_queue)
+        return aha_errf(err, AHA_ELIMIT, "%lld sequences exceed the queue limit of %d; split the request",
+                        (long long)total, e->o.max_queue);
     aha_gen *g = calloc(1, sizeof *g);
     if (!g) return aha_errf(err, AHA_ENOMEM, "rollout: out of memory");
     g->e = e;
     g->r = *r;
-    g->total = r->n_prompts * r->n;
+    g->total = (int)total;
     g->queued = g->total;
     pthread_mutex_lock(&e->mu);
     if ((int64_t)e->queued + g->total > e->o.max_queue) {
