@@ -1,7 +1,8 @@
 /* aha-reward: the rule-based reward service of DeepSeek-R1 (accuracy, format, language
- * consistency, and code answers run against test cases in a sandbox: sandbox.h) over gRPC: aha.v1.Reward/Score and aha.v1.Reward/GroupAnswers, plus
- * grpc.health.v1.Health/Check. The rules live in rewards.c; this file only maps messages to
- * them, enforces the limits and serves.
+ * consistency, and code answers run against test cases in a sandbox: sandbox.h) over gRPC:
+ * aha.v1.Reward/Score and aha.v1.Reward/GroupAnswers, plus grpc.health.v1.Health/Check. The
+ * rules live in rewards.c; this file only maps messages to them, enforces the limits and
+ * serves.
  *
  * Limits (bad input never crashes or blocks the service):
  *   - a request with more than --max-items items/answers is INVALID_ARGUMENT;
@@ -55,13 +56,13 @@ static void score_code(const reward_service *svc, const aha_reward_weights *w,
     aha_code_verdict v;
     if (aha_code_score(&svc->sandbox, lang, in->completion, in->completion_len, in->reference,
                        in->reference_len, &v, &e) != AHA_OK) {
-        snprintf(out->error, sizeof out->error, "%s", e.msg);
+        snprintf(out->error, sizeof out->error, "%.250s", e.msg);
         return;
     }
     if (in->language_len) {
         if (aha_reward_language(in->prompt, in->prompt_len, in->completion, in->completion_len,
                                 in->language, in->language_len, &out->language, &e) != AHA_OK) {
-            snprintf(out->error, sizeof out->error, "%s", e.msg);
+            snprintf(out->error, sizeof out->error, "%.250s", e.msg);
             out->language = 0;
             return;
         }
@@ -106,7 +107,7 @@ static void score_one(const reward_service *svc, const aha_reward_weights *w,
         aha_code_lang lang = AHA_CODE_NONE;
         aha_err e;
         if (aha_code_task_lang(in.task, in.task_len, &lang, &e) != AHA_OK)
-            snprintf(s->out.error, sizeof s->out.error, "%s", e.msg);
+            snprintf(s->out.error, sizeof s->out.error, "%.250s", e.msg);
         else if (lang != AHA_CODE_NONE)
             score_code(svc, w, lang, &in, &s->out);
         else

@@ -479,6 +479,21 @@ static void case_errors(void)
     st = score(ch, "ok", "abc", 5000, &code, NULL, &err);
     CHECK(st == AHA_OK, "after errors: %s", st ? err.msg : "");
 
+    /* SO_REUSEPORT is off: a second server on the same port fails instead of sharing it */
+    {
+        aha_rpc_server_opts so;
+        aha_rpc_server_opts_init(&so);
+        char listen[64];
+        snprintf(listen, sizeof listen, "127.0.0.1:%d", aha_rpc_server_port(s));
+        so.listen = listen;
+        aha_rpc_server *dup = NULL;
+        aha_status rc = aha_rpc_server_create(&so, &dup, &err);
+        if (rc == AHA_OK) rc = aha_rpc_server_start(dup, &err);
+        CHECK(rc == AHA_EUNAVAILABLE && strstr(err.msg, listen), "busy port refused: %s",
+              err.msg);
+        aha_rpc_server_free(dup);
+    }
+
     /* no server at all, one attempt */
     int port = free_port();
     aha_rpc_channel *none = connect_to(port, 1);
@@ -840,6 +855,18 @@ static void case_retry(void)
     CHECK(st == AHA_OK && got == 3, "stream retried: %d messages, %s", got, st ? err.msg : "ok");
     aha_rpc_stream_free(stm);
     pthread_join(t, NULL);
+
+    /* a server that restarts is found again quickly: gRPC's reconnect backoff (1 s and
+     * growing by default) is capped by the channel */
+    aha_rpc_server_free(a.s);
+    a.s = NULL;
+    pthread_create(&t, NULL, late_server, &a);
+    t0 = aha_now_s();
+    st = score(ch, "r", "abc", 20000, &code, NULL, &err);
+    dt = aha_now_s() - t0;
+    pthread_join(t, NULL);
+    CHECK(st == AHA_OK && dt < 1.5, "restarted server reached after %.2f s (up at 0.4 s): %s", dt,
+          st ? err.msg : "ok");
 
     /* the deadline bounds the retries */
     aha_rpc_server_free(a.s);
