@@ -223,6 +223,19 @@ typedef struct {
     aha_status (*sample)(aha_backend *be, aha_tensor tokens, aha_tensor logprobs, aha_tensor logits,
                          aha_tensor rng_ids, aha_tensor rng_pos, int n, int V, float temperature,
                          int top_k, float top_p, uint64_t seed, aha_err *err);
+
+    /* --- op graphs (optional: NULL = ops always run one by one) --------------------------
+     * graph_begin records instead of running the ops queued after it, until graph_end, which
+     * keeps the recording under key (replacing one with the same key). graph_launch runs the
+     * recording of key (*found = false, nothing run, when there is none). A recording replays
+     * the ops with the same arguments and addresses; only the data they read may differ, so no
+     * to_device, to_host, buf_alloc or buf_free may come between begin and end, and the caller
+     * puts everything the op arguments depend on into key. On error inside a recording,
+     * graph_end(be, 0, ...) discards it. For decode steps, whose hundreds of small launches
+     * otherwise cost more than their arithmetic. */
+    aha_status (*graph_begin)(aha_backend *be, aha_err *err);
+    aha_status (*graph_end)(aha_backend *be, uint64_t key, aha_err *err);
+    aha_status (*graph_launch)(aha_backend *be, uint64_t key, bool *found, aha_err *err);
 } aha_backend_ops;
 
 struct aha_backend {

@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,8 @@ struct aha_comm {
     char name[32];
     int *fds;        /* rank 0: fds[r] for r >= 1; others: fds[0] (rank 0) */
     uint64_t seq;
+    int next_wait_ms; /* 0 = timeout; -1 = forever; applies to the next call_begin */
+    _Atomic int interrupted;
     bool broken;
     char broken_msg[AHA_ERR_LEN];
     char *stage, *tmp; /* AHA__COMM_CHUNK bytes each, host */
@@ -421,31 +424,40 @@ static aha_status rendezvous_rank(aha_comm *c, const char *host, const char *por
 /* ---- collectives on host memory -------------------------------------------------------- */
 
 /* Open a collective: every rank's CALL must match rank 0's. */
-static aha_status call_begin(aha_comm *c, int op, int64_t count, aha_dtype dt, int root, int64_t deadline,
+static aha_status call_begin(aha_comm *c, int op, int64_t count, aha_dtype dt, int root, int64_t *deadline_io,
                              aha_err *err)
 {
     c->seq++;
+    int64_t deadline = *deadline_io;
+    bool waited = c->next_wait_ms != 0;
+    if (waited) {
+        deadline = now_ms() + (c->next_wait_ms < 0 ? (int64_t)1 << 50 : c->next_wait_ms);
+        c->next_wait_ms = 0;
+    }
     call_desc mine = {op, root, count, (int32_t)dt, c->world};
     if (c->rank != 0) {
         link_ctx l = {c, 0, op_name(op)};
         AHA_TRY(send_frame(&l, c->fds[0], F_CALL, 0, &mine, sizeof mine, deadline, err));
-        return recv_frame(&l, c->fds[0], F_GO, NULL, 0, true, NULL, NULL, deadline + AHA__COMM_GRACE_MS, err);
+        AHA_TRY(recv_frame(&l, c->fds[0], F_GO, NULL, 0, true, NULL, NULL, deadline + AHA__COMM_GRACE_MS, err));
+    } else {
+        for (int r = 1; r < c->world; r++) {
+            link_ctx l = {c, r, op_name(op)};
+            call_desc d;
+            AHA_TRY(recv_frame(&l, c->fds[r], F_CALL, &d, sizeof d, true, NULL, NULL, deadline, err));
+            if (memcmp(&d, &mine, sizeof d) != 0)
+                return aha_errf(err, AHA_EINTERNAL,
+                                "%s: ranks disagree on collective #%llu: rank 0 calls %s(count %lld, root %d, dtype %d), "
+                                "rank %d calls %s(count %lld, root %d, dtype %d)",
+                                c->name, (unsigned long long)c->seq, op_name(op), (long long)count, root, (int)dt, r,
+                                op_name(d.op), (long long)d.count, d.root, d.dtype);
+        }
+        for (int r = 1; r < c->world; r++) {
+            link_ctx l = {c, r, op_name(op)};
+            AHA_TRY(send_frame(&l, c->fds[r], F_GO, 0, NULL, 0, deadline, err));
+        }
     }
-    for (int r = 1; r < c->world; r++) {
-        link_ctx l = {c, r, op_name(op)};
-        call_desc d;
-        AHA_TRY(recv_frame(&l, c->fds[r], F_CALL, &d, sizeof d, true, NULL, NULL, deadline, err));
-        if (memcmp(&d, &mine, sizeof d) != 0)
-            return aha_errf(err, AHA_EINTERNAL,
-                            "%s: ranks disagree on collective #%llu: rank 0 calls %s(count %lld, root %d, dtype %d), "
-                            "rank %d calls %s(count %lld, root %d, dtype %d)",
-                            c->name, (unsigned long long)c->seq, op_name(op), (long long)count, root, (int)dt, r,
-                            op_name(d.op), (long long)d.count, d.root, d.dtype);
-    }
-    for (int r = 1; r < c->world; r++) {
-        link_ctx l = {c, r, op_name(op)};
-        AHA_TRY(send_frame(&l, c->fds[r], F_GO, 0, NULL, 0, deadline, err));
-    }
+    /* after an open-ended wait the data phase gets the usual timeout from now */
+    if (waited) *deadline_io = now_ms() + c->timeout_ms;
     return AHA_OK;
 }
 
@@ -580,6 +592,11 @@ static aha_status nccl_wait_ready(aha_comm *c, const char *op, int64_t deadline,
             c->nccl = NULL;
             return AHA_EDEVICE;
         }
+        if (atomic_load(&c->interrupted)) {
+            ncclCommAbort(c->nccl);
+            c->nccl = NULL;
+            return aha_errf(err, AHA_EUNAVAILABLE, "%s: %s: interrupted; communicator aborted", c->name, op);
+        }
         if (left_ms(deadline) == 0) {
             ncclCommAbort(c->nccl);
             c->nccl = NULL;
@@ -607,6 +624,11 @@ static aha_status nccl_wait_stream(aha_comm *c, const char *op, int64_t deadline
             ncclCommAbort(c->nccl);
             c->nccl = NULL;
             return AHA_EDEVICE;
+        }
+        if (atomic_load(&c->interrupted)) {
+            ncclCommAbort(c->nccl);
+            c->nccl = NULL;
+            return aha_errf(err, AHA_EUNAVAILABLE, "%s: %s: interrupted; communicator aborted", c->name, op);
         }
         if (left_ms(deadline) == 0) {
             ncclCommAbort(c->nccl);
@@ -684,6 +706,15 @@ int aha_comm_rank(const aha_comm *c) { return c->rank; }
 int aha_comm_size(const aha_comm *c) { return c->world; }
 aha_comm_kind aha_comm_get_kind(const aha_comm *c) { return c->kind; }
 const char *aha_comm_broken(const aha_comm *c) { return c->broken ? c->broken_msg : NULL; }
+
+void aha_comm_set_next_wait(aha_comm *c, int wait_ms) { c->next_wait_ms = wait_ms; }
+
+void aha_comm_interrupt(aha_comm *c)
+{
+    atomic_store(&c->interrupted, 1);
+    for (int r = 0; r < c->world; r++)
+        if (c->fds[r] >= 0) shutdown(c->fds[r], SHUT_RDWR);
+}
 
 void aha_comm_free(aha_comm *c)
 {
@@ -771,7 +802,7 @@ aha_status aha_comm_all_reduce_sum(aha_comm *c, aha_tensor x, int64_t n, aha_err
     AHA_TRY(check_tensor(c, "all_reduce", x, n, true, err));
     if (c->world == 1) return AHA_OK;
     int64_t deadline = now_ms() + c->timeout_ms;
-    aha_status st = call_begin(c, OP_ALL_REDUCE, n, x.dt, 0, deadline, err);
+    aha_status st = call_begin(c, OP_ALL_REDUCE, n, x.dt, 0, &deadline, err);
 #if AHA_HAVE_NCCL
     if (st == AHA_OK && c->kind == AHA_COMM_NCCL) return finish(c, nccl_collective(c, OP_ALL_REDUCE, x, n, 0, deadline, err), err);
 #endif
@@ -798,7 +829,7 @@ aha_status aha_comm_broadcast(aha_comm *c, aha_tensor x, int64_t n, int root, ah
         return aha_errf(err, AHA_EINVAL, "%s: broadcast: root %d out of range", c->name, root);
     if (c->world == 1) return AHA_OK;
     int64_t deadline = now_ms() + c->timeout_ms;
-    aha_status st = call_begin(c, OP_BROADCAST, n, x.dt, root, deadline, err);
+    aha_status st = call_begin(c, OP_BROADCAST, n, x.dt, root, &deadline, err);
 #if AHA_HAVE_NCCL
     if (st == AHA_OK && c->kind == AHA_COMM_NCCL) return finish(c, nccl_collective(c, OP_BROADCAST, x, n, root, deadline, err), err);
 #endif
@@ -812,7 +843,7 @@ aha_status aha_comm_all_gather(aha_comm *c, aha_tensor x, int64_t n, aha_err *er
     AHA_TRY(check_tensor(c, "all_gather", x, n, false, err));
     if (c->world == 1) return AHA_OK;
     int64_t deadline = now_ms() + c->timeout_ms;
-    aha_status st = call_begin(c, OP_ALL_GATHER, n, x.dt, 0, deadline, err);
+    aha_status st = call_begin(c, OP_ALL_GATHER, n, x.dt, 0, &deadline, err);
 #if AHA_HAVE_NCCL
     if (st == AHA_OK && c->kind == AHA_COMM_NCCL) return finish(c, nccl_collective(c, OP_ALL_GATHER, x, n, 0, deadline, err), err);
 #endif
@@ -826,7 +857,8 @@ aha_status aha_comm_barrier(aha_comm *c, aha_err *err)
 {
     AHA_TRY(check_usable(c, "barrier", err));
     if (c->world == 1) return AHA_OK;
-    return finish(c, call_begin(c, OP_BARRIER, 0, AHA_DT_F32, 0, now_ms() + c->timeout_ms, err), err);
+    int64_t deadline = now_ms() + c->timeout_ms;
+    return finish(c, call_begin(c, OP_BARRIER, 0, AHA_DT_F32, 0, &deadline, err), err);
 }
 
 aha_status aha_comm_broadcast_bytes(aha_comm *c, void *bytes, int64_t n, int root, aha_err *err)
@@ -836,7 +868,7 @@ aha_status aha_comm_broadcast_bytes(aha_comm *c, void *bytes, int64_t n, int roo
         return aha_errf(err, AHA_EINVAL, "%s: broadcast_bytes: bad count %lld or root %d", c->name, (long long)n, root);
     if (c->world == 1) return AHA_OK;
     int64_t deadline = now_ms() + c->timeout_ms;
-    aha_status st = call_begin(c, OP_BYTES, n, AHA_DT_U8, root, deadline, err);
+    aha_status st = call_begin(c, OP_BYTES, n, AHA_DT_U8, root, &deadline, err);
     for (int64_t o = 0; o < n && st == AHA_OK; o += (int64_t)AHA__COMM_CHUNK) {
         size_t k = (size_t)(n - o) < AHA__COMM_CHUNK ? (size_t)(n - o) : AHA__COMM_CHUNK;
         st = bcast_chunk(c, (char *)bytes + o, k, root, "broadcast_bytes", deadline, err);
@@ -852,7 +884,7 @@ aha_status aha_comm_check_agree(aha_comm *c, uint64_t hash, const char *what, ah
     if (!all) return aha_errf(err, AHA_ENOMEM, "%s: out of memory", c->name);
     all[c->rank] = hash;
     int64_t deadline = now_ms() + c->timeout_ms;
-    aha_status st = call_begin(c, OP_AGREE, 1, AHA_DT_U8, 0, deadline, err);
+    aha_status st = call_begin(c, OP_AGREE, 1, AHA_DT_U8, 0, &deadline, err);
     for (int r = 0; r < c->world && st == AHA_OK; r++)
         st = bcast_chunk(c, &all[r], sizeof *all, r, "check_agree", deadline, err);
     if (st != AHA_OK) {

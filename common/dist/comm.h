@@ -90,6 +90,14 @@ aha_status aha_comm_check_agree(aha_comm *c, uint64_t hash, const char *what, ah
  * must agree across ranks (checked). */
 aha_status aha_comm_broadcast_bytes(aha_comm *c, void *bytes, int64_t n, int root, aha_err *err);
 
+/* The next collective waits up to wait_ms (-1 = without limit) for the other ranks to arrive,
+ * instead of the timeout; once all arrived, its data moves under the usual timeout. For a
+ * rank that waits for a peer's next move (a rollout worker waiting for the next weight push). */
+void aha_comm_set_next_wait(aha_comm *c, int wait_ms);
+/* From any thread: close the connections, so that a collective blocked in this process ends
+ * (AHA_EUNAVAILABLE) and the communicator is broken. For shutdown. */
+void aha_comm_interrupt(aha_comm *c);
+
 /* The first failure's message when broken, else NULL. */
 const char *aha_comm_broken(const aha_comm *c);
 

@@ -1409,10 +1409,10 @@ aha_status aha_model_prefill(aha_model *m, aha_kv_cache *c, int slot, const int3
     return AHA_OK;
 }
 
-/* The shared part of decode and decode_sample: checks, uploads and the forward of one new
- * token per slot into a.hf. */
-static aha_status decode_forward(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
-                                 const int32_t *tokens, aha_err *err)
+/* The shared part of decode and decode_sample: checks and the uploads of one new token per
+ * slot (ids, positions, slots, lengths). */
+static aha_status decode_prep(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
+                              const int32_t *tokens, aha_err *err)
 {
     if (c->m != m) return aha_errf(err, AHA_EINVAL, "decode: cache belongs to another model");
     if (n_active <= 0 || n_active > c->slots)
@@ -1437,6 +1437,11 @@ static aha_status decode_forward(aha_model *m, aha_kv_cache *c, int n_active, co
     TRY_OP(OPS(m)->to_device(be, a->pos, a->h_pos, (size_t)n_active * 4, err));
     TRY_OP(OPS(m)->to_device(be, a->slots, a->h_slots, (size_t)n_active * 4, err));
     TRY_OP(OPS(m)->to_device(be, a->lens, a->h_lens, (size_t)n_active * 4, err));
+    return AHA_OK;
+}
+
+static aha_status decode_forward(aha_model *m, aha_kv_cache *c, int n_active, aha_err *err)
+{
     fwd_args fa = {.N = n_active, .n_seqs = n_active, .max_seqlen = 1, .mode = ATT_CACHED, .cache = c};
     return forward(m, &fa, err);
 }
@@ -1444,7 +1449,8 @@ static aha_status decode_forward(aha_model *m, aha_kv_cache *c, int n_active, co
 aha_status aha_model_decode(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
                             const int32_t *tokens, float *logits, aha_err *err)
 {
-    AHA_TRY(decode_forward(m, c, n_active, slots, tokens, err));
+    AHA_TRY(decode_prep(m, c, n_active, slots, tokens, err));
+    AHA_TRY(decode_forward(m, c, n_active, err));
     acts *a = &m->a;
     for (int r0 = 0; r0 < n_active; r0 += a->chunk) {
         int n = n_active - r0 < a->chunk ? n_active - r0 : a->chunk;
@@ -1461,19 +1467,46 @@ aha_status aha_model_decode_sample(aha_model *m, aha_kv_cache *c, int n_active, 
                                    aha_err *err)
 {
     AHA_TRY(aha_sampling_check(sp, err));
-    AHA_TRY(decode_forward(m, c, n_active, slots, tokens, err));
+    AHA_TRY(decode_prep(m, c, n_active, slots, tokens, err));
     acts *a = &m->a;
     int V = m->cfg.vocab_size;
     if (OPS(m)->sample) {
         /* a.targets, a.lp and a.cu are free during decode: they carry the draws and rng ids;
          * a.pos already holds each slot's position */
         TRY_OP(OPS(m)->to_device(BE(m), a->cu, rng_ids, (size_t)n_active * 4, err));
-        for (int r0 = 0; r0 < n_active; r0 += a->chunk) {
-            int n = n_active - r0 < a->chunk ? n_active - r0 : a->chunk;
-            AHA_TRY(logits_rows(m, r0, n, err));
-            TRY_OP(OPS(m)->sample(BE(m), aha_tensor_at(a->targets, r0), aha_tensor_at(a->lp, r0), a->logits,
-                                  aha_tensor_at(a->cu, r0), aha_tensor_at(a->pos, r0), n, V, sp->temperature,
-                                  sp->top_k, sp->top_p, seed, err));
+        /* Everything below reads only device data uploaded above, so on a backend with op
+         * graphs it is recorded once per configuration and replayed: the key holds every
+         * argument the ops see (buffers, sizes, sampling parameters). */
+        uint32_t tb, pb;
+        memcpy(&tb, &sp->temperature, 4);
+        memcpy(&pb, &sp->top_p, 4);
+        uint64_t key = aha_mix64((uint64_t)(uintptr_t)a->buf, ((uint64_t)(unsigned)a->cap << 1) | a->train);
+        key = aha_mix64(key, (uint64_t)(uintptr_t)c->buf);
+        key = aha_mix64(key, ((uint64_t)(unsigned)c->slots << 32) | (unsigned)c->max_seq);
+        key = aha_mix64(key, ((uint64_t)(unsigned)n_active << 32) | (unsigned)a->chunk);
+        key = aha_mix64(key, ((uint64_t)tb << 32) | pb);
+        key = aha_mix64(key, aha_mix64(seed, (uint64_t)(unsigned)sp->top_k)) | 1;
+        bool found = false;
+        if (OPS(m)->graph_launch) TRY_OP(OPS(m)->graph_launch(BE(m), key, &found, err));
+        for (int attempt = 0; !found && attempt < 2; attempt++) {
+            bool rec = attempt == 0 && OPS(m)->graph_begin && OPS(m)->graph_begin(BE(m), NULL) == AHA_OK;
+            aha_status st = decode_forward(m, c, n_active, err);
+            for (int r0 = 0; st == AHA_OK && r0 < n_active; r0 += a->chunk) {
+                int n = n_active - r0 < a->chunk ? n_active - r0 : a->chunk;
+                st = logits_rows(m, r0, n, err);
+                if (st == AHA_OK)
+                    st = OPS(m)->sample(BE(m), aha_tensor_at(a->targets, r0), aha_tensor_at(a->lp, r0), a->logits,
+                                        aha_tensor_at(a->cu, r0), aha_tensor_at(a->pos, r0), n, V, sp->temperature,
+                                        sp->top_k, sp->top_p, seed, err);
+            }
+            if (!rec) {
+                AHA_TRY(st);
+                break;
+            }
+            /* a recording that failed is dropped and the step runs op by op instead */
+            if (st == AHA_OK) st = OPS(m)->graph_end(BE(m), key, err);
+            else OPS(m)->graph_end(BE(m), 0, NULL);
+            if (st == AHA_OK) TRY_OP(OPS(m)->graph_launch(BE(m), key, &found, err));
         }
         TRY_OP(OPS(m)->to_host(BE(m), tokens_out, a->targets, (size_t)n_active * 4, err));
         TRY_OP(OPS(m)->to_host(BE(m), logprobs_out, a->lp, (size_t)n_active * sizeof(float), err));
@@ -1481,6 +1514,7 @@ aha_status aha_model_decode_sample(aha_model *m, aha_kv_cache *c, int n_active, 
         float *row = malloc((size_t)V * sizeof(float));
         void *work = malloc(aha_sample_work_bytes(V));
         aha_status st = row && work ? AHA_OK : aha_errf(err, AHA_ENOMEM, "decode_sample: host scratch");
+        st = decode_forward(m, c, n_active, err);
         for (int i = 0; st == AHA_OK && i < n_active; i++) {
             st = logits_rows(m, i, 1, err);
             if (st == AHA_OK) st = logits_to_host(m, 1, row, err);

@@ -87,8 +87,21 @@ typedef struct {
     const char *tls_key_file;
     const char *auth_token;       /* require "authorization: Bearer <token>" on every call
                                      except health checks (UNAUTHENTICATED otherwise); NULL =
-                                     none. Use with TLS outside a trusted network. */
+                                     none. Use with TLS outside a trusted network. Accepted on
+                                     every method, like service_token. */
     const char *name;             /* for logs, e.g. "reward" */
+    /* Two tokens (issue 9). When any of auth_token, service_token, job_token is set, every
+     * call but health needs a bearer token: none or an unknown one is UNAUTHENTICATED; the
+     * service token is accepted on every method; the job token only on public methods (the
+     * job API), elsewhere PERMISSION_DENIED. Tokens are copied and never logged. */
+    const char *service_token;    /* service-to-service calls */
+    const char *job_token;        /* job clients (ahactl, a platform's controller) */
+    const char *public_services;  /* comma-separated full service names whose methods the job
+                                     token may call (default "aha.v1.Learner") */
+    const char *tls_client_ca_file; /* PEM: verify client certificates (mutual TLS); needs
+                                     tls_cert_file */
+    int tls_client_optional;      /* with tls_client_ca_file: 0 = a client certificate is
+                                     required (default), 1 = verified only when presented */
 } aha_rpc_server_opts;
 
 /* Fill o with the defaults above. */
@@ -190,6 +203,8 @@ typedef struct {
     const char *tls_ca_file;      /* PEM roots: enables TLS; NULL = plaintext */
     const char *tls_server_name;  /* override the name checked in the certificate */
     const char *bearer_token;     /* sent as "authorization: Bearer ..." on every call */
+    const char *tls_cert_file;    /* PEM client certificate and key for mutual TLS (servers */
+    const char *tls_key_file;     /* started with a client CA); both or neither */
     int attempts;                 /* tries for UNAVAILABLE (default 5; 1 = no retry) */
     int backoff_initial_ms;       /* first retry delay (default 50) */
     int backoff_max_ms;           /* cap (default 2000); each delay has ±25 % jitter */
@@ -255,6 +270,14 @@ void aha_rpc_stream_free(aha_rpc_stream *st);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Shared helpers                                                                           */
+
+/* A secret from a file (preferred: argv is visible to every user of the machine) or, when
+ * file is NULL, from the environment variable env (e.g. AHA_SERVICE_TOKEN, AHA_JOB_TOKEN).
+ * Trailing whitespace is dropped; an empty or binary secret is EINVAL. *out is malloc'ed
+ * (free()), NULL with AHA_OK when neither is given. The value is never logged. */
+aha_status aha_rpc_read_secret(const char *file, const char *env, char **out, aha_err *err);
+/* Whether a listen address is on this machine only (127.0.0.0/8, ::1, localhost, unix:). */
+int aha_rpc_addr_is_local(const char *listen);
 
 /* "INVALID_ARGUMENT" etc. */
 const char *aha_rpc_code_name(int grpc_code);

@@ -115,7 +115,14 @@ struct aha_rpc_server {
     char name[64];
     char listen[256];
     char *tls_cert, *tls_key;
-    char *auth; /* "Bearer <token>" required on calls (health excepted), or NULL */
+    /* Bearer tokens (health excepted), as "Bearer <token>": auth_full[] are accepted on every
+     * method (service token, legacy auth_token), auth_job only on public methods. */
+    char *auth_full[2];
+    char *auth_job;
+    int auth_on;
+    char publics[8][MAX_PATH]; /* "/aha.v1.Learner/" prefixes of the public methods */
+    int n_publics;
+    char *tls_ca; /* client CA (mutual TLS), or NULL */
     grpc_server *srv;
     method_entry *methods;
     int n_methods;
@@ -407,21 +414,65 @@ static int pool_dispatch(aha_rpc_server *s, aha_rpc_call *c)
 /* ---------------------------------------------------------------------------------------- */
 /* CQ threads                                                                               */
 
-/* The request carries "authorization: Bearer <token>" (compared in constant time). */
-static int auth_ok(const aha_rpc_call *c)
+/* Whether the slice equals `want`, in time that depends only on the lengths. */
+static int token_eq(grpc_slice v, const char *want)
 {
-    const char *want = c->s->auth;
+    if (!want) return 0;
     size_t n = strlen(want);
+    if (GRPC_SLICE_LENGTH(v) != n) return 0;
+    const unsigned char *p = GRPC_SLICE_START_PTR(v);
+    unsigned diff = 0;
+    for (size_t k = 0; k < n; k++) diff |= (unsigned)(p[k] ^ (unsigned char)want[k]);
+    return diff == 0;
+}
+
+enum { TOKEN_NONE, TOKEN_BAD, TOKEN_FULL, TOKEN_JOB };
+
+/* Which configured token the call's "authorization" metadata carries. Every candidate is
+ * compared, so the time taken does not tell which one (nearly) matched. */
+static int call_token(const aha_rpc_call *c)
+{
+    const aha_rpc_server *s = c->s;
     for (size_t i = 0; i < c->md.count; i++) {
         if (!aha__rpc_slice_eq(c->md.metadata[i].key, "authorization")) continue;
         grpc_slice v = c->md.metadata[i].value;
-        if (GRPC_SLICE_LENGTH(v) != n) return 0;
-        const unsigned char *p = GRPC_SLICE_START_PTR(v);
-        unsigned diff = 0;
-        for (size_t k = 0; k < n; k++) diff |= (unsigned)(p[k] ^ (unsigned char)want[k]);
-        return diff == 0;
+        int full = token_eq(v, s->auth_full[0]) | token_eq(v, s->auth_full[1]);
+        int job = token_eq(v, s->auth_job);
+        return full ? TOKEN_FULL : job ? TOKEN_JOB : TOKEN_BAD;
+    }
+    return TOKEN_NONE;
+}
+
+/* Whether the call's method belongs to a public service (the job API). */
+static int call_public(const aha_rpc_call *c)
+{
+    const aha_rpc_server *s = c->s;
+    const char *path = c->m ? c->m->path : NULL;
+    grpc_slice m = c->details.method;
+    for (int i = 0; i < s->n_publics; i++) {
+        size_t n = strlen(s->publics[i]);
+        if (path ? strncmp(path, s->publics[i], n) == 0
+                 : GRPC_SLICE_LENGTH(m) >= n &&
+                       memcmp(GRPC_SLICE_START_PTR(m), s->publics[i], n) == 0)
+            return 1;
     }
     return 0;
+}
+
+/* UNAUTHENTICATED / PERMISSION_DENIED with a message, or 0 when the call may go on. */
+static int call_auth(const aha_rpc_call *c, const char **msg)
+{
+    const aha_rpc_server *s = c->s;
+    if (!s->auth_on || (c->m && c->m->health)) return 0;
+    switch (call_token(c)) {
+    case TOKEN_NONE: *msg = "missing bearer token"; return GRPC_STATUS_UNAUTHENTICATED;
+    case TOKEN_BAD: *msg = "invalid bearer token"; return GRPC_STATUS_UNAUTHENTICATED;
+    case TOKEN_JOB:
+        if (call_public(c)) return 0;
+        *msg = "the job token may not call internal methods (a service token is needed)";
+        return GRPC_STATUS_PERMISSION_DENIED;
+    default: return 0;
+    }
 }
 
 static void on_new(worker *w, aha_rpc_call *c, int ok)
@@ -450,8 +501,10 @@ static void on_new(worker *w, aha_rpc_call *c, int ok)
     start_batch(c, &close_op, 1, &c->t_close);
     pthread_mutex_unlock(&c->mu);
 
-    if (s->auth && !(c->m && c->m->health) && !auth_ok(c)) {
-        call_finish_code(c, GRPC_STATUS_UNAUTHENTICATED, "missing or invalid bearer token");
+    const char *deny = NULL;
+    int deny_code = call_auth(c, &deny);
+    if (deny_code) {
+        call_finish_code(c, (grpc_status_code)deny_code, deny);
         return;
     }
     if (!c->m) {
@@ -469,7 +522,7 @@ static void on_new(worker *w, aha_rpc_call *c, int ok)
     if (atomic_fetch_add(&s->active, 1) >= s->o.max_concurrent_calls) {
         atomic_fetch_sub(&s->active, 1);
         char msg[128];
-        snprintf(msg, sizeof msg, "server busy: %d calls in progress", s->o.max_concurrent_calls);
+        snprintf(msg, sizeof msg, "server busy: %d calls in progress; retry with backoff", s->o.max_concurrent_calls);
         call_finish_code(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return;
     }
@@ -893,6 +946,57 @@ aha_status aha_rpc_server_add_method(aha_rpc_server *s, const ProtobufCServiceDe
     return add_entry(s, svc, method, kind, fn, user, 0, err);
 }
 
+static void server_auth_free(aha_rpc_server *s)
+{
+    for (int i = 0; i < 2; i++) free(s->auth_full[i]);
+    free(s->auth_job);
+    free(s->tls_ca);
+    s->auth_full[0] = s->auth_full[1] = s->auth_job = s->tls_ca = NULL;
+}
+
+static aha_status bearer(const char *token, char **out, aha_err *err)
+{
+    *out = NULL;
+    if (!token || !*token) return AHA_OK;
+    size_t n = strlen(token) + 8;
+    if (n > 4096) return aha_errf(err, AHA_EINVAL, "rpc: bearer token longer than 4 KiB");
+    *out = malloc(n);
+    if (!*out) return aha_errf(err, AHA_ENOMEM, "rpc: out of memory");
+    snprintf(*out, n, "Bearer %s", token);
+    return AHA_OK;
+}
+
+/* Tokens, public services and the client CA, copied from s->o. */
+static aha_status server_auth_init(aha_rpc_server *s, aha_err *err)
+{
+    AHA_TRY(bearer(s->o.service_token, &s->auth_full[0], err));
+    AHA_TRY(bearer(s->o.auth_token, &s->auth_full[1], err));
+    AHA_TRY(bearer(s->o.job_token, &s->auth_job, err));
+    s->auth_on = s->auth_full[0] || s->auth_full[1] || s->auth_job;
+    if (s->auth_job && ((s->auth_full[0] && strcmp(s->auth_job, s->auth_full[0]) == 0) ||
+                        (s->auth_full[1] && strcmp(s->auth_job, s->auth_full[1]) == 0)))
+        return aha_errf(err, AHA_EINVAL, "rpc: the job token equals the service token: they "
+                                         "must differ, or job clients could call everything");
+    const char *p = s->o.public_services ? s->o.public_services : "aha.v1.Learner";
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n > 0) {
+            if (s->n_publics == (int)AHA_ARRAY_LEN(s->publics) || n + 3 > MAX_PATH)
+                return aha_errf(err, AHA_EINVAL, "rpc: public services: too many or too long");
+            snprintf(s->publics[s->n_publics++], MAX_PATH, "/%.*s/", (int)n, p);
+        }
+        p += n + (e ? 1 : 0);
+    }
+    if (s->o.tls_client_ca_file) {
+        if (!s->tls_cert)
+            return aha_errf(err, AHA_EINVAL,
+                            "a client CA (mutual TLS) needs a server certificate and key");
+        AHA_TRY(aha__rpc_read_pem(s->o.tls_client_ca_file, &s->tls_ca, err));
+    }
+    return AHA_OK;
+}
+
 aha_status aha_rpc_server_create(const aha_rpc_server_opts *o, aha_rpc_server **out,
                                  aha_err *err)
 {
@@ -930,18 +1034,17 @@ aha_status aha_rpc_server_create(const aha_rpc_server_opts *o, aha_rpc_server **
         }
     }
     s->o.tls_cert_file = s->o.tls_key_file = NULL; /* contents kept instead */
-    if (s->o.auth_token && *s->o.auth_token) {
-        size_t n = strlen(s->o.auth_token) + 8;
-        s->auth = malloc(n);
-        if (!s->auth) {
-            free(s->tls_cert);
-            free(s->tls_key);
-            free(s);
-            return aha_errf(err, AHA_ENOMEM, "rpc: out of memory");
-        }
-        snprintf(s->auth, n, "Bearer %s", s->o.auth_token);
+    aha_status st = server_auth_init(s, err);
+    if (st != AHA_OK) {
+        server_auth_free(s);
+        free(s->tls_cert);
+        free(s->tls_key);
+        free(s);
+        return st;
     }
-    s->o.auth_token = NULL; /* the caller's string may go away; never logged */
+    /* the caller's strings may go away; the copies are never logged */
+    s->o.auth_token = s->o.service_token = s->o.job_token = NULL;
+    s->o.public_services = s->o.tls_client_ca_file = NULL;
     sem_init(&s->stop_sem, 0, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->stats_mu, NULL);
@@ -949,8 +1052,8 @@ aha_status aha_rpc_server_create(const aha_rpc_server_opts *o, aha_rpc_server **
     pthread_cond_init(&s->pcv, NULL);
     atomic_store(&s->serving, 1);
     aha__rpc_acquire();
-    aha_status st = add_entry(s, &grpc__health__v1__health__descriptor, "Check", AHA_RPC_UNARY,
-                              NULL, NULL, 1, err);
+    st = add_entry(s, &grpc__health__v1__health__descriptor, "Check", AHA_RPC_UNARY, NULL, NULL,
+                   1, err);
     AHA_ASSERT(st == AHA_OK);
     *out = s;
     return AHA_OK;
@@ -999,7 +1102,11 @@ aha_status aha_rpc_server_start(aha_rpc_server *s, aha_err *err)
     grpc_server_credentials *creds;
     if (s->tls_cert) {
         grpc_ssl_pem_key_cert_pair pair = {.private_key = s->tls_key, .cert_chain = s->tls_cert};
-        creds = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
+        grpc_ssl_client_certificate_request_type req =
+            !s->tls_ca ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : s->o.tls_client_optional ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+                                       : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+        creds = grpc_ssl_server_credentials_create_ex(s->tls_ca, &pair, 1, req, NULL);
     } else {
         creds = grpc_insecure_server_credentials_create();
     }
@@ -1008,15 +1115,24 @@ aha_status aha_rpc_server_start(aha_rpc_server *s, aha_err *err)
     if (s->port == 0)
         return aha_errf(err, AHA_EUNAVAILABLE, "cannot listen on %s (address in use or invalid)",
                         s->listen);
+    if (!s->tls_cert && !aha_rpc_addr_is_local(s->listen))
+        AHA_WARN("%s: serving %s without TLS: anyone on the network can read the calls%s; "
+                 "give --tls-cert and --tls-key outside a trusted network",
+                 s->name, s->listen, s->auth_on ? " and their bearer tokens" : "");
     grpc_server_start(s->srv);
     s->started = 1;
     atomic_store(&s->workers_left, s->nworkers);
     for (int i = 0; i < s->nworkers; i++)
         if (pthread_create(&s->workers[i].thr, NULL, worker_main, &s->workers[i]) != 0)
             AHA_ASSERT(!"cannot create a completion-queue thread");
-    AHA_INFO("%s: listening on %s (port %d, %s%s, %d CQ threads, max message %lld/%lld bytes)",
-             s->name, s->listen, s->port, s->tls_cert ? "TLS" : "plaintext",
-             s->auth ? ", bearer token required" : "", s->nworkers,
+    AHA_INFO("%s: listening on %s (port %d, %s%s%s, %d CQ threads, max message %lld/%lld bytes)",
+             s->name, s->listen, s->port,
+             !s->tls_cert ? "plaintext"
+             : !s->tls_ca ? "TLS"
+             : s->o.tls_client_optional ? "TLS, client certificates verified when presented"
+                                        : "mutual TLS",
+             s->auth_full[0] || s->auth_full[1] ? ", service token required" : "",
+             s->auth_job ? ", job token accepted on the job API" : "", s->nworkers,
              (long long)s->o.max_recv_bytes, (long long)s->o.max_send_bytes);
     return AHA_OK;
 }
@@ -1205,7 +1321,7 @@ void aha_rpc_server_free(aha_rpc_server *s)
     free(s->methods);
     free(s->tls_cert);
     free(s->tls_key);
-    free(s->auth);
+    server_auth_free(s);
     sem_destroy(&s->stop_sem);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->stats_mu);

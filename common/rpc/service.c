@@ -31,7 +31,15 @@ void aha_rpc_service_usage(FILE *f)
           "  --max-concurrent N   calls handled at once (default 256)\n"
           "  --summary-s N        period of the summary log line, 0 = exit only (default 60)\n"
           "  --tls-cert FILE --tls-key FILE   serve TLS\n"
-          "  --auth-token-file FILE  require 'authorization: Bearer <token in FILE>'\n",
+          "  --auth-token-file FILE  require 'authorization: Bearer <token in FILE>'\n"
+          "  --service-token-file FILE  token for service-to-service calls, accepted on every\n"
+          "                       method (else $AHA_SERVICE_TOKEN)\n"
+          "  --job-token-file FILE  token of job clients, accepted on the job API only;\n"
+          "                       internal methods answer PERMISSION_DENIED (else $AHA_JOB_TOKEN)\n"
+          "  --tls-ca FILE        CA of client certificates: mutual TLS (and the roots this\n"
+          "                       service's own clients trust)\n"
+          "  --tls-client-auth require|optional  with --tls-ca: must clients present a\n"
+          "                       certificate (default require)\n",
           f);
 }
 
@@ -53,7 +61,9 @@ aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv,
     static const char *const known[] = {"--listen",   "--config",         "--log-level",
                                         "--threads",  "--max-message-mb", "--grace-ms",
                                         "--notice-ms", "--max-concurrent", "--summary-s",
-                                        "--tls-cert", "--tls-key", "--auth-token-file"};
+                                        "--tls-cert", "--tls-key", "--auth-token-file",
+                                        "--service-token-file", "--job-token-file", "--tls-ca",
+                                        "--tls-client-auth"};
     a->rest_store = calloc((size_t)argc + 1, sizeof *a->rest_store);
     if (!a->rest_store) return aha_errf(err, AHA_ENOMEM, "out of memory");
     a->rest_argv = a->rest_store;
@@ -141,9 +151,39 @@ aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv,
             a->server.auth_token = text;
             break;
         }
+        case 12:
+        case 13: {
+            char *text = NULL;
+            AHA_TRY(aha_rpc_read_secret(val, NULL, &text, err));
+            char **store = which == 12 ? &a->service_token_store : &a->job_token_store;
+            free(*store);
+            *store = text;
+            if (which == 12) a->server.service_token = text;
+            else a->server.job_token = text;
+            break;
+        }
+        case 14: a->server.tls_client_ca_file = val; break;
+        case 15:
+            if (strcmp(val, "require") == 0) a->server.tls_client_optional = 0;
+            else if (strcmp(val, "optional") == 0) a->server.tls_client_optional = 1;
+            else
+                return aha_errf(err, AHA_EINVAL,
+                                "--tls-client-auth: '%s' is not require or optional", val);
+            break;
         }
     }
     a->rest_argv[a->rest_argc] = NULL;
+    /* Files win over the environment (a variable is inherited by every child process). */
+    if (!a->server.service_token) {
+        AHA_TRY(aha_rpc_read_secret(NULL, "AHA_SERVICE_TOKEN", &a->service_token_store, err));
+        a->server.service_token = a->service_token_store;
+    }
+    if (!a->server.job_token) {
+        AHA_TRY(aha_rpc_read_secret(NULL, "AHA_JOB_TOKEN", &a->job_token_store, err));
+        a->server.job_token = a->job_token_store;
+    }
+    if (a->server.tls_client_ca_file && !a->server.tls_cert_file)
+        return aha_errf(err, AHA_EINVAL, "--tls-ca (mutual TLS) needs --tls-cert and --tls-key");
     if ((a->server.tls_cert_file == NULL) != (a->server.tls_key_file == NULL))
         return aha_errf(err, AHA_EINVAL, "--tls-cert and --tls-key go together");
     return AHA_OK;
@@ -155,6 +195,9 @@ void aha_rpc_service_args_free(aha_rpc_service_args *a)
     a->rest_store = NULL;
     free(a->token_store);
     a->token_store = NULL;
+    free(a->service_token_store);
+    free(a->job_token_store);
+    a->service_token_store = a->job_token_store = NULL;
     a->rest_argv = NULL;
 }
 

@@ -19,6 +19,18 @@
  *   --summary-s N        period of the info summary line, 0 = at exit only (60)
  *   --tls-cert FILE --tls-key FILE   serve TLS instead of plaintext
  *   --auth-token-file FILE           require "authorization: Bearer <token>" (health exempt)
+ *   --service-token-file FILE        service-to-service token, accepted on every method
+ *                                    (else $AHA_SERVICE_TOKEN)
+ *   --job-token-file FILE            job-client token, accepted on the public services only
+ *                                    (aha.v1.Learner); elsewhere PERMISSION_DENIED (else
+ *                                    $AHA_JOB_TOKEN)
+ *   --tls-ca FILE                    client CA: mutual TLS (needs --tls-cert/--tls-key)
+ *   --tls-client-auth require|optional   with --tls-ca (default require)
+ * Without any token every call is open (the loopback demo); with one, health stays open and
+ * every other call needs a valid token (rpc.h, aha_rpc_server_opts). A service that also calls
+ * others (the learner) sends a.server.service_token as its channels' bearer_token, trusts
+ * a.server.tls_client_ca_file as tls_ca_file and presents a.server.tls_cert_file/key_file as
+ * its client certificate.
  * Anything else is left, in order, in rest_argv for the service (rest_argv[0] = argv[0]). */
 #ifndef AHA_RPC_SERVICE_H
 #define AHA_RPC_SERVICE_H
@@ -37,6 +49,7 @@ typedef struct {
     /* private */
     char **rest_store;
     char *token_store;
+    char *service_token_store, *job_token_store;
 } aha_rpc_service_args;
 
 void aha_rpc_service_args_init(aha_rpc_service_args *a, const char *name,

@@ -63,9 +63,18 @@ typedef struct {
     uint64_t seed;
     gsample *out; /* (n_total, G) */
     aha_rpc_call_opts opts;
+    bool stale;   /* the worker served another policy version than the one pushed */
     aha_status st;
     aha_err err;
 } gen_task;
+
+/* Prompt q's own sampling seed: its samples are the same whichever worker serves it and in
+ * whichever request, so groups redone after a failover equal those a healthy run samples. */
+static uint64_t prompt_seed(uint64_t seed, int q)
+{
+    uint64_t s = aha_mix64(seed, (uint64_t)q);
+    return s ? s : 1; /* 0 means "derive from the request" to the worker */
+}
 
 static void *gen_worker(void *arg)
 {
@@ -88,6 +97,7 @@ static void *gen_worker(void *arg)
         pr[i].id = idbuf[i];
         pr[i].n_token_ids = g->pn[q];
         pr[i].token_ids = g->pids[q];
+        pr[i].seed = prompt_seed(g->seed, q);
         pp[i] = &pr[i];
         mine[q] = true;
     }
@@ -119,6 +129,13 @@ static void *gen_worker(void *arg)
         } else if (c->n_logprobs != c->n_token_ids) {
             g->st = aha_errf(&g->err, AHA_EFORMAT, "completion %s/%d: %zu tokens but %zu logprobs", c->prompt_id,
                              c->index, c->n_token_ids, c->n_logprobs);
+        } else if (j->pushed_version >= 0 &&
+                   (c->policy_version != j->pushed_version || c->first_policy_version != j->pushed_version)) {
+            /* a worker restarted from its model directory serves old weights */
+            g->stale = true;
+            g->st = aha_errf(&g->err, AHA_EPRECOND, "completion %s/%d from policy version %" PRId64 " (first %" PRId64
+                             "), but version %" PRId64 " was pushed",
+                             c->prompt_id, c->index, c->policy_version, c->first_policy_version, j->pushed_version);
         } else {
             gsample *s = &g->out[q * g->G + c->index];
             if (!s->done) { /* a repeated completion is not counted twice */
@@ -166,6 +183,7 @@ static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, c
     }
     int n_pending = n_total;
     for (int i = 0; i < n_total; i++) pending[i] = i;
+    bool repushed[AHA__MAX_ROLLOUT] = {0};
     aha_status st = AHA_OK;
     aha_err first = {0};
     for (int round = 0; n_pending > 0 && st == AHA_OK; round++) {
@@ -194,7 +212,7 @@ static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, c
             g->n_total = n_total;
             g->G = G;
             g->sa = sa;
-            g->seed = aha_mix64(seed, (uint64_t)round);
+            g->seed = seed;
             g->out = out;
             off += cnt;
         }
@@ -229,6 +247,15 @@ static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, c
             if (g->st == AHA_OK && missing)
                 g->st = aha_errf(&g->err, AHA_EFORMAT, "rollout %s: stream ended with %d incomplete groups",
                                  j->rollout_addr[g->worker], missing);
+            if (g->st != AHA_OK && g->stale && !repushed[g->worker]) {
+                /* once per call: a worker that stays stale after a re-push is failed */
+                repushed[g->worker] = true;
+                aha__job_log(j, "warning: rollout %s: %s; re-pushing the weights, %d prompts sampled again",
+                             j->rollout_addr[g->worker], aha_err_msg(&g->err), missing);
+                aha_err e2 = {0};
+                if (aha__job_repush_worker(j, g->worker, &e2) == AHA_OK) continue;
+                g->err = e2;
+            }
             if (g->st != AHA_OK) {
                 failed[g->worker] = true;
                 if (!first.status) first = g->err;
@@ -288,7 +315,9 @@ static aha_status score_all(aha__job *j, int nq, int G, char *const *prompts, ch
     req.n_items = n;
     req.items = ip;
     req.config_json = cfg;
-    aha_rpc_call_opts o = {.timeout_ms = j->timeout_ms};
+    /* Score is idempotent: a reward service restarting mid-step is waited for, inside the
+     * deadline, rather than failing the step */
+    aha_rpc_call_opts o = {.timeout_ms = j->timeout_ms, .wait_for_ready = 1};
     ProtobufCMessage *resp = NULL;
     aha_status st = aha_rpc_unary(j->reward, &aha__v1__reward__descriptor, "Score", &req.base, &resp, &o, err);
     if (st != AHA_OK) aha_err_prefix(err, st, "reward %s", j->reward_addr);
@@ -364,7 +393,8 @@ static void *ref_worker(void *arg)
         Aha__V1__LogProbsRequest req = AHA__V1__LOG_PROBS_REQUEST__INIT;
         req.n_sequences = m;
         req.sequences = sp;
-        aha_rpc_call_opts o = {.timeout_ms = r->j->timeout_ms};
+        /* idempotent: wait (inside the deadline) for a refpolicy that restarts mid-step */
+        aha_rpc_call_opts o = {.timeout_ms = r->j->timeout_ms, .wait_for_ready = 1};
         r->st = aha_rpc_unary(r->j->refpolicy, &aha__v1__ref_policy__descriptor, "LogProbs", &req.base, &resp, &o,
                               &r->err);
         if (r->st != AHA_OK) aha_err_prefix(&r->err, r->st, "refpolicy %s", r->j->refpolicy_addr);
@@ -588,7 +618,7 @@ static aha_status group_answers(aha__job *j, const char **ans, int k, int32_t *g
         req.n_answers = (size_t)m;
         req.answers = a;
         req.extract = 0;
-        aha_rpc_call_opts o = {.timeout_ms = j->timeout_ms};
+        aha_rpc_call_opts o = {.timeout_ms = j->timeout_ms, .wait_for_ready = 1};
         ProtobufCMessage *resp = NULL;
         st = aha_rpc_unary(j->reward, &aha__v1__reward__descriptor, "GroupAnswers", &req.base, &resp, &o, err);
         Aha__V1__GroupAnswersResponse *r = (Aha__V1__GroupAnswersResponse *)resp;

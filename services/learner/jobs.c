@@ -1038,7 +1038,7 @@ aha_status aha_jobs_watch_open(aha_jobs *s, const char *id, int from_start, int 
         /* hashes of the file records: ring entries and live events already there are skipped */
         w->seen = recs.n ? calloc(recs.n, sizeof *w->seen) : NULL;
         for (size_t i = 0; i < recs.n; i++) w->seen[w->n_seen++] = hash_text(recs.v[i].json);
-        qsort(w->seen, w->n_seen, sizeof *w->seen, cmp_u64);
+        if (w->n_seen) qsort(w->seen, w->n_seen, sizeof *w->seen, cmp_u64);
         ev_list fresh = {0};
         for (size_t i = 0; i < ring.n; i++) {
             uint64_t h = hash_text(ring.v[i].json);

@@ -164,6 +164,22 @@ aha_status aha__job_push(aha__job *j, int64_t version, bool to_rollout, bool to_
     return st;
 }
 
+aha_status aha__job_repush_worker(aha__job *j, int w, aha_err *err)
+{
+    AHA_ASSERT(w >= 0 && w < j->n_rollout && j->pushed_version >= 0);
+    aha_weight_snapshot *snap = NULL;
+    AHA_TRY(aha_weight_snapshot_create(j->m, push_dtype(j), &snap, err));
+    aha_weight_push_opts o = {.version = j->pushed_version, .timeout_ms = j->timeout_ms};
+    aha_weight_push_result res;
+    aha_status st = aha_weight_snapshot_send(snap, j->rollout[w], &aha__v1__rollout__descriptor, &o, &res, err);
+    aha_weight_snapshot_free(snap);
+    if (st != AHA_OK) return aha_err_prefix(err, st, "UpdateWeights to rollout %s (version %" PRId64 ")",
+                                            j->rollout_addr[w], j->pushed_version);
+    j->rollout_ok[w] = true;
+    aha__job_log(j, "rollout %s: re-pushed version %" PRId64, j->rollout_addr[w], j->pushed_version);
+    return AHA_OK;
+}
+
 /* ---- checkpoints and resume ------------------------------------------------------------ */
 
 static aha_status state_json(aha__job *j, char **out, aha_err *err)

@@ -58,6 +58,10 @@ aha_status aha__job_connect(aha__job *j, bool need_rollout, bool need_reward, bo
 aha_status aha__job_push(aha__job *j, int64_t version, bool to_rollout, bool to_ref,
                          double *seconds, aha_err *err);
 
+/* push the version the workers should hold (pushed_version) to rollout worker w alone: a
+ * worker found serving another version (restarted from its model dir) catches up */
+aha_status aha__job_repush_worker(aha__job *j, int w, aha_err *err);
+
 /* checkpoint of j's model, train state, cursor and step */
 aha_status aha__job_checkpoint(aha__job *j, aha_err *err);
 

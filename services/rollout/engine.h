@@ -10,8 +10,8 @@
  * the part that fits is admitted (one prefill per admitted part).
  *
  * Determinism: sample j of prompt i draws from its own generator stream
- * aha_rng_seed(aha_mix64(seed, i), j), so its tokens do not depend on which other sequences
- * share the batch. Logprobs are log_softmax of the raw logits at the sampled token.
+ * aha_rng_seed(aha_mix64(seed, i), j) (or aha_rng_seed(prompt_seeds[i], j) when that is
+ * nonzero), so its tokens do not depend on which other sequences share the batch. Logprobs are log_softmax of the raw logits at the sampled token.
  *
  * Weights: aha_engine_update_weights hands a checked upload to the engine, which applies it
  * between two decode steps and bumps the policy version; sequences in flight then report
@@ -70,6 +70,7 @@ typedef struct {
     const char *const *stop;    /* stop strings (matched on the decoded bytes) */
     int n_stop;
     uint64_t seed;
+    const uint64_t *prompt_seeds; /* (n_prompts) or NULL; nonzero = that prompt's own seed */
     aha_completion_fn on_done;  /* called on the engine thread; must not block for long */
     void *user;
 } aha_gen_request;
@@ -89,6 +90,10 @@ aha_status aha_gen_wait(aha_gen *g, int (*cancelled)(void *arg), void *arg, aha_
 
 /* Apply a finished, checked upload between two decode steps; returns once applied. */
 aha_status aha_engine_update_weights(aha_engine *e, const aha_weight_rx *rx, aha_err *err);
+/* The same for weights from elsewhere (the NCCL weights group): fn(arg, model) runs on the
+ * engine thread between two decode steps; on success the policy version becomes version. */
+aha_status aha_engine_update_weights_fn(aha_engine *e, aha_status (*fn)(void *arg, aha_model *m, aha_err *err),
+                                        void *arg, int64_t version, aha_err *err);
 
 typedef struct {
     int64_t policy_version;

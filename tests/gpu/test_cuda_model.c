@@ -283,6 +283,67 @@ static void run_fixture(aha_backend *be, const char *fixture)
     }
     fprintf(stderr, "  kv-cache decode worst rel err %.3e\n", dworst);
     aha_kv_cache_free(c);
+
+    /* decode_sample (the draw on the GPU, replayed as an op graph after the first step)
+     * against decode + host argmax: greedy tokens and raw logprobs; then two sampled runs
+     * with one seed give one sequence */
+    aha_kv_cache *ca = NULL, *cb = NULL;
+    CHECK(aha_kv_cache_create(m, G, PL + 3 * NT, &ca, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_kv_cache_create(m, G, PL + 3 * NT, &cb, &err) == AHA_OK, "%s", err.msg);
+    int sl[G];
+    int32_t ta[G], tb[G], ids[G], outt[G];
+    float lpo[G];
+    float *rows = malloc((size_t)G * V * sizeof(float));
+    for (int g = 0; g < G; g++) {
+        sl[g] = g;
+        ids[g] = 100 + g;
+        CHECK(aha_model_prefill(m, ca, g, seq[0], PL, NULL, &err) == AHA_OK, "%s", err.msg);
+        CHECK(aha_model_prefill(m, cb, g, seq[0], PL, NULL, &err) == AHA_OK, "%s", err.msg);
+        ta[g] = tb[g] = seq[g][PL];
+    }
+    aha_sampling greedy = {0.0f, 1.0f, 0};
+    int mism = 0;
+    double lperr = 0;
+    for (int step = 0; step < 2 * NT; step++) {
+        CHECK(aha_model_decode(m, ca, G, sl, ta, rows, &err) == AHA_OK, "%s", err.msg);
+        CHECK(aha_model_decode_sample(m, cb, G, sl, tb, &greedy, 5, ids, outt, lpo, &err) == AHA_OK, "%s",
+              err.msg);
+        for (int g = 0; g < G; g++) {
+            const float *r = rows + (size_t)g * V;
+            int am = aha_argmax(r, V);
+            if (am != outt[g]) mism++;
+            lperr = fmax(lperr, fabs(lpo[g] - (r[outt[g]] - aha_logsumexp(r, V))));
+            ta[g] = am;
+            tb[g] = outt[g];
+        }
+    }
+    fprintf(stderr, "  decode_sample greedy: %d token mismatches, raw logprob max err %.2e\n", mism, lperr);
+    CHECK(mism == 0, "greedy decode_sample differs from decode + argmax in %d tokens", mism);
+    CHECK(lperr <= 1e-4, "decode_sample logprob error %.3e", lperr);
+    aha_sampling hot = {1.0f, 0.9f, 20};
+    int32_t run1[NT][G];
+    for (int rep = 0; rep < 2; rep++) {
+        /* a fresh group: the prompt but its last token prefilled, which the first step feeds */
+        for (int g = 0; g < G; g++) {
+            aha_kv_cache_reset_slot(cb, g);
+            CHECK(aha_model_prefill(m, cb, g, seq[0], PL - 1, NULL, &err) == AHA_OK, "%s", err.msg);
+            tb[g] = seq[0][PL - 1];
+        }
+        int same = 0;
+        for (int step = 0; step < NT; step++) {
+            CHECK(aha_model_decode_sample(m, cb, G, sl, tb, &hot, 77, ids, outt, lpo, &err) == AHA_OK, "%s", err.msg);
+            for (int g = 0; g < G; g++) {
+                CHECK(outt[g] >= 0 && outt[g] < V && lpo[g] <= 0, "sampled token %d logprob %g", outt[g], lpo[g]);
+                if (rep == 0) run1[step][g] = outt[g];
+                else same += run1[step][g] == outt[g];
+                tb[g] = outt[g];
+            }
+        }
+        if (rep == 1) CHECK(same == NT * G, "same seed, same ids: %d of %d tokens equal", same, NT * G);
+    }
+    free(rows);
+    aha_kv_cache_free(ca);
+    aha_kv_cache_free(cb);
     free(row);
     free(full);
     aha_model_free(m);

@@ -122,14 +122,21 @@ static aha_tensor up_i32(aha_backend *be, const int32_t *h, int64_t n)
     return t;
 }
 
-/* norm-wise relative error <= tol and every element within tol*rms(ref) + tol*|ref| */
+/* norm-wise relative error <= tol and every element within aslack*tol*rms(ref) + tol*|ref| */
+static void compare_slack(const char *what, aha_tensor got_t, const float *ref, int64_t n, double tol,
+                          double aslack);
 static void compare(const char *what, aha_tensor got_t, const float *ref, int64_t n, double tol)
+{
+    compare_slack(what, got_t, ref, n, tol, 1.0);
+}
+static void compare_slack(const char *what, aha_tensor got_t, const float *ref, int64_t n, double tol,
+                          double aslack)
 {
     float *got = down(gpu, got_t, n);
     double rel = th_rel_err(what, got, ref, n);
     double ss = 0;
     for (int64_t i = 0; i < n; i++) ss += (double)ref[i] * ref[i];
-    double atol = tol * sqrt(ss / (double)(n > 0 ? n : 1));
+    double atol = aslack * tol * sqrt(ss / (double)(n > 0 ? n : 1));
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - ref[i]);
@@ -357,8 +364,11 @@ static void t_rope(int N, int nh, int D, float theta)
     release();
 }
 
-static void t_attention(const int *lens, int n_seqs, int H, int KV, int D)
+/* gdt: the CUDA tensors' dtype (BF16 with D 64 / 128 runs the tensor-core kernels, F32 the
+ * CUDA-core ones, compared at fp32 tolerance) */
+static void t_attention(const int *lens, int n_seqs, int H, int KV, int D, aha_dtype gdt)
 {
+    double tol = gdt == BF16 ? BF : 1e-5;
     int32_t *cu = malloc((size_t)(n_seqs + 1) * 4);
     cu[0] = 0;
     int maxl = 0;
@@ -367,40 +377,47 @@ static void t_attention(const int *lens, int n_seqs, int H, int KV, int D)
         if (lens[s] > maxl) maxl = lens[s];
     }
     int N = cu[n_seqs];
-    fprintf(stderr, "== attention %d seqs, N %d (max %d), H %d KV %d D %d\n", n_seqs, N, maxl, H, KV, D);
+    fprintf(stderr, "== attention %d seqs, N %d (max %d), H %d KV %d D %d, %s\n", n_seqs, N, maxl, H, KV, D,
+            gdt == BF16 ? "bf16" : "f32");
     int64_t nq = (int64_t)N * H * D, nk = (int64_t)N * KV * D;
     float *q = rnd(nq, 1.0f, 0.0f), *k = rnd(nk, 1.0f, 0.0f), *v = rnd(nk, 1.0f, 0.0f), *dout = rnd(nq, 1.0f, 0.0f);
     aha_tensor ccu = up_i32(cpu, cu, n_seqs + 1), gcu = up_i32(gpu, cu, n_seqs + 1);
-    aha_tensor cq = up(cpu, q, nq, FP32), gq = up(gpu, q, nq, BF16);
-    aha_tensor ck = up(cpu, k, nk, FP32), gk = up(gpu, k, nk, BF16);
-    aha_tensor cv = up(cpu, v, nk, FP32), gv = up(gpu, v, nk, BF16);
-    aha_tensor co = alloc_t(cpu, nq, FP32), go = alloc_t(gpu, nq, BF16);
+    aha_tensor cq = up(cpu, q, nq, FP32), gq = up(gpu, q, nq, gdt);
+    aha_tensor ck = up(cpu, k, nk, FP32), gk = up(gpu, k, nk, gdt);
+    aha_tensor cv = up(cpu, v, nk, FP32), gv = up(gpu, v, nk, gdt);
+    aha_tensor co = alloc_t(cpu, nq, FP32), go = alloc_t(gpu, nq, gdt);
     aha_tensor cl = alloc_t(cpu, (int64_t)N * H, FP32), gl = alloc_t(gpu, (int64_t)N * H, FP32);
     OK_BOTH(cpu->ops->attention_fwd(cpu, co, cl, cq, ck, cv, ccu, n_seqs, N, H, KV, D, maxl, &e1),
             gpu->ops->attention_fwd(gpu, go, gl, gq, gk, gv, gcu, n_seqs, N, H, KV, D, maxl, &e2));
-    compare_dev("attention_fwd out", go, co, nq, BF);
+    compare_dev("attention_fwd out", go, co, nq, tol);
     compare_dev("attention_fwd lse", gl, cl, (int64_t)N * H, F32);
     /* the backward reads the forward's out: give both the same (bf16-rounded) values */
     float *o = down(gpu, go, nq);
     aha_tensor co2 = up(cpu, o, nq, FP32);
-    aha_tensor cdo = up(cpu, dout, nq, FP32), gdo = up(gpu, dout, nq, BF16);
-    aha_tensor cdq = alloc_t(cpu, nq, FP32), gdq = alloc_t(gpu, nq, BF16);
-    aha_tensor cdk = alloc_t(cpu, nk, FP32), gdk = alloc_t(gpu, nk, BF16);
-    aha_tensor cdv = alloc_t(cpu, nk, FP32), gdv = alloc_t(gpu, nk, BF16);
+    aha_tensor cdo = up(cpu, dout, nq, FP32), gdo = up(gpu, dout, nq, gdt);
+    aha_tensor cdq = alloc_t(cpu, nq, FP32), gdq = alloc_t(gpu, nq, gdt);
+    aha_tensor cdk = alloc_t(cpu, nk, FP32), gdk = alloc_t(gpu, nk, gdt);
+    aha_tensor cdv = alloc_t(cpu, nk, FP32), gdv = alloc_t(gpu, nk, gdt);
     OK_BOTH(cpu->ops->attention_bwd(cpu, cdq, cdk, cdv, cdo, cq, ck, cv, co2, cl, ccu, n_seqs,
                                     N, H, KV, D, maxl, &e1),
             gpu->ops->attention_bwd(gpu, gdq, gdk, gdv, gdo, gq, gk, gv, go, gl, gcu, n_seqs, N, H, KV,
                                     D, maxl, &e2));
-    compare_dev("attention_bwd dq", gdq, cdq, nq, BF);
-    compare_dev("attention_bwd dk", gdk, cdk, nk, BF);
-    compare_dev("attention_bwd dv", gdv, cdv, nk, BF);
+    /* The tensor-core backward rounds P and dS = P (dP - D) to bf16 before the second products,
+     * as FlashAttention does; an output that is a cancelling sum over a few hundred such terms
+     * carries an absolute error of the row's scale, not its own: elementwise slack 3 x atol
+     * (norm-wise still <= 1e-2). */
+    double sl = gdt == BF16 && (D == 64 || D == 128) ? 3.0 : 1.0;
+    float *r;
+    r = down(cpu, cdq, nq), compare_slack("attention_bwd dq", gdq, r, nq, tol, sl), free(r);
+    r = down(cpu, cdk, nk), compare_slack("attention_bwd dk", gdk, r, nk, tol, sl), free(r);
+    r = down(cpu, cdv, nk), compare_slack("attention_bwd dv", gdv, r, nk, tol, sl), free(r);
 
     /* KV cache: sequence 0..n_seqs-1 go to slots n_seqs-1..0 of a cache; every token queries
      * its slot with lens = position + 1, which must equal causal attention over the sequence */
     int slots_n = n_seqs + 1, max_seq = maxl + 3;
     int64_t nc = (int64_t)slots_n * max_seq * KV * D;
     aha_tensor ckc = alloc_t(cpu, nc, FP32), cvc = alloc_t(cpu, nc, FP32);
-    aha_tensor gkc = alloc_t(gpu, nc, BF16), gvc = alloc_t(gpu, nc, BF16);
+    aha_tensor gkc = alloc_t(gpu, nc, gdt), gvc = alloc_t(gpu, nc, gdt);
     int32_t *slot = malloc((size_t)N * 4), *pos = malloc((size_t)N * 4), *len = malloc((size_t)N * 4);
     for (int s = 0; s < n_seqs; s++)
         for (int t = cu[s]; t < cu[s + 1]; t++) {
@@ -413,11 +430,11 @@ static void t_attention(const int *lens, int n_seqs, int H, int KV, int D)
     aha_tensor cln = up_i32(cpu, len, N), gln = up_i32(gpu, len, N);
     OK_BOTH(cpu->ops->kv_store(cpu, ckc, cvc, ck, cv, csl, cps, N, KV, D, max_seq, &e1),
             gpu->ops->kv_store(gpu, gkc, gvc, gk, gv, gsl, gps, N, KV, D, max_seq, &e2));
-    aha_tensor cco = alloc_t(cpu, nq, FP32), gco = alloc_t(gpu, nq, BF16);
+    aha_tensor cco = alloc_t(cpu, nq, FP32), gco = alloc_t(gpu, nq, gdt);
     OK_BOTH(cpu->ops->attention_cached(cpu, cco, cq, ckc, cvc, csl, cln, N, H, KV, D, max_seq, &e1),
             gpu->ops->attention_cached(gpu, gco, gq, gkc, gvc, gsl, gln, N, H, KV, D, max_seq, &e2));
-    compare_dev("attention_cached (cpu cached)", gco, cco, nq, BF);
-    compare_dev("attention_cached (cpu packed)", gco, co, nq, BF);
+    compare_dev("attention_cached (cpu cached)", gco, cco, nq, tol);
+    compare_dev("attention_cached (cpu packed)", gco, co, nq, tol);
     free(q);
     free(k);
     free(v);
@@ -655,13 +672,15 @@ int main(void)
     t_rope(500, 14, 64, 1e6f);
     t_rope(100, 4, 128, 1e4f);
     const int l1[] = {1, 37, 64, 65, 200, 130};
-    t_attention(l1, 6, 14, 2, 64);
+    t_attention(l1, 6, 14, 2, 64, BF16);
+    t_attention(l1, 6, 14, 2, 64, FP32);
     const int l2[] = {100, 260};
-    t_attention(l2, 2, 8, 2, 128);
+    t_attention(l2, 2, 8, 2, 128, BF16);
+    t_attention(l2, 2, 8, 2, 128, FP32);
     const int l3[] = {3, 70, 24};
-    t_attention(l3, 3, 4, 2, 16);
+    t_attention(l3, 3, 4, 2, 16, BF16);
     const int l4[] = {150};
-    t_attention(l4, 1, 4, 4, 32);
+    t_attention(l4, 1, 4, 4, 32, BF16);
     t_logprob(6, 151936);
     t_logprob(33, 448);
     t_losses(100000);

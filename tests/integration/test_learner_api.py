@@ -256,6 +256,27 @@ if MODE == "fake":
     rc, out, err = ahactl("health", addr)
     check(rc == 0, "health needs no token: %d %r" % (rc, err))
 
+    # --- TLS: the health check of containers (`ahactl --tls-ca FILE health ADDR`) and jobs ---
+    if subprocess.run(["sh", "-c", "command -v openssl"], capture_output=True).returncode == 0:
+        crt, key = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-subj", "/CN=localhost", "-addext",
+                            "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", crt],
+                           capture_output=True)
+        check(r.returncode == 0, "openssl: %r" % r.stderr[-300:])
+        learner.stop()
+        learner = Service([LEARNER, "--jobs-dir", jobs_dir, "--tls-cert", crt, "--tls-key", key,
+                           "--job-token-file", tok, "--log-level", "warn"]).start()
+        addr = "localhost:%d" % learner.port
+        rc, out, err = ahactl("--tls-ca", crt, "health", addr)
+        check(rc == 0 and "SERVING" in out, "TLS health: %d %r %r" % (rc, out, err))
+        rc, out, err = ahactl("--timeout-ms", "3000", "health", addr)
+        check(rc != 0, "plaintext health against a TLS server fails: %d" % rc)
+        rc, out, err = ahactl("--tls-ca", crt, "--token-file", tok, "status", job, server=addr)
+        check(rc == 0 and "succeeded" in out, "TLS + token status: %d %r" % (rc, err))
+    else:
+        print("openssl not found: TLS case skipped", file=sys.stderr)
+
 ch.close()
 code = learner.stop()
 check(code == 0, "learner exit status %s" % code)

@@ -11,7 +11,8 @@
  * the sums), one per key tile accumulates dk, dv over every query head of its GQA group and
  * every query tile at or below the diagonal. No atomics: each output row has one owner.
  * All arithmetic is fp32 on CUDA cores; q, k, v, out are BF16 (or F32). Head dims 16, 32, 64
- * and 128 are instantiated.
+ * and 128 are instantiated. BF16 with head dim 64 or 128 goes to the tensor-core kernels of
+ * attention_tc.cu instead; these remain for the other shapes and as their cross-check.
  *
  * Cached attention: a block owns one query and one KV head (the H/KV query heads of the group
  * share each key read) and walks that slot's cached keys in chunks of 128 with an online
@@ -380,27 +381,50 @@ __global__ void k_kv_store(T *kc, T *vc, const T *k, const T *v, const int32_t *
 #define CA_CHUNK 128
 #define CA_MAXG 16
 
-/* block = (query i, kv head g); 128 threads, one key per thread per chunk */
+/* eight consecutive elements as floats (16-byte loads for bf16, two 16-byte loads for f32) */
+__device__ __forceinline__ void load8(const bf16 *p, float *o)
+{
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8(const float *p, float *o)
+{
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+}
+
+/* block = (query i, kv head g), 4 warps. Per chunk of 128 cached keys: scores with one key per
+ * thread (16-byte loads of its k row, every query head of the group at once); a warp per head
+ * updates the running max and sum; then each warp accumulates 32 of the keys' v rows into its
+ * own partial output (lanes over the head dim, coalesced), and the four partials are added in
+ * shared memory at the end. */
 template <int D, typename T>
 __global__ void __launch_bounds__(128) k_attn_cached(T *out, const T *q, const T *kc, const T *vc,
                                                      const int32_t *slots, const int32_t *lens,
                                                      int H, int KV, int max_seq, float scale)
 {
-    constexpr int OPT = (CA_MAXG * D + 127) / 128; /* (head, dim) pairs per thread, at most */
+    constexpr int DPL = (D + 31) / 32;
     int i = blockIdx.x, g = blockIdx.y, hg = H / KV;
-    __shared__ float qs[CA_MAXG * D];
+    __shared__ __align__(16) float qs[CA_MAXG * D]; /* the group's queries; the output sum at the end */
     __shared__ float ps[CA_MAXG * CA_CHUNK];
     __shared__ float ms[CA_MAXG], ls[CA_MAXG], as[CA_MAXG];
     int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-    for (int e = t; e < hg * D; e += 128)
-        qs[e] = aha__ld(q, ((int64_t)i * H + g * hg) * D + e) * scale * LOG2E;
+    for (int e = t; e < hg * D; e += 128) qs[e] = aha__ld(q, ((int64_t)i * H + g * hg) * D + e) * scale * LOG2E;
     if (t < hg) {
         ms[t] = -INFINITY;
         ls[t] = 0.0f;
     }
-    float o[OPT];
+    float o[CA_MAXG][DPL];
 #pragma unroll
-    for (int e = 0; e < OPT; e++) o[e] = 0.0f;
+    for (int h = 0; h < CA_MAXG; h++)
+#pragma unroll
+        for (int e = 0; e < DPL; e++) o[h][e] = 0.0f;
     int len = lens[i];
     int64_t slot_base = (int64_t)slots[i] * max_seq;
     __syncthreads();
@@ -411,19 +435,23 @@ __global__ void __launch_bounds__(128) k_attn_cached(T *out, const T *q, const T
         for (int h = 0; h < CA_MAXG; h++) sc[h] = 0.0f;
         if (j < len) {
             const T *kr = kc + ((slot_base + j) * KV + g) * D;
-#pragma unroll 4
-            for (int d = 0; d < D; d++) {
-                float kv = aha__ld(kr, d);
+#pragma unroll 2
+            for (int d = 0; d < D; d += 8) {
+                float kv[8];
+                load8(kr + d, kv);
 #pragma unroll
                 for (int h = 0; h < CA_MAXG; h++)
-                    if (h < hg) sc[h] += qs[h * D + d] * kv;
+                    if (h < hg) {
+                        const float *qh = qs + h * D + d;
+#pragma unroll
+                        for (int e = 0; e < 8; e++) sc[h] += qh[e] * kv[e];
+                    }
             }
         }
 #pragma unroll
         for (int h = 0; h < CA_MAXG; h++)
             if (h < hg) ps[h * CA_CHUNK + t] = j < len ? sc[h] : -INFINITY;
         __syncthreads();
-        /* one warp per head: chunk max, new running max, probabilities, running sum */
         for (int h = warp; h < hg; h += 4) {
             float mx = -INFINITY;
             for (int e = lane; e < CA_CHUNK; e += 32) mx = fmaxf(mx, ps[h * CA_CHUNK + e]);
@@ -444,33 +472,54 @@ __global__ void __launch_bounds__(128) k_attn_cached(T *out, const T *q, const T
             }
         }
         __syncthreads();
-        int cn = min(CA_CHUNK, len - c0);
 #pragma unroll
-        for (int e = 0; e < OPT; e++) {
-            int idx = t + 128 * e;
-            if (idx < hg * D) {
-                int h = idx / D, d = idx % D;
-                float acc = o[e] * as[h];
-                const T *vr = vc + ((slot_base + c0) * KV + g) * D + d;
-                for (int jj = 0; jj < cn; jj++) acc += ps[h * CA_CHUNK + jj] * aha__ld(vr, (int64_t)jj * KV * D);
-                o[e] = acc;
+        for (int h = 0; h < CA_MAXG; h++)
+            if (h < hg) {
+                float a = as[h];
+#pragma unroll
+                for (int e = 0; e < DPL; e++) o[h][e] *= a;
             }
+        int kb = c0 + warp * 32, ke = min(len, kb + 32);
+        for (int jj = kb; jj < ke; jj++) {
+            const T *vr = vc + ((slot_base + jj) * KV + g) * D;
+            float vv[DPL];
+#pragma unroll
+            for (int e = 0; e < DPL; e++) vv[e] = lane + 32 * e < D ? aha__ld(vr, lane + 32 * e) : 0.0f;
+            const float *pj = ps + (jj - c0);
+#pragma unroll
+            for (int h = 0; h < CA_MAXG; h++)
+                if (h < hg) {
+                    float p = pj[h * CA_CHUNK];
+#pragma unroll
+                    for (int e = 0; e < DPL; e++) o[h][e] += p * vv[e];
+                }
         }
         __syncthreads();
     }
+    /* add the four warps' partial outputs */
+    for (int e = t; e < hg * D; e += 128) qs[e] = 0.0f;
+    __syncthreads();
 #pragma unroll
-    for (int e = 0; e < OPT; e++) {
-        int idx = t + 128 * e;
-        if (idx < hg * D) {
-            int h = idx / D, d = idx % D;
-            float l = ls[h];
-            aha__st(out, ((int64_t)i * H + g * hg + h) * D + d, l > 0 ? o[e] / l : 0.0f);
-        }
+    for (int h = 0; h < CA_MAXG; h++)
+        if (h < hg)
+#pragma unroll
+            for (int e = 0; e < DPL; e++)
+                if (lane + 32 * e < D) atomicAdd(&qs[h * D + lane + 32 * e], o[h][e]);
+    __syncthreads();
+    for (int e = t; e < hg * D; e += 128) {
+        float l = ls[e / D];
+        aha__st(out, ((int64_t)i * H + g * hg) * D + e, l > 0 ? qs[e] / l : 0.0f);
     }
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* launchers                                                                                   */
+
+/* the tensor-core kernels copy rows with 16-byte vectors */
+static bool aligned16(aha_tensor a, aha_tensor b, aha_tensor c, aha_tensor d)
+{
+    return (((uintptr_t)a.data | (uintptr_t)b.data | (uintptr_t)c.data | (uintptr_t)d.data) & 15) == 0;
+}
 
 static aha_status check_heads(const char *op, int H, int KV, int D, aha_err *err)
 {
@@ -517,6 +566,8 @@ aha_status aha__cu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor lse
     if (lse.dt != AHA_DT_F32) return aha__cu_bad_dtype(err, "attention_fwd", "lse", lse.dt);
     if (cu_seqlens.dt != AHA_DT_I32) return aha__cu_bad_dtype(err, "attention_fwd", "cu_seqlens", cu_seqlens.dt);
     if (n_seqs <= 0 || N <= 0 || max_seqlen <= 0) return AHA_OK;
+    if (aha__cu_attention_tc_ok(q.dt, D) && aligned16(q, k, v, out))
+        return aha__cu_attention_fwd_tc(be, out, lse, q, k, v, cu_seqlens, n_seqs, H, KV, D, max_seqlen, err);
 #define FWD(DD)                                                                                     \
     case DD:                                                                                        \
         AHA__DISPATCH_FLOAT(q.dt, T, return (attn_fwd<DD, T>(be, out, lse, q, k, v, cu_seqlens,   \
@@ -536,12 +587,16 @@ static aha_status attn_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_te
     cudaStream_t st = aha__cu(be)->stream;
     float scale = 1.0f / sqrtf((float)D);
     void *scr;
-    AHA_TRY(aha__cu_scratch(be, (size_t)N * H * sizeof(float), &scr, err));
+    /* Dv (N, H), then the tensor-core path's fp32 dk, dv accumulators (2, N, KV, D) */
+    AHA_TRY(aha__cu_scratch(be, ((size_t)N * H + 2 * (size_t)N * KV * D) * sizeof(float), &scr, err));
     float *Dv = (float *)scr;
     int64_t NH = (int64_t)N * H;
     k_attn_dvec<T><<<aha__blocks(NH, 8, 65535), 256, 0, st>>>(Dv, (const T *)dout.data,
                                                               (const T *)out.data, NH, D);
     AHA_CU_LAUNCHED();
+    if (aha__cu_attention_tc_ok(q.dt, D) && aligned16(q, k, v, dout) && aligned16(dq, dk, dv, out))
+        return aha__cu_attention_bwd_tc(be, dq, dk, dv, dout, q, k, v, lse, Dv, Dv + (size_t)N * H, cu, n_seqs, N, H,
+                                        KV, D, max_seqlen, err);
 
     size_t smem_q = (size_t)(64 * P * 4 + 4 * 16 * 64) * sizeof(float);
     AHA_TRY(set_smem(k_attn_bwd_dq<D, T>, smem_q, be, err));

@@ -28,6 +28,7 @@ typedef struct {
 } aha__cu_algo_entry;
 
 #define AHA__CU_ALGO_CACHE 256
+#define AHA__CU_GRAPHS 16
 
 typedef struct {
     int device;
@@ -43,6 +44,14 @@ typedef struct {
     size_t smem_optin;
     aha__cu_algo_entry algos[AHA__CU_ALGO_CACHE];
     int n_algos;
+    /* recorded op graphs (graph_begin / graph_end / graph_launch), oldest evicted first */
+    struct {
+        uint64_t key;
+        cudaGraphExec_t exec;
+    } graphs[AHA__CU_GRAPHS];
+    int n_graphs;
+    bool capturing;
+    void *prof; /* per-op times when AHA_CUDA_PROFILE is set (backend_cuda.cu) */
 } aha__cu_ctx;
 
 static inline aha__cu_ctx *aha__cu(aha_backend *be) { return (aha__cu_ctx *)be->ctx; }
@@ -203,6 +212,16 @@ aha_status aha__cu_kv_store(aha_backend *be, aha_tensor kc, aha_tensor vc, aha_t
 aha_status aha__cu_attention_cached(aha_backend *be, aha_tensor out, aha_tensor q, aha_tensor kc,
                                     aha_tensor vc, aha_tensor slots, aha_tensor lens, int n, int H,
                                     int KV, int D, int max_seq, aha_err *err);
+/* attention_tc.cu: tensor-core versions for BF16 and head dim 64 / 128 (16-byte aligned rows) */
+bool aha__cu_attention_tc_ok(aha_dtype dt, int D);
+aha_status aha__cu_attention_fwd_tc(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q, aha_tensor k,
+                                    aha_tensor v, aha_tensor cu, int n_seqs, int H, int KV, int D, int max_seqlen,
+                                    aha_err *err);
+/* Dv (N, H) as attention.cu computes it; dkacc: 2 * N * KV * D floats of scratch */
+aha_status aha__cu_attention_bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv, aha_tensor dout,
+                                    aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor lse, const float *Dv,
+                                    float *dkacc, aha_tensor cu, int n_seqs, int N, int H, int KV, int D,
+                                    int max_seqlen, aha_err *err);
 /* logprob.cu */
 aha_status aha__cu_logprob_fwd(aha_backend *be, aha_tensor lp, aha_tensor lse, aha_tensor logits,
                                aha_tensor targets, int n, int V, aha_err *err);

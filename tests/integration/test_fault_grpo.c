@@ -1,0 +1,552 @@
+/* test_fault_grpo: a short deterministic GRPO job (tiny random model, 2 rollout workers,
+ * reward, refpolicy, the learner as the aha-job process) run once undisturbed and once with
+ * one fault injected; the job must finish and end with the same weights and optimizer state,
+ * byte for byte (CPU), and the same per-step metrics, each step recorded once with all B·G
+ * completions: no sample lost or counted twice.
+ *
+ * Faults (argv[1]):
+ *   rollout_kill       worker B frozen (SIGSTOP) with the step's Generate on it, then
+ *                      SIGKILLed: its groups are redone on worker A; B restarted later
+ *   reward_restart     the reward service SIGKILLed between steps, back 1.5 s into the next
+ *   refpolicy_restart  the same for refpolicy
+ *   learner_kill       the learner SIGKILLed while its Generate calls hang (both workers
+ *                      frozen), then run again on the same job dir: resumes from the last
+ *                      checkpoint
+ *   ckpt_full          the learner resumed under RLIMIT_FSIZE (a full disk: writes fail with
+ *                      EFBIG): the checkpoint write fails, the job fails with a clear error,
+ *                      `latest` still names the previous, intact checkpoint; run again
+ *                      without the limit, it resumes from it
+ *   rollout_stale      worker B restarted from its model dir (policy version 0) between two
+ *                      steps, after the learner pushed: the learner sees the version on B's
+ *                      completions, re-pushes and samples those groups again
+ *
+ * Where the learner is between steps is made exact rather than timed: its stdout (one JSON
+ * line per step) is a pipe the test fills, so the learner blocks writing the next step's
+ * record, after that step's weight push and checkpoint; /proc/PID/syscall shows it blocked
+ * in write(1, ...). Draining the pipe lets it go on.
+ *
+ * argv: FAULT aha-reward aha-rollout aha-refpolicy aha-job */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../harness.h"
+#include "base/fs.h"
+#include "io/config.h"
+#include "model/model.h"
+#include "text/tokenizer.h"
+
+#define STEPS 5
+
+static const char *const specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
+
+static const char *cfg_json =
+    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 32,"
+    " \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
+    " \"num_key_value_heads\": 2, \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6,"
+    " \"rope_theta\": 10000.0, \"tie_word_embeddings\": true, \"vocab_size\": 261,"
+    " \"eos_token_id\": 256, \"initializer_range\": 0.02}";
+
+/* ---- services on fixed loopback ports (a restarted one comes back where it was) ---------- */
+
+typedef struct {
+    char *argv[12];
+    pid_t pid;
+    int port;
+    char addr[64];
+} svc;
+
+/* Start s->argv with --listen 127.0.0.1:PORT (0 = any free port, learnt from its
+ * "listening on port N" line). Returns the port, 0 on failure. */
+static int svc_start(svc *s, int port)
+{
+    int fd[2];
+    if (pipe(fd) != 0) return 0;
+    char listen[32];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    char *av[16];
+    int n = 0;
+    while (s->argv[n]) {
+        av[n] = s->argv[n];
+        n++;
+    }
+    av[n++] = "--listen";
+    av[n++] = listen;
+    av[n] = NULL;
+    s->pid = fork();
+    if (s->pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        execv(av[0], av);
+        _exit(127);
+    }
+    close(fd[1]);
+    s->port = 0;
+    char line[512];
+    size_t len = 0;
+    double end = aha_now_s() + 30;
+    while (aha_now_s() < end && len < sizeof line - 1) {
+        struct pollfd p = {fd[0], POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        char ch;
+        if (read(fd[0], &ch, 1) != 1) break;
+        if (ch != '\n') {
+            line[len++] = ch;
+            continue;
+        }
+        line[len] = 0;
+        const char *k = strstr(line, "listening on port ");
+        if (k) {
+            s->port = atoi(k + strlen("listening on port "));
+            break;
+        }
+        len = 0;
+    }
+    close(fd[0]);
+    snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
+    return s->port;
+}
+
+static void svc_kill(svc *s, int sig)
+{
+    if (s->pid <= 0) return;
+    kill(s->pid, SIGCONT);
+    kill(s->pid, sig);
+    int status;
+    for (int i = 0; i < 500; i++) {
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = -1;
+            return;
+        }
+        usleep(20000);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+    s->pid = -1;
+}
+
+/* ---- the learner (aha-job) with its stdout on a pipe the test controls ----------------- */
+
+typedef struct {
+    pid_t pid;
+    int rfd, wfd;    /* the child's stdout pipe; the test keeps both ends */
+    int steps_seen;  /* step records read so far */
+    int last_step;
+    char errpath[640];
+} learner;
+
+static int learner_start(learner *l, char *const *argv, long fsize_limit)
+{
+    int fd[2];
+    if (pipe2(fd, O_CLOEXEC) != 0) return 0;
+    fcntl(fd[0], F_SETPIPE_SZ, 4096);
+    l->pid = fork();
+    if (l->pid == 0) {
+        dup2(fd[1], 1);
+        int e = open(l->errpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (e >= 0) dup2(e, 2);
+        if (fsize_limit > 0) {
+            /* a full disk: writes past the limit fail with EFBIG instead of killing */
+            signal(SIGXFSZ, SIG_IGN);
+            struct rlimit r = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
+            setrlimit(RLIMIT_FSIZE, &r);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    /* the test's own non-blocking writer: a second open file description of the pipe, so
+     * the child's stdout stays blocking (O_NONBLOCK belongs to the description) */
+    char p[64];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", fd[1]);
+    l->wfd = open(p, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    close(fd[1]);
+    l->rfd = fd[0];
+    fcntl(l->rfd, F_SETFL, O_NONBLOCK);
+    l->steps_seen = 0;
+    return l->pid > 0;
+}
+
+/* read what the learner wrote; filler lines ("\n") are skipped */
+static void learner_drain(learner *l)
+{
+    static char line[1 << 16];
+    static size_t len;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(l->rfd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] != '\n') {
+                if (len < sizeof line - 1) line[len++] = buf[i];
+                continue;
+            }
+            line[len] = 0;
+            json_t *o = len ? json_loads(line, 0, NULL) : NULL;
+            const char *type = o ? json_string_value(json_object_get(o, "type")) : NULL;
+            if (type && strcmp(type, "step") == 0) {
+                l->steps_seen++;
+                l->last_step = (int)json_integer_value(json_object_get(o, "step"));
+            }
+            json_decref(o);
+            len = 0;
+        }
+    }
+}
+
+/* the child's state and, when blocked in a syscall, its number and first argument */
+static int learner_blocked_on_stdout(const learner *l)
+{
+    char p[64], buf[256];
+    snprintf(p, sizeof p, "/proc/%d/syscall", (int)l->pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    int ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    long nr = -1;
+    unsigned long a0 = 0;
+    return ok && sscanf(buf, "%ld %lx", &nr, &a0) == 2 && nr == 1 /* write */ && a0 == 1;
+}
+
+/* Wait until the learner has written `after` step records, then fill the pipe so that it
+ * blocks writing the next one (after that step's push and checkpoint). Returns 1 when it is
+ * blocked there. */
+static int learner_pause(learner *l, int after, double timeout_s)
+{
+    double end = aha_now_s() + timeout_s;
+    while (aha_now_s() < end) {
+        learner_drain(l);
+        if (l->steps_seen >= after) break;
+        if (waitpid(l->pid, NULL, WNOHANG) == l->pid) return 0;
+        usleep(1000);
+    }
+    char filler[512];
+    memset(filler, '\n', sizeof filler);
+    while (write(l->wfd, filler, sizeof filler) > 0) {}
+    while (write(l->wfd, filler, 1) > 0) {}
+    while (aha_now_s() < end) {
+        if (learner_blocked_on_stdout(l)) return 1;
+        usleep(2000);
+    }
+    return 0;
+}
+
+/* drain until the learner exits; returns its exit code (128+sig when killed) */
+static int learner_wait(learner *l, double timeout_s)
+{
+    double end = aha_now_s() + timeout_s;
+    int status = 0;
+    for (;;) {
+        learner_drain(l);
+        pid_t r = waitpid(l->pid, &status, WNOHANG);
+        if (r == l->pid) break;
+        if (aha_now_s() > end) {
+            kill(l->pid, SIGKILL);
+            waitpid(l->pid, &status, 0);
+            break;
+        }
+        usleep(2000);
+    }
+    learner_drain(l);
+    close(l->rfd);
+    close(l->wfd);
+    l->pid = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- comparisons ------------------------------------------------------------------------ */
+
+static int files_equal(const char *a, const char *b)
+{
+    char *da = NULL, *db = NULL;
+    size_t la = 0, lb = 0;
+    int eq = aha_read_file(a, (size_t)1 << 30, &da, &la, NULL) == AHA_OK &&
+             aha_read_file(b, (size_t)1 << 30, &db, &lb, NULL) == AHA_OK && la == lb && la > 0 &&
+             memcmp(da, db, la) == 0;
+    free(da);
+    free(db);
+    return eq;
+}
+
+static int file_contains(const char *path, const char *needle)
+{
+    char *d = NULL;
+    size_t n = 0;
+    if (aha_read_file(path, (size_t)1 << 28, &d, &n, NULL) != AHA_OK) return 0;
+    int r = strstr(d, needle) != NULL;
+    free(d);
+    return r;
+}
+
+/* metrics.jsonl of a job dir: one record per step 1..STEPS, in order, each with all n
+ * completions; recs[s] keeps step s's record */
+static int load_metrics(const char *job, json_t *recs[STEPS + 1], int n_completions)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", job);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[1 << 14];
+    int n = 0, ok = 1;
+    while (fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        const char *type = o ? json_string_value(json_object_get(o, "type")) : NULL;
+        if (!type || strcmp(type, "step") != 0) {
+            json_decref(o);
+            continue;
+        }
+        int s = (int)json_integer_value(json_object_get(o, "step"));
+        if (s != n + 1 || json_integer_value(json_object_get(o, "n_completions")) != n_completions) ok = 0;
+        if (s >= 1 && s <= STEPS && !recs[s]) recs[s] = o;
+        else json_decref(o);
+        n++;
+    }
+    fclose(f);
+    return ok && n == STEPS;
+}
+
+static void compare_runs(const char *ja, const char *jb, int n_completions)
+{
+    json_t *ra[STEPS + 1] = {0}, *rb[STEPS + 1] = {0};
+    CHECK(load_metrics(ja, ra, n_completions), "%s: %d step records of %d completions", ja, STEPS, n_completions);
+    CHECK(load_metrics(jb, rb, n_completions), "%s: %d step records of %d completions, each once", jb, STEPS,
+          n_completions);
+    const char *keys[] = {"loss", "reward_mean", "length_mean", "tokens", "grad_norm", "kl_mean"};
+    for (int s = 1; s <= STEPS; s++)
+        for (size_t k = 0; ra[s] && rb[s] && k < sizeof keys / sizeof keys[0]; k++) {
+            double x = json_number_value(json_object_get(ra[s], keys[k]));
+            double y = json_number_value(json_object_get(rb[s], keys[k]));
+            CHECK(x == y, "step %d %s: %.17g undisturbed, %.17g with the fault", s, keys[k], x, y);
+        }
+    for (int s = 0; s <= STEPS; s++) {
+        json_decref(ra[s]);
+        json_decref(rb[s]);
+    }
+    const char *files[] = {"model.safetensors", "optimizer.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char a[600], b[600];
+        snprintf(a, sizeof a, "%s/ckpt-%06d/%s", ja, STEPS, files[i]);
+        snprintf(b, sizeof b, "%s/ckpt-%06d/%s", jb, STEPS, files[i]);
+        CHECK(files_equal(a, b), "final %s identical byte for byte", files[i]);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 6) {
+        fprintf(stderr, "usage: test_fault_grpo FAULT AHA-REWARD AHA-ROLLOUT AHA-REFPOLICY AHA-JOB\n");
+        return 2;
+    }
+    const char *fault = argv[1];
+    char name[64];
+    snprintf(name, sizeof name, "fault_%s", fault);
+    static const char *const faults[] = {"rollout_kill",  "reward_restart", "refpolicy_restart",
+                                         "learner_kill", "ckpt_full",      "rollout_stale"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) known |= strcmp(fault, faults[i]) == 0;
+    if (!known) {
+        fprintf(stderr, "test_fault_grpo: unknown fault '%s'\n", fault);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    char root[] = "/tmp/aha-test-fault-XXXXXX";
+    CHECK(mkdtemp(root) != NULL, "mkdtemp");
+    char base[512], train[512], spec_path[512], ja[512], jb[512];
+    snprintf(base, sizeof base, "%s/base", root);
+    snprintf(train, sizeof train, "%s/train.jsonl", root);
+    snprintf(spec_path, sizeof spec_path, "%s/spec.json", root);
+    snprintf(ja, sizeof ja, "%s/job-undisturbed", root);
+    snprintf(jb, sizeof jb, "%s/job-%s", root, fault);
+    aha_err err = {0};
+    aha_model_config cfg;
+    aha_backend *be = NULL;
+    aha_model *m = NULL;
+    CHECK(aha_config_parse(cfg_json, strlen(cfg_json), "cfg", &cfg, &err) == AHA_OK, "config: %s", err.msg);
+    CHECK(aha_backend_open("cpu", 0, &be, &err) == AHA_OK, "backend: %s", err.msg);
+    CHECK(aha_model_init_random(&cfg, 17, be, NULL, &m, &err) == AHA_OK, "init: %s", err.msg);
+    CHECK(aha_model_save(m, base, AHA_DT_F32, 0, &err) == AHA_OK, "save: %s", err.msg);
+    aha_model_free(m);
+    aha_backend_free(be);
+    CHECK(aha_tokenizer_write_bytelevel(base, specials, 5, &err) == AHA_OK, "tokenizer: %s", err.msg);
+    FILE *f = fopen(train, "w");
+    for (int i = 0; f && i < 24; i++) fprintf(f, "{\"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, 5, i + 5);
+    if (f) fclose(f);
+    /* B = 4 questions x G = 4: 16 completions a step, split 8/8 over the two workers */
+    enum { B = 4, G = 4 };
+    f = fopen(spec_path, "w");
+    if (f) {
+        fprintf(f,
+                "{\"kind\": \"grpo\", \"model\": \"%s\", \"dataset\": \"%s\", \"template\": \"r1-zero\","
+                " \"G\": %d, \"questions_per_step\": %d, \"steps\": %d, \"mu\": 2, \"micro_batch\": 8,"
+                " \"max_new_tokens\": 24, \"temperature\": 1.0, \"lr\": 1e-2, \"beta\": 0.04,"
+                " \"checkpoint_every\": 2, \"seed\": 9}\n",
+                base, train, G, B, STEPS);
+        fclose(f);
+    }
+
+    svc rw = {.argv = {argv[2], NULL}};
+    svc ra = {.argv = {argv[3], "--model", base, "--max-seq-len", "1024", NULL}};
+    svc rb = ra;
+    svc rp = {.argv = {argv[4], "--model", base, NULL}};
+    CHECK(svc_start(&rw, 0) > 0, "reward started");
+    CHECK(svc_start(&ra, 0) > 0, "rollout A started");
+    CHECK(svc_start(&rb, 0) > 0, "rollout B started");
+    CHECK(svc_start(&rp, 0) > 0, "refpolicy started");
+    if (!rw.port || !ra.port || !rb.port || !rp.port) goto out;
+
+    char *job_argv[2][20];
+    const char *dirs[2] = {ja, jb};
+    for (int k = 0; k < 2; k++) {
+        char **a = job_argv[k];
+        int n = 0;
+        a[n++] = argv[5];
+        a[n++] = spec_path;
+        a[n++] = "--job-dir";
+        a[n++] = (char *)dirs[k];
+        a[n++] = "--rollout";
+        a[n++] = ra.addr;
+        a[n++] = "--rollout";
+        a[n++] = rb.addr;
+        a[n++] = "--reward";
+        a[n++] = rw.addr;
+        a[n++] = "--refpolicy";
+        a[n++] = rp.addr;
+        a[n++] = "--rpc-timeout-ms";
+        a[n++] = "60000";
+        a[n] = NULL;
+    }
+
+    /* (a) undisturbed */
+    learner l = {0};
+    snprintf(l.errpath, sizeof l.errpath, "%s/undisturbed.log", root);
+    CHECK(learner_start(&l, job_argv[0], 0), "learner started");
+    int rc = learner_wait(&l, 80);
+    CHECK(rc == 0, "undisturbed job exit code %d", rc);
+    if (rc != 0) goto out;
+
+    /* (b) the same job with the fault */
+    char logp[600];
+    snprintf(logp, sizeof logp, "%s/%s.log", root, fault);
+    snprintf(l.errpath, sizeof l.errpath, "%s", logp);
+    CHECK(learner_start(&l, job_argv[1], 0), "learner started");
+    int paused = learner_pause(&l, 1, 60);
+    CHECK(paused, "learner held between steps");
+    int held_at = 0;
+    if (paused && strcmp(fault, "rollout_kill") == 0) {
+        kill(rb.pid, SIGSTOP);
+        learner_drain(&l);
+        held_at = l.last_step;
+        /* A serves its half, the learner waits on B's stream; then B dies */
+        usleep(1500000);
+        svc_kill(&rb, SIGKILL);
+        rc = learner_wait(&l, 80);
+        CHECK(file_contains(logp, "prompts go to the other workers"), "B's unfinished groups went to A (%s)", logp);
+    } else if (paused && (strcmp(fault, "reward_restart") == 0 || strcmp(fault, "refpolicy_restart") == 0)) {
+        svc *s = strncmp(fault, "reward", 6) == 0 ? &rw : &rp;
+        int port = s->port;
+        svc_kill(s, SIGKILL);
+        learner_drain(&l);
+        held_at = l.last_step;
+        /* the next step generates, then needs the dead service, which comes back later */
+        usleep(1500000);
+        CHECK(svc_start(s, port) == port, "%s restarted on port %d", fault, port);
+        rc = learner_wait(&l, 80);
+    } else if (paused && strcmp(fault, "learner_kill") == 0) {
+        kill(ra.pid, SIGSTOP);
+        kill(rb.pid, SIGSTOP);
+        learner_drain(&l);
+        held_at = l.last_step;
+        usleep(300000); /* the learner is now inside the next step's Generate */
+        kill(l.pid, SIGKILL);
+        rc = learner_wait(&l, 10);
+        CHECK(rc == 128 + SIGKILL, "learner killed (%d)", rc);
+        kill(ra.pid, SIGCONT);
+        kill(rb.pid, SIGCONT);
+        CHECK(learner_start(&l, job_argv[1], 0), "learner restarted");
+        rc = learner_wait(&l, 80);
+        CHECK(file_contains(logp, "resuming from"), "the restarted learner resumed from a checkpoint");
+    } else if (paused && strcmp(fault, "ckpt_full") == 0) {
+        learner_drain(&l);
+        held_at = l.last_step;
+        kill(l.pid, SIGKILL);
+        learner_wait(&l, 10);
+        char latest0[600], latest1[300], ck[900];
+        snprintf(latest0, sizeof latest0, "%s/latest", jb);
+        char *d = NULL;
+        size_t n = 0;
+        CHECK(aha_read_file(latest0, 256, &d, &n, NULL) == AHA_OK, "latest after the kill");
+        snprintf(latest1, sizeof latest1, "%.*s", (int)(n && d[n - 1] == '\n' ? n - 1 : n), d ? d : "");
+        free(d);
+        /* the checkpoint `latest` names, as it was before the failed write */
+        char *before[2] = {NULL, NULL};
+        size_t before_n[2] = {0, 0};
+        const char *ckf[2] = {"model.safetensors", "optimizer.safetensors"};
+        for (int i = 0; i < 2; i++) {
+            snprintf(ck, sizeof ck, "%s/%s/%s", jb, latest1, ckf[i]);
+            CHECK(aha_read_file(ck, (size_t)1 << 30, &before[i], &before_n[i], NULL) == AHA_OK, "%s readable", ck);
+        }
+        /* resumed with a 48 KiB file size limit: the next checkpoint cannot be written */
+        CHECK(learner_start(&l, job_argv[1], 48 * 1024), "learner restarted under RLIMIT_FSIZE");
+        rc = learner_wait(&l, 80);
+        CHECK(rc == 1, "the job fails cleanly when the checkpoint cannot be written (exit %d)", rc);
+        CHECK(file_contains(logp, "File too large"), "the error names the cause (%s)", logp);
+        d = NULL;
+        CHECK(aha_read_file(latest0, 256, &d, &n, NULL) == AHA_OK && strncmp(d, latest1, strlen(latest1)) == 0,
+              "latest still names %s", latest1);
+        free(d);
+        /* the previous checkpoint is intact (same bytes) and loads */
+        for (int i = 0; i < 2; i++) {
+            snprintf(ck, sizeof ck, "%s/%s/%s", jb, latest1, ckf[i]);
+            d = NULL;
+            CHECK(aha_read_file(ck, (size_t)1 << 30, &d, &n, NULL) == AHA_OK && before[i] && n == before_n[i] &&
+                      memcmp(d, before[i], n) == 0,
+                  "%s unchanged by the failed write", ck);
+            free(d);
+            free(before[i]);
+        }
+        snprintf(ck, sizeof ck, "%s/%s", jb, latest1);
+        aha_backend *cb = NULL;
+        aha_model *cm = NULL;
+        CHECK(aha_backend_open("cpu", 0, &cb, &err) == AHA_OK && aha_model_open(ck, cb, NULL, &cm, &err) == AHA_OK,
+              "%s loads: %s", ck, err.msg);
+        aha_model_free(cm);
+        aha_backend_free(cb);
+        CHECK(learner_start(&l, job_argv[1], 0), "learner restarted with room on disk");
+        rc = learner_wait(&l, 80);
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s/ckpt-%06d.tmp", jb, STEPS);
+        CHECK(!aha_path_exists(tmp), "no half-written checkpoint left");
+    } else if (paused && strcmp(fault, "rollout_stale") == 0) {
+        int port = rb.port;
+        svc_kill(&rb, SIGKILL);
+        CHECK(svc_start(&rb, port) == port, "rollout B restarted on port %d", port);
+        learner_drain(&l);
+        held_at = l.last_step;
+        rc = learner_wait(&l, 80);
+        CHECK(file_contains(logp, "re-pushing the weights"), "B's old weights were noticed and replaced (%s)", logp);
+    }
+    CHECK(held_at >= 1 && held_at < STEPS, "the fault hit before the last step (held after step %d)", held_at);
+    CHECK(rc == 0, "job with the fault exit code %d (log %s)", rc, logp);
+    if (rc == 0) compare_runs(ja, jb, B * G);
+    if (th_failures) {
+        char *d = NULL;
+        size_t n = 0;
+        if (aha_read_file(logp, (size_t)1 << 20, &d, &n, NULL) == AHA_OK) fprintf(stderr, "--- %s\n%s\n", logp, d);
+        free(d);
+    }
+
+out:
+    svc_kill(&rw, SIGTERM);
+    svc_kill(&ra, SIGTERM);
+    svc_kill(&rb, SIGTERM);
+    svc_kill(&rp, SIGTERM);
+    if (!th_failures) aha_remove_tree(root, NULL);
+    return th_done(name);
+}
