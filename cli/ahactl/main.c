@@ -319,6 +319,20 @@ static int cmd_cancel(ctl *c, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* A pipeline's stage table (aha_pipeline_progress) when a stage starts; silent on errors: the
+ * watch goes on either way. */
+static void print_job_stages(ctl *c, const char *id)
+{
+    Aha__V1__GetJobRequest req = AHA__V1__GET_JOB_REQUEST__INIT;
+    req.job_id = (char *)id;
+    ProtobufCMessage *resp = NULL;
+    aha_err e;
+    int code = 0;
+    if (unary(c, "GetJob", &req.base, &resp, &code, &e) != AHA_OK) return;
+    print_stages((const Aha__V1__Job *)resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
 /* Follow a job until its watch ends; returns the exit status. */
 static int watch_job(ctl *c, const char *id, int from_start)
 {
@@ -354,6 +368,7 @@ static int watch_job(ctl *c, const char *id, int from_start)
             printf("[state] %s%s%s\n", ev->state, ev->message[0] ? ": " : "", ev->message);
         } else {
             printf("[%s] %s\n", ev->type, ev->message);
+            if (!strcmp(ev->type, "stage")) print_job_stages(c, id);
         }
         fflush(stdout);
         protobuf_c_message_free_unpacked(m, NULL);
