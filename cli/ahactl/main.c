@@ -204,8 +204,11 @@ static void print_stages(const Aha__V1__Job *j)
     char *sj = stages_json(j);
     char out[8192];
     aha_err e;
-    if (sj && aha_pipeline_progress(sj, strlen(sj), aha_wall_s(), out, sizeof out, &e) == AHA_OK)
+    if (sj && aha_pipeline_progress(sj, strlen(sj), aha_wall_s(), out, sizeof out, &e) == AHA_OK) {
+        size_t n = strlen(out);
+        while (n && out[n - 1] == '\n') out[--n] = 0;
         printf("%s\n", out);
+    }
     free(sj);
 }
 

@@ -155,6 +155,27 @@ if MODE == "fake":
     rc, out, err = ahactl("cancel", job, server=addr)
     check(rc == 1 and "FAILED_PRECONDITION" in err, "cancel finished job: %d %r" % (rc, err))
 
+    # --- a pipeline: stages in GetJob, the stage table in ahactl --------------------------
+    pipe = os.path.join(tmp, "pipe.json")
+    with open(pipe, "w") as f:
+        json.dump({"kind": "pipeline", "stages": [
+            {"name": "cold", "kind": "sft", "model": "m", "steps": 3,
+             "dataset": {"path": "d.jsonl", "format": "sft"}},
+            {"name": "rl", "kind": "grpo", "model": "${stages.cold.checkpoint}",
+             "dataset": "d.jsonl", "steps": 4}]}, f)
+    rc, out, err = ahactl("submit", pipe, "--watch", server=addr)
+    job_p = out.splitlines()[0] if out else ""
+    check(rc == 0 and "[stage] rl" in out and "pipeline: 1/2 stages done" in out,
+          "pipeline watch shows the stages: %d %r" % (rc, out[-800:]))
+    check(re.search(r"(?m)^cold +3/3 ", out) and re.search(r"(?m)^rl +4/4 ", out),
+          "stage column in the table: %r" % out[-800:])
+    j = stub.GetJob(pb.GetJobRequest(job_id=job_p))
+    check([(s.name, s.kind, s.state) for s in j.stages] == [("cold", "sft", "done"), ("rl", "grpo", "done")],
+          "GetJob stages: %r" % [(s.name, s.kind, s.state, s.output) for s in j.stages])
+    check(j.stages and j.stages[0].output == "ckpt", "stage output: %r" % [s.output for s in j.stages])
+    rc, out, err = ahactl("status", job_p, server=addr)
+    check(rc == 0 and "pipeline: 2/2 stages done" in out, "status of a pipeline: %r" % out)
+
     # --- failure ---------------------------------------------------------------------------
     spec = os.path.join(tmp, "fail.json")
     with open(spec, "w") as f:
