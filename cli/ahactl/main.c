@@ -28,7 +28,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 typedef struct {
     const char *server;
     int timeout_ms;
-    const char *tls_ca;
+    aha_ctl_tls tls;
     char *token;
     aha_rpc_channel *ch;
     aha_rpc_metadata md;
@@ -43,6 +43,7 @@ static void usage(FILE *f)
         "  --server ADDR        the learner's job API (default $AHA_SERVER or localhost:50050)\n"
         "  --timeout-ms N       deadline of each request (default 10000)\n"
         "  --tls-ca FILE        CA certificate (PEM): talk TLS\n"
+        "  --tls-cert FILE --tls-key FILE   client certificate (mutual TLS)\n"
         "  --token-file FILE    bearer token for the job API (default $AHA_JOB_TOKEN)\n"
         "commands:\n"
         "  submit SPEC.json [--watch]   submit a job; prints its id (then watches it)\n"
@@ -128,7 +129,9 @@ static int connect_learner(ctl *c)
 {
     aha_rpc_channel_opts co;
     aha_rpc_channel_opts_init(&co);
-    co.tls_ca_file = c->tls_ca;
+    co.tls_ca_file = c->tls.ca;
+    co.tls_cert_file = c->tls.cert;
+    co.tls_key_file = c->tls.key;
     co.attempts = 3;
     aha_err e;
     if (aha_rpc_channel_create(c->server, &co, &c->ch, &e) != AHA_OK) {
@@ -573,7 +576,7 @@ static int cmd_health(ctl *c, int argc, char **argv)
     if (argc != 1 || argv[0][0] == '-') return usage_error("health: usage: health ADDR%s", "");
     int serving = 0;
     aha_err e;
-    aha_status st = aha_health_check(argv[0], c->tls_ca, c->timeout_ms, &serving, &e);
+    aha_status st = aha_health_check(argv[0], &c->tls, c->timeout_ms, &serving, &e);
     if (st != AHA_OK) {
         if (st == AHA_EUNAVAILABLE || st == AHA_ETIMEOUT) {
             fprintf(stderr, "ahactl: health: %s is unreachable (%s)\n", argv[0], e.msg);
@@ -592,7 +595,7 @@ static int cmd_up(ctl *c, int argc, char **argv)
     aha_up_opts_init(&o);
     const char *rd = getenv("AHA_RUN_DIR");
     if (rd && *rd) o.run_dir = rd;
-    o.tls_ca = c->tls_ca;
+    o.tls = c->tls;
     for (int i = 0; i < argc; i++) {
         int s;
         if (!strcmp(argv[i], "--detach")) {
@@ -649,9 +652,12 @@ int main(int argc, char **argv)
         } else if (!strcmp(f, "--timeout-ms")) {
             if (!parse_int(f, v, 1, 86400000L, &c.timeout_ms)) return EXIT_USAGE;
             i++;
-        } else if (!strcmp(f, "--tls-ca") && v) {
-            if (!aha_path_exists(v)) return usage_error("--tls-ca %s: no such file", v);
-            c.tls_ca = v;
+        } else if ((!strcmp(f, "--tls-ca") || !strcmp(f, "--tls-cert") || !strcmp(f, "--tls-key")) &&
+                   v) {
+            if (!aha_path_exists(v)) return usage_error("%s: no such file", v);
+            if (!strcmp(f, "--tls-ca")) c.tls.ca = v;
+            else if (!strcmp(f, "--tls-cert")) c.tls.cert = v;
+            else c.tls.key = v;
             i++;
         } else if (!strcmp(f, "--token-file") && v) {
             free(c.token);
@@ -661,6 +667,8 @@ int main(int argc, char **argv)
             return usage_error("unknown option or missing value: %s", f);
         }
     }
+    if (!c.tls.cert != !c.tls.key) return usage_error("--tls-cert and --tls-key go together%s", "");
+    if (c.tls.cert && !c.tls.ca) return usage_error("--tls-cert needs --tls-ca%s", "");
     if (!c.token) {
         const char *t = getenv("AHA_JOB_TOKEN");
         if (t && *t) c.token = strdup(t);

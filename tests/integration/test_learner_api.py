@@ -295,6 +295,19 @@ if MODE == "fake":
         check(rc != 0, "plaintext health against a TLS server fails: %d" % rc)
         rc, out, err = ahactl("--tls-ca", crt, "--token-file", tok, "status", job, server=addr)
         check(rc == 0 and "succeeded" in out, "TLS + token status: %d %r" % (rc, err))
+        # mutual TLS: the learner wants client certificates signed by its --tls-ca
+        learner.stop()
+        learner = Service([LEARNER, "--jobs-dir", jobs_dir, "--tls-cert", crt, "--tls-key", key,
+                           "--tls-ca", crt, "--log-level", "warn"]).start()
+        addr = "localhost:%d" % learner.port
+        rc, out, err = ahactl("--tls-ca", crt, "--tls-cert", crt, "--tls-key", key, "list", server=addr)
+        check(rc == 0 and job in out, "mutual TLS list: %d %r" % (rc, err))
+        rc, out, err = ahactl("--tls-ca", crt, "--tls-cert", crt, "--tls-key", key, "health", addr)
+        check(rc == 0, "mutual TLS health: %d %r" % (rc, err))
+        rc, out, err = ahactl("--timeout-ms", "3000", "--tls-ca", crt, "list", server=addr)
+        check(rc != 0, "no client certificate, no answer: %d" % rc)
+        rc, out, err = ahactl("--tls-ca", crt, "--tls-cert", crt, "list", server=addr)
+        check(rc == 2, "--tls-cert without --tls-key is a usage error: %d" % rc)
     else:
         print("openssl not found: TLS case skipped", file=sys.stderr)
 
