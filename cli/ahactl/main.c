@@ -374,7 +374,20 @@ static int watch_job(ctl *c, const char *id, int from_start)
             printf("[state] %s%s%s\n", ev->state, ev->message[0] ? ": " : "", ev->message);
         } else {
             printf("[%s] %s\n", ev->type, ev->message);
-            if (!strcmp(ev->type, "stage")) print_job_stages(c, id);
+            /* a pipeline's stage events carry the pipeline state (the runner's pipeline.json):
+             * show where every stage is; without it, ask GetJob */
+            if (!strcmp(ev->type, "stage") && ev->json[0]) {
+                char prog[8192];
+                aha_err pe;
+                if (aha_pipeline_progress(ev->json, strlen(ev->json), aha_wall_s(), prog,
+                                          sizeof prog, &pe) == AHA_OK) {
+                    size_t pn = strlen(prog);
+                    while (pn && prog[pn - 1] == '\n') prog[--pn] = 0;
+                    printf("%s\n", prog);
+                }
+            } else if (!strcmp(ev->type, "stage")) {
+                print_job_stages(c, id);
+            }
         }
         fflush(stdout);
         protobuf_c_message_free_unpacked(m, NULL);

@@ -22,7 +22,8 @@ typedef struct {
 } push_hdr;
 
 struct aha_weight_group {
-    aha_model *m;
+    aha_model *m;         /* the learner's (pushed from) */
+    const aha_model *lay; /* layout: the learner's or the worker's model (read only) */
     aha_weight_group_opts o;
     char name[32];
     char rendezvous[280];
@@ -63,19 +64,21 @@ uint64_t aha_weight_group_signature(const aha_model *m)
     return h;
 }
 
-static aha_status group_new(aha_model *m, const aha_weight_group_opts *o, aha_weight_group **out, aha_err *err)
+static aha_status group_new(aha_model *m, const aha_model *lay, const aha_weight_group_opts *o, aha_weight_group **out,
+                            aha_err *err)
 {
     if (!o->rendezvous || strlen(o->rendezvous) >= 280)
         return aha_errf(err, AHA_EINVAL, "weight group: rendezvous missing or too long");
     aha_weight_group *g = calloc(1, sizeof *g);
     if (!g) return aha_errf(err, AHA_ENOMEM, "weight group: out of memory");
     g->m = m;
+    g->lay = lay;
     g->o = *o;
     snprintf(g->name, sizeof g->name, "%s", o->name && o->name[0] ? o->name : "weights");
     snprintf(g->rendezvous, sizeof g->rendezvous, "%s", o->rendezvous);
     g->o.name = g->name;
     g->o.rendezvous = g->rendezvous;
-    g->signature = aha_weight_group_signature(m);
+    g->signature = aha_weight_group_signature(lay);
     g->state.version = -1;
     pthread_mutex_init(&g->mu, NULL);
     *out = g;
@@ -85,7 +88,7 @@ static aha_status group_new(aha_model *m, const aha_weight_group_opts *o, aha_we
 static aha_comm_opts comm_opts(const aha_weight_group *g)
 {
     aha_comm_opts co = {.rank = g->o.rank, .world_size = g->o.world_size, .rendezvous = g->o.rendezvous,
-                        .kind = g->o.kind, .timeout_ms = g->o.timeout_ms, .be = aha_model_backend(g->m),
+                        .kind = g->o.kind, .timeout_ms = g->o.timeout_ms, .be = aha_model_backend(g->lay),
                         .name = g->name};
     return co;
 }
@@ -98,7 +101,7 @@ aha_status aha_weight_group_open(aha_model *m, const aha_weight_group_opts *o, a
     *out = NULL;
     if (o->rank != 0) return aha_errf(err, AHA_EINVAL, "weight group: the learner opens as rank 0, not %d", o->rank);
     aha_weight_group *g;
-    AHA_TRY(group_new(m, o, &g, err));
+    AHA_TRY(group_new(m, m, o, &g, err));
     aha_comm_opts co = comm_opts(g);
     aha_status st = aha_comm_create(&co, &g->comm, err);
     if (st != AHA_OK) {
@@ -168,9 +171,9 @@ static void *receiver(void *arg)
     g->state.joined = true;
     pthread_mutex_unlock(&g->mu);
     /* staging on the receiver thread, after the communicator chose this thread's device */
-    aha_backend *be = aha_model_backend(g->m);
-    int64_t numel = 0;
-    aha_tensor w = aha_model_weights(g->m, &numel);
+    aha_backend *be = aha_model_backend(g->lay);
+    int64_t numel = aha_model_numel(g->lay);
+    aha_tensor w = {NULL, be->act_dtype}; /* the dtype of aha_model_weights */
     aha_buf *buf = NULL;
     st = be->ops->buf_alloc(be, (size_t)numel * aha_dtype_size(w.dt), &buf, &err);
     aha_tensor staged = {st == AHA_OK ? be->ops->buf_base(buf) : NULL, w.dt};
@@ -205,7 +208,7 @@ static void *receiver(void *arg)
     return NULL;
 }
 
-aha_status aha_weight_group_join(aha_model *m, const aha_weight_group_opts *o, uint64_t expect_signature,
+aha_status aha_weight_group_join(const aha_model *m, const aha_weight_group_opts *o, uint64_t expect_signature,
                                  aha_weight_group_apply_fn apply, void *user, aha_weight_group **out,
                                  aha_err *err)
 {
@@ -223,7 +226,7 @@ aha_status aha_weight_group_join(aha_model *m, const aha_weight_group_opts *o, u
                         (unsigned long long)expect_signature, (unsigned long long)mine,
                         aha_dtype_name(aha_model_backend(m)->act_dtype));
     aha_weight_group *g;
-    AHA_TRY(group_new(m, o, &g, err));
+    AHA_TRY(group_new(NULL, m, o, &g, err));
     g->apply = apply;
     g->user = user;
     if (pthread_create(&g->thread, NULL, receiver, g) != 0) {
@@ -235,7 +238,7 @@ aha_status aha_weight_group_join(aha_model *m, const aha_weight_group_opts *o, u
     return AHA_OK;
 }
 
-aha_status aha_weight_group_join_request(aha_model *m, const Aha__V1__JoinWeightGroupRequest *req,
+aha_status aha_weight_group_join_request(const aha_model *m, const Aha__V1__JoinWeightGroupRequest *req,
                                          aha_weight_group_apply_fn apply, void *user, aha_weight_group **out,
                                          aha_err *err)
 {

@@ -60,12 +60,12 @@ typedef aha_status (*aha_weight_group_apply_fn)(void *user, aha_tensor staged, i
 
 /* Check expect_signature against m (AHA_EPRECOND when they differ) and start the receiver
  * thread, which joins the group and serves pushes until the group ends or free. Returns at
- * once. m is only read here (layout) and by apply. */
-aha_status aha_weight_group_join(aha_model *m, const aha_weight_group_opts *o, uint64_t expect_signature,
+ * once. m is only read (its layout); the weights reach the serving model through apply. */
+aha_status aha_weight_group_join(const aha_model *m, const aha_weight_group_opts *o, uint64_t expect_signature,
                                  aha_weight_group_apply_fn apply, void *user, aha_weight_group **out,
                                  aha_err *err);
 /* The same from a JoinWeightGroup request (validated: rank, world size, transport). */
-aha_status aha_weight_group_join_request(aha_model *m, const Aha__V1__JoinWeightGroupRequest *req,
+aha_status aha_weight_group_join_request(const aha_model *m, const Aha__V1__JoinWeightGroupRequest *req,
                                          aha_weight_group_apply_fn apply, void *user, aha_weight_group **out,
                                          aha_err *err);
 /* The body of a simple apply: copy staged into m's compute weights (one device copy). */

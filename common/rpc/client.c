@@ -137,7 +137,7 @@ aha_status aha_rpc_channel_create(const char *target, const aha_rpc_channel_opts
         aha__rpc_acquire();
         creds = grpc_insecure_credentials_create();
     }
-    grpc_arg args[4];
+    grpc_arg args[7];
     memset(args, 0, sizeof args);
     int na = 0;
     args[na].type = GRPC_ARG_INTEGER;
@@ -151,6 +151,17 @@ aha_status aha_rpc_channel_create(const char *target, const aha_rpc_channel_opts
     args[na].type = GRPC_ARG_INTEGER;
     args[na].key = GRPC_ARG_ENABLE_RETRIES;
     args[na++].value.integer = 0;
+    /* Reconnect on the same schedule as the retries: gRPC's default (1 s, growing to 120 s)
+     * keeps a channel failing fast long after a restarted service is back. */
+    args[na].type = GRPC_ARG_INTEGER;
+    args[na].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+    args[na++].value.integer = c->o.backoff_initial_ms;
+    args[na].type = GRPC_ARG_INTEGER;
+    args[na].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+    args[na++].value.integer = c->o.backoff_initial_ms;
+    args[na].type = GRPC_ARG_INTEGER;
+    args[na].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[na++].value.integer = c->o.backoff_max_ms;
     if (c->o.tls_server_name) {
         args[na].type = GRPC_ARG_STRING;
         args[na].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;

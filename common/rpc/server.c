@@ -522,7 +522,7 @@ static void on_new(worker *w, aha_rpc_call *c, int ok)
     if (atomic_fetch_add(&s->active, 1) >= s->o.max_concurrent_calls) {
         atomic_fetch_sub(&s->active, 1);
         char msg[128];
-        snprintf(msg, sizeof msg, "server busy: %d calls in progress", s->o.max_concurrent_calls);
+        snprintf(msg, sizeof msg, "server busy: %d calls in progress; retry with backoff", s->o.max_concurrent_calls);
         call_finish_code(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return;
     }

@@ -62,6 +62,10 @@ struct aha_engine {
     int queued;
 
     const aha_weight_rx *pending;
+    /* or a weight source other than an upload (the NCCL weights group, dist/weightgroup.h) */
+    aha_status (*pending_fn)(void *arg, aha_model *m, aha_err *err);
+    void *pending_arg;
+    int64_t pending_version;
     int pending_done;
     aha_status pending_st;
     aha_err pending_err;
@@ -361,10 +365,15 @@ static void *engine_main(void *arg)
     admission *adm = calloc((size_t)e->o.max_batch, sizeof *adm);
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        if (e->pending && !e->pending_done) {
+        if ((e->pending || e->pending_fn) && !e->pending_done) {
             /* between two decode steps: no sequence is inside the model now */
-            e->pending_st = aha_weight_rx_apply(e->pending, e->m, &e->pending_err);
-            if (e->pending_st == AHA_OK) e->version = aha_weight_rx_version(e->pending);
+            if (e->pending_fn) {
+                e->pending_st = e->pending_fn(e->pending_arg, e->m, &e->pending_err);
+                if (e->pending_st == AHA_OK) e->version = e->pending_version;
+            } else {
+                e->pending_st = aha_weight_rx_apply(e->pending, e->m, &e->pending_err);
+                if (e->pending_st == AHA_OK) e->version = aha_weight_rx_version(e->pending);
+            }
             e->pending_done = 1;
             pthread_cond_broadcast(&e->done);
         }
@@ -511,11 +520,16 @@ aha_status aha_engine_submit(aha_engine *e, const aha_gen_request *r, aha_gen **
             return aha_errf(err, AHA_ELIMIT, "prompt %d: %d prompt tokens + max_new_tokens %d "
                             "exceed --max-seq-len %d", i, len, r->max_new_tokens, e->o.max_seq_len);
     }
+    /* in 64 bits: prompts x n can pass INT_MAX (and wrap past the queue check) */
+    int64_t total = (int64_t)r->n_prompts * r->n;
+    if (total > e->o.max_queue)
+        return aha_errf(err, AHA_ELIMIT, "%lld sequences exceed the queue limit of %d; split the request",
+                        (long long)total, e->o.max_queue);
     aha_gen *g = calloc(1, sizeof *g);
     if (!g) return aha_errf(err, AHA_ENOMEM, "rollout: out of memory");
     g->e = e;
     g->r = *r;
-    g->total = r->n_prompts * r->n;
+    g->total = (int)total;
     g->queued = g->total;
     pthread_mutex_lock(&e->mu);
     if ((int64_t)e->queued + g->total > e->o.max_queue) {
@@ -581,7 +595,7 @@ aha_status aha_gen_wait(aha_gen *g, int (*cancelled)(void *arg), void *arg, aha_
 aha_status aha_engine_update_weights(aha_engine *e, const aha_weight_rx *rx, aha_err *err)
 {
     pthread_mutex_lock(&e->mu);
-    while (e->pending) pthread_cond_wait(&e->done, &e->mu);
+    while (e->pending || e->pending_fn) pthread_cond_wait(&e->done, &e->mu);
     e->pending = rx;
     e->pending_done = 0;
     pthread_cond_signal(&e->wake);
@@ -594,6 +608,26 @@ aha_status aha_engine_update_weights(aha_engine *e, const aha_weight_rx *rx, aha
     if (st == AHA_OK)
         AHA_INFO("weights updated: policy version %lld (%lld bytes)",
                  (long long)aha_weight_rx_version(rx), (long long)aha_weight_rx_bytes(rx));
+    return st;
+}
+
+aha_status aha_engine_update_weights_fn(aha_engine *e, aha_status (*fn)(void *arg, aha_model *m, aha_err *err),
+                                        void *arg, int64_t version, aha_err *err)
+{
+    pthread_mutex_lock(&e->mu);
+    while (e->pending || e->pending_fn) pthread_cond_wait(&e->done, &e->mu);
+    e->pending_fn = fn;
+    e->pending_arg = arg;
+    e->pending_version = version;
+    e->pending_done = 0;
+    pthread_cond_signal(&e->wake);
+    while (!e->pending_done) pthread_cond_wait(&e->done, &e->mu);
+    aha_status st = e->pending_st;
+    if (st != AHA_OK && err) *err = e->pending_err;
+    e->pending_fn = NULL;
+    pthread_cond_broadcast(&e->done);
+    pthread_mutex_unlock(&e->mu);
+    if (st == AHA_OK) AHA_INFO("weights updated: policy version %lld (weights group)", (long long)version);
     return st;
 }
 

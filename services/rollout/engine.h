@@ -90,6 +90,10 @@ aha_status aha_gen_wait(aha_gen *g, int (*cancelled)(void *arg), void *arg, aha_
 
 /* Apply a finished, checked upload between two decode steps; returns once applied. */
 aha_status aha_engine_update_weights(aha_engine *e, const aha_weight_rx *rx, aha_err *err);
+/* The same for weights from elsewhere (the NCCL weights group): fn(arg, model) runs on the
+ * engine thread between two decode steps; on success the policy version becomes version. */
+aha_status aha_engine_update_weights_fn(aha_engine *e, aha_status (*fn)(void *arg, aha_model *m, aha_err *err),
+                                        void *arg, int64_t version, aha_err *err);
 
 typedef struct {
     int64_t policy_version;

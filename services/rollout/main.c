@@ -1,9 +1,11 @@
 /* aha-rollout: the rollout worker. aha.v1.Rollout/Generate samples groups of completions
  * from the (old) policy and streams each one as it finishes; UpdateWeights switches to new
- * weights between decode steps; Info describes the worker. The sampler is engine.c; this
- * file maps messages and serves. */
+ * weights between decode steps; JoinWeightGroup joins the learner's NCCL weights group (the
+ * one-node fast path, dist/weightgroup.h); Info describes the worker. The sampler is
+ * engine.c; this file maps messages and serves. */
 #include <libgen.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 #include "aha/v1/rollout.pb-c.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "dist/weightgroup.h"
 #include "engine.h"
 #include "rpc/rpc.h"
 #include "rpc/service.h"
@@ -21,6 +24,8 @@ typedef struct {
     aha_engine *eng;
     const char *model_dir;
     const char *device;
+    pthread_mutex_t wg_mu; /* guards wg: JoinWeightGroup calls may overlap */
+    aha_weight_group *wg;
 } service;
 
 typedef struct {
@@ -161,6 +166,46 @@ static aha_status h_update(aha_rpc_call *call, const ProtobufCMessage *msg, void
     return st;
 }
 
+/* ---- JoinWeightGroup: pushes arrive on the group's receiver thread; the engine copies each
+ * staged tensor into the model between decode steps ---- */
+typedef struct {
+    aha_tensor staged;
+    int64_t numel;
+} wg_copy;
+
+static aha_status wg_copy_fn(void *arg, aha_model *m, aha_err *err)
+{
+    wg_copy *c = arg;
+    return aha_weight_group_copy_into(m, c->staged, c->numel, err);
+}
+
+static aha_status wg_apply(void *user, aha_tensor staged, int64_t numel, int64_t version, aha_err *err)
+{
+    wg_copy c = {staged, numel};
+    return aha_engine_update_weights_fn(((service *)user)->eng, wg_copy_fn, &c, version, err);
+}
+
+static aha_status h_join(aha_rpc_call *call, const ProtobufCMessage *msg, void *user, aha_err *err)
+{
+    service *svc = user;
+    const Aha__V1__JoinWeightGroupRequest *req = (const Aha__V1__JoinWeightGroupRequest *)msg;
+    const aha_model *m = aha_engine_model(svc->eng);
+    pthread_mutex_lock(&svc->wg_mu);
+    aha_weight_group_free(svc->wg); /* a new group replaces the old one */
+    svc->wg = NULL;
+    aha_status st = aha_weight_group_join_request(m, req, wg_apply, svc, &svc->wg, err);
+    pthread_mutex_unlock(&svc->wg_mu);
+    if (st != AHA_OK) return st;
+    aha_engine_stats s;
+    aha_engine_get_stats(svc->eng, &s);
+    Aha__V1__JoinWeightGroupReply r = AHA__V1__JOIN_WEIGHT_GROUP_REPLY__INIT;
+    r.joining = 1;
+    r.device = (char *)svc->device;
+    r.layout_signature = aha_weight_group_signature(m);
+    r.policy_version = s.policy_version;
+    return aha_rpc_call_send(call, &r.base, err);
+}
+
 static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
                          aha_err *err)
 {
@@ -254,7 +299,7 @@ int main(int argc, char **argv)
         aha_rpc_service_args_free(&a);
         return 2;
     }
-    service svc = {.model_dir = o.model_dir, .device = o.device};
+    service svc = {.model_dir = o.model_dir, .device = o.device, .wg_mu = PTHREAD_MUTEX_INITIALIZER};
     if (aha_engine_create(&o, &svc.eng, &err) != AHA_OK) {
         fprintf(stderr, "aha-rollout: %s\n", err.msg);
         aha_rpc_service_args_free(&a);
@@ -274,6 +319,8 @@ int main(int argc, char **argv)
     if (st == AHA_OK)
         st = aha_rpc_server_add_method(s, d, "UpdateWeights", AHA_RPC_CLIENT_STREAM, h_update, &svc, &err);
     if (st == AHA_OK) st = aha_rpc_server_add_method(s, d, "Info", AHA_RPC_UNARY, h_info, &svc, &err);
+    if (st == AHA_OK)
+        st = aha_rpc_server_add_method(s, d, "JoinWeightGroup", AHA_RPC_UNARY, h_join, &svc, &err);
     if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
     if (st == AHA_OK) {
         aha_rpc_service_announce(&a, s);
@@ -284,6 +331,7 @@ int main(int argc, char **argv)
         if (st == AHA_ETIMEOUT) return 1;
     }
     aha_rpc_server_free(s);
+    aha_weight_group_free(svc.wg); /* before the engine its apply calls into */
     aha_engine_free(svc.eng);
     aha_rpc_service_args_free(&a);
     return st == AHA_OK ? 0 : 1;

@@ -856,6 +856,18 @@ static void case_retry(void)
     aha_rpc_stream_free(stm);
     pthread_join(t, NULL);
 
+    /* a server that restarts is found again quickly: gRPC's reconnect backoff (1 s and
+     * growing by default) is capped by the channel */
+    aha_rpc_server_free(a.s);
+    a.s = NULL;
+    pthread_create(&t, NULL, late_server, &a);
+    t0 = aha_now_s();
+    st = score(ch, "r", "abc", 20000, &code, NULL, &err);
+    dt = aha_now_s() - t0;
+    pthread_join(t, NULL);
+    CHECK(st == AHA_OK && dt < 1.5, "restarted server reached after %.2f s (up at 0.4 s): %s", dt,
+          st ? err.msg : "ok");
+
     /* the deadline bounds the retries */
     aha_rpc_server_free(a.s);
     t0 = aha_now_s();
