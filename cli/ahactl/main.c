@@ -354,6 +354,14 @@ static int watch_job(ctl *c, const char *id, int from_start)
             printf("[state] %s%s%s\n", ev->state, ev->message[0] ? ": " : "", ev->message);
         } else {
             printf("[%s] %s\n", ev->type, ev->message);
+            /* a pipeline's stage events carry the pipeline state: show where every stage is */
+            if (!strcmp(ev->type, "stage") && ev->json[0]) {
+                char prog[8192];
+                aha_err pe;
+                if (aha_pipeline_progress(ev->json, strlen(ev->json), aha_wall_s(), prog, sizeof prog, &pe) ==
+                    AHA_OK)
+                    printf("%s\n", prog);
+            }
         }
         fflush(stdout);
         protobuf_c_message_free_unpacked(m, NULL);
