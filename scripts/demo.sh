@@ -3,7 +3,7 @@
 #
 #   1. installs what is missing (Debian 12) and builds the services (release, CPU only);
 #   2. makes the task and the model: seeded arithmetic problems (aha-gen-arith), a byte-level
-#      tokenizer, a tiny random Qwen2 (examples/demo-model.json);
+#      tokenizer, a tiny random Qwen2 (examples/demo-model/config.json);
 #   3. starts aha-reward, aha-rollout, aha-refpolicy and aha-learner on loopback (ahactl up);
 #   4. SFTs the model on worked answers, stopping early: a WEAK base that knows the format
 #      (examples/demo-sft.json);
@@ -43,7 +43,7 @@ rm -rf "$D"
 mkdir -p "$D/models" "$D/jobs"
 "$B/examples/aha-gen-arith" --out "$D/data" --seed 1 --difficulty 2 --max-digits 1 --word-share 0 --sft 12000 --train 4000 \
   --eval 100 >/dev/null
-"$B/cli/aha-tool/aha-tool" init-model --config examples/demo-model.json --out "$D/models/base" \
+"$B/cli/aha-tool/aha-tool" init-model --config examples/demo-model/config.json --out "$D/models/base" \
   --seed 1 >/dev/null
 TPL_HEAD='A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>. User:'
 "$B/cli/aha-tool/aha-tool" make-tokenizer --out "$D/models/base" --special '<|endoftext|>' \

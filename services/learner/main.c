@@ -286,7 +286,12 @@ int main(int argc, char **argv)
         aha_rpc_service_args_free(&a);
         return 2;
     }
-    if (lf.job_token) a.server.auth_token = lf.job_token;
+    /* --job-token-file, --service-token-file and --tls-ca are common service flags
+     * (rpc/service.h): the job token is accepted on the job API only, and the service token
+     * and CA go to the job runner's clients as before. */
+    if (lf.job_token && !a.server.job_token) a.server.job_token = lf.job_token;
+    if (a.server.service_token) setenv("AHA_SERVICE_TOKEN", a.server.service_token, 1);
+    if (a.tls_ca) setenv("AHA_TLS_CA", a.tls_ca, 1);
     AHA_INFO("jobs dir %s; rollout %d address(es)%s%s; reward %s; refpolicy %s; device %s; "
              "rpc timeout %d ms; rank %ld of %ld%s",
              lf.jobs_dir, lf.env.n_rollout, lf.env.n_rollout ? " from " : "",
