@@ -204,6 +204,9 @@ static void build_filter(void)
 
 static void probe(void)
 {
+    /* Start the uid rotation somewhere of this process's own: two services (or test runs) on
+     * one host would otherwise hand out the same uids, and RLIMIT_NPROC counts per uid. */
+    atomic_store(&g_uid_next, (unsigned)getpid() * 2654435761u);
     int want = ns_flags_wanted();
     if (try_clone_flags(want)) {
         g_ns_flags = want;

@@ -333,6 +333,10 @@ int main(void)
     aha_sandbox_opts_init(&g_o);
     g_o.cpu_s = 1;
     g_o.wall_s = 20;
+    /* uids of this test process only: other test runs on the machine (other worktrees, CI
+     * jobs) run sandboxes too, and the leftover check must count only ours */
+    g_o.uid_base = 61000 + (unsigned)(getpid() % 900) * 2;
+    g_o.uid_count = 2;
     g_o.max_output = 1 << 20;
     test_lang_and_extract();
     test_run();
