@@ -5,7 +5,7 @@ pkgs=(build-essential clang libclang-rt-14-dev meson ninja-build pkg-config
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libuv1-dev libjansson-dev
       libpcre2-dev libutf8proc-dev libopenblas-dev
       python3 python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc python3-numpy
-      python3-yaml docker-compose)
+      python3-yaml docker-compose openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

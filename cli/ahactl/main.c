@@ -28,7 +28,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 typedef struct {
     const char *server;
     int timeout_ms;
-    const char *tls_ca;
+    aha_ctl_tls tls;
     char *token;
     aha_rpc_channel *ch;
     aha_rpc_metadata md;
@@ -43,6 +43,7 @@ static void usage(FILE *f)
         "  --server ADDR        the learner's job API (default $AHA_SERVER or localhost:50050)\n"
         "  --timeout-ms N       deadline of each request (default 10000)\n"
         "  --tls-ca FILE        CA certificate (PEM): talk TLS\n"
+        "  --tls-cert FILE --tls-key FILE   client certificate (mutual TLS)\n"
         "  --token-file FILE    bearer token for the job API (default $AHA_JOB_TOKEN)\n"
         "commands:\n"
         "  submit SPEC.json [--watch]   submit a job; prints its id (then watches it)\n"
@@ -128,7 +129,9 @@ static int connect_learner(ctl *c)
 {
     aha_rpc_channel_opts co;
     aha_rpc_channel_opts_init(&co);
-    co.tls_ca_file = c->tls_ca;
+    co.tls_ca_file = c->tls.ca;
+    co.tls_cert_file = c->tls.cert;
+    co.tls_key_file = c->tls.key;
     co.attempts = 3;
     aha_err e;
     if (aha_rpc_channel_create(c->server, &co, &c->ch, &e) != AHA_OK) {
@@ -204,8 +207,11 @@ static void print_stages(const Aha__V1__Job *j)
     char *sj = stages_json(j);
     char out[8192];
     aha_err e;
-    if (sj && aha_pipeline_progress(sj, strlen(sj), aha_wall_s(), out, sizeof out, &e) == AHA_OK)
+    if (sj && aha_pipeline_progress(sj, strlen(sj), aha_wall_s(), out, sizeof out, &e) == AHA_OK) {
+        size_t n = strlen(out);
+        while (n && out[n - 1] == '\n') out[--n] = 0;
         printf("%s\n", out);
+    }
     free(sj);
 }
 
@@ -319,6 +325,20 @@ static int cmd_cancel(ctl *c, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* A pipeline's stage table (aha_pipeline_progress) when a stage starts; silent on errors: the
+ * watch goes on either way. */
+static void print_job_stages(ctl *c, const char *id)
+{
+    Aha__V1__GetJobRequest req = AHA__V1__GET_JOB_REQUEST__INIT;
+    req.job_id = (char *)id;
+    ProtobufCMessage *resp = NULL;
+    aha_err e;
+    int code = 0;
+    if (unary(c, "GetJob", &req.base, &resp, &code, &e) != AHA_OK) return;
+    print_stages((const Aha__V1__Job *)resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+}
+
 /* Follow a job until its watch ends; returns the exit status. */
 static int watch_job(ctl *c, const char *id, int from_start)
 {
@@ -354,13 +374,19 @@ static int watch_job(ctl *c, const char *id, int from_start)
             printf("[state] %s%s%s\n", ev->state, ev->message[0] ? ": " : "", ev->message);
         } else {
             printf("[%s] %s\n", ev->type, ev->message);
-            /* a pipeline's stage events carry the pipeline state: show where every stage is */
+            /* a pipeline's stage events carry the pipeline state (the runner's pipeline.json):
+             * show where every stage is; without it, ask GetJob */
             if (!strcmp(ev->type, "stage") && ev->json[0]) {
                 char prog[8192];
                 aha_err pe;
-                if (aha_pipeline_progress(ev->json, strlen(ev->json), aha_wall_s(), prog, sizeof prog, &pe) ==
-                    AHA_OK)
+                if (aha_pipeline_progress(ev->json, strlen(ev->json), aha_wall_s(), prog,
+                                          sizeof prog, &pe) == AHA_OK) {
+                    size_t pn = strlen(prog);
+                    while (pn && prog[pn - 1] == '\n') prog[--pn] = 0;
                     printf("%s\n", prog);
+                }
+            } else if (!strcmp(ev->type, "stage")) {
+                print_job_stages(c, id);
             }
         }
         fflush(stdout);
@@ -563,7 +589,7 @@ static int cmd_health(ctl *c, int argc, char **argv)
     if (argc != 1 || argv[0][0] == '-') return usage_error("health: usage: health ADDR%s", "");
     int serving = 0;
     aha_err e;
-    aha_status st = aha_health_check(argv[0], c->tls_ca, c->timeout_ms, &serving, &e);
+    aha_status st = aha_health_check(argv[0], &c->tls, c->timeout_ms, &serving, &e);
     if (st != AHA_OK) {
         if (st == AHA_EUNAVAILABLE || st == AHA_ETIMEOUT) {
             fprintf(stderr, "ahactl: health: %s is unreachable (%s)\n", argv[0], e.msg);
@@ -582,7 +608,7 @@ static int cmd_up(ctl *c, int argc, char **argv)
     aha_up_opts_init(&o);
     const char *rd = getenv("AHA_RUN_DIR");
     if (rd && *rd) o.run_dir = rd;
-    o.tls_ca = c->tls_ca;
+    o.tls = c->tls;
     for (int i = 0; i < argc; i++) {
         int s;
         if (!strcmp(argv[i], "--detach")) {
@@ -639,9 +665,12 @@ int main(int argc, char **argv)
         } else if (!strcmp(f, "--timeout-ms")) {
             if (!parse_int(f, v, 1, 86400000L, &c.timeout_ms)) return EXIT_USAGE;
             i++;
-        } else if (!strcmp(f, "--tls-ca") && v) {
-            if (!aha_path_exists(v)) return usage_error("--tls-ca %s: no such file", v);
-            c.tls_ca = v;
+        } else if ((!strcmp(f, "--tls-ca") || !strcmp(f, "--tls-cert") || !strcmp(f, "--tls-key")) &&
+                   v) {
+            if (!aha_path_exists(v)) return usage_error("%s: no such file", v);
+            if (!strcmp(f, "--tls-ca")) c.tls.ca = v;
+            else if (!strcmp(f, "--tls-cert")) c.tls.cert = v;
+            else c.tls.key = v;
             i++;
         } else if (!strcmp(f, "--token-file") && v) {
             free(c.token);
@@ -651,6 +680,8 @@ int main(int argc, char **argv)
             return usage_error("unknown option or missing value: %s", f);
         }
     }
+    if (!c.tls.cert != !c.tls.key) return usage_error("--tls-cert and --tls-key go together%s", "");
+    if (c.tls.cert && !c.tls.ca) return usage_error("--tls-cert needs --tls-ca%s", "");
     if (!c.token) {
         const char *t = getenv("AHA_JOB_TOKEN");
         if (t && *t) c.token = strdup(t);

@@ -195,13 +195,17 @@ out:
 /* ------------------------------------------------------------------------------------------ */
 /* health */
 
-aha_status aha_health_check(const char *addr, const char *tls_ca, int timeout_ms, int *serving,
-                            aha_err *err)
+aha_status aha_health_check(const char *addr, const aha_ctl_tls *tls, int timeout_ms,
+                            int *serving, aha_err *err)
 {
     *serving = 0;
     aha_rpc_channel_opts co;
     aha_rpc_channel_opts_init(&co);
-    co.tls_ca_file = tls_ca;
+    if (tls) {
+        co.tls_ca_file = tls->ca;
+        co.tls_cert_file = tls->cert;
+        co.tls_key_file = tls->key;
+    }
     co.attempts = 1;
     aha_rpc_channel *ch = NULL;
     AHA_TRY(aha_rpc_channel_create(addr, &co, &ch, err));
@@ -464,7 +468,7 @@ static void check_work(uv_work_t *w)
     svc *v = w->data;
     aha_err e;
     memset(&e, 0, sizeof e);
-    v->check_st = aha_health_check(v->t->health, v->S->o->tls_ca, CHECK_TIMEOUT_MS,
+    v->check_st = aha_health_check(v->t->health, &v->S->o->tls, CHECK_TIMEOUT_MS,
                                    &v->check_serving, &e);
     snprintf(v->check_msg, sizeof v->check_msg, "%s", e.msg);
 }

@@ -36,15 +36,21 @@ typedef struct {
 aha_status aha_topology_parse(const char *json, size_t len, aha_topology *t, aha_err *err);
 void aha_topology_free(aha_topology *t);
 
+/* TLS of a client: all NULL = plaintext; ca enables TLS; cert + key (both or neither) are the
+ * client certificate for services that want one (mutual TLS). */
+typedef struct {
+    const char *ca, *cert, *key;
+} aha_ctl_tls;
+
 /* grpc.health.v1.Health/Check of addr: *serving = 1 SERVING, 0 another answer. Returns
- * EUNAVAILABLE / ETIMEOUT when nothing answered (err names the address). tls_ca may be NULL. */
-aha_status aha_health_check(const char *addr, const char *tls_ca, int timeout_ms, int *serving,
-                            aha_err *err);
+ * EUNAVAILABLE / ETIMEOUT when nothing answered (err names the address). tls may be NULL. */
+aha_status aha_health_check(const char *addr, const aha_ctl_tls *tls, int timeout_ms,
+                            int *serving, aha_err *err);
 
 typedef struct {
     const char *topology_path;
     const char *run_dir;   /* default ".aha/run" */
-    const char *tls_ca;    /* for health checks of TLS services; NULL = plaintext */
+    aha_ctl_tls tls;       /* for health checks of TLS services; zero = plaintext */
     int detach;            /* setsid into the background; return once all are healthy */
     int grace_ms;          /* SIGTERM → SIGKILL (default 15000) */
     int start_timeout_ms;  /* per start group, until SERVING (default 180000) */

@@ -721,9 +721,17 @@ void aha_comm_free(aha_comm *c)
     if (!c) return;
 #if AHA_HAVE_NCCL
     if (c->nccl) {
-        /* a clean destroy needs every rank; after a failure only abort is safe */
-        if (c->broken) ncclCommAbort(c->nccl);
-        else ncclCommDestroy(c->nccl);
+        /* a clean finalize needs every rank (bounded by the timeout); after a failure only
+         * abort is safe */
+        ncclResult_t f = c->broken ? ncclInternalError : ncclCommFinalize(c->nccl);
+        bool clean = f == ncclSuccess || f == ncclInProgress;
+        int64_t deadline = now_ms() + c->timeout_ms;
+        for (ncclResult_t r = ncclInProgress; clean && r == ncclInProgress; nccl_sleep()) {
+            if (ncclCommGetAsyncError(c->nccl, &r) != ncclSuccess || left_ms(deadline) == 0) clean = false;
+            else if (r != ncclSuccess && r != ncclInProgress) clean = false;
+        }
+        if (clean) ncclCommDestroy(c->nccl);
+        else ncclCommAbort(c->nccl);
     }
     if (c->stream) cudaStreamDestroy(c->stream);
 #endif

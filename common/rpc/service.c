@@ -36,8 +36,8 @@ void aha_rpc_service_usage(FILE *f)
           "                       method (else $AHA_SERVICE_TOKEN)\n"
           "  --job-token-file FILE  token of job clients, accepted on the job API only;\n"
           "                       internal methods answer PERMISSION_DENIED (else $AHA_JOB_TOKEN)\n"
-          "  --tls-ca FILE        CA of client certificates: mutual TLS (and the roots this\n"
-          "                       service's own clients trust)\n"
+          "  --tls-ca FILE        roots this service's own clients trust; with --tls-cert also\n"
+          "                       the CA of client certificates (mutual TLS)\n"
           "  --tls-client-auth require|optional  with --tls-ca: must clients present a\n"
           "                       certificate (default require)\n",
           f);
@@ -162,7 +162,7 @@ aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv,
             else a->server.job_token = text;
             break;
         }
-        case 14: a->server.tls_client_ca_file = val; break;
+        case 14: a->tls_ca = val; break;
         case 15:
             if (strcmp(val, "require") == 0) a->server.tls_client_optional = 0;
             else if (strcmp(val, "optional") == 0) a->server.tls_client_optional = 1;
@@ -182,8 +182,9 @@ aha_status aha_rpc_service_parse(aha_rpc_service_args *a, int argc, char **argv,
         AHA_TRY(aha_rpc_read_secret(NULL, "AHA_JOB_TOKEN", &a->job_token_store, err));
         a->server.job_token = a->job_token_store;
     }
-    if (a->server.tls_client_ca_file && !a->server.tls_cert_file)
-        return aha_errf(err, AHA_EINVAL, "--tls-ca (mutual TLS) needs --tls-cert and --tls-key");
+    /* Without a server certificate the CA is only what this service's own clients trust
+     * (the learner calling the other services); with one it also checks client certificates. */
+    if (a->tls_ca && a->server.tls_cert_file) a->server.tls_client_ca_file = a->tls_ca;
     if ((a->server.tls_cert_file == NULL) != (a->server.tls_key_file == NULL))
         return aha_errf(err, AHA_EINVAL, "--tls-cert and --tls-key go together");
     return AHA_OK;

@@ -24,12 +24,13 @@
  *   --job-token-file FILE            job-client token, accepted on the public services only
  *                                    (aha.v1.Learner); elsewhere PERMISSION_DENIED (else
  *                                    $AHA_JOB_TOKEN)
- *   --tls-ca FILE                    client CA: mutual TLS (needs --tls-cert/--tls-key)
+ *   --tls-ca FILE                    roots the service's own clients trust (a.tls_ca); with
+ *                                    --tls-cert also the client CA: mutual TLS
  *   --tls-client-auth require|optional   with --tls-ca (default require)
  * Without any token every call is open (the loopback demo); with one, health stays open and
  * every other call needs a valid token (rpc.h, aha_rpc_server_opts). A service that also calls
  * others (the learner) sends a.server.service_token as its channels' bearer_token, trusts
- * a.server.tls_client_ca_file as tls_ca_file and presents a.server.tls_cert_file/key_file as
+ * a.tls_ca as tls_ca_file and presents a.server.tls_cert_file/key_file as
  * its client certificate.
  * Anything else is left, in order, in rest_argv for the service (rest_argv[0] = argv[0]). */
 #ifndef AHA_RPC_SERVICE_H
@@ -43,6 +44,7 @@ typedef struct {
     /* public: filled by parse */
     aha_rpc_server_opts server;
     const char *config_path; /* NULL when --config was not given */
+    const char *tls_ca;      /* --tls-ca FILE, NULL when not given */
     int help;                /* --help / -h was given */
     int rest_argc;
     char **rest_argv;        /* NULL-terminated, points into argv */

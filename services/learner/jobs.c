@@ -941,8 +941,8 @@ static void read_records(const char *path, int only_evals, ev_list *out, int *ha
     free(text);
 }
 
-/* Events without a time (records that carry none) take the time of the event before them, so
- * a merge by time keeps file order. */
+/* Records without a time (eval records carry none) take the time of the record before them,
+ * or, at the start, of the first record after them, so a merge by time keeps file order. */
 static void fill_times(ev_list *l)
 {
     double last = 0;
@@ -950,6 +950,57 @@ static void fill_times(ev_list *l)
         if (l->v[i].time > 0) last = l->v[i].time;
         else l->v[i].time = last;
     }
+    double next = 0;
+    for (size_t i = l->n; i-- > 0;) {
+        if (l->v[i].time > 0) next = l->v[i].time;
+        else l->v[i].time = next;
+    }
+}
+
+/* The "stage" of a record (pipelines), "" when it has none; malloc'd. */
+static char *record_stage(const char *json)
+{
+    json_t *o = json_loads(json, 0, NULL);
+    char *st = xstrdup(json_str(o, "stage"));
+    json_decref(o);
+    return st;
+}
+
+/* Put the eval records (eval.jsonl) among the step records (metrics.jsonl) by (stage, step):
+ * each eval goes after the last step record of its stage with step <= its own, before the
+ * stage's first record when it precedes them all (the eval before the first update), at the
+ * end when its stage has no step records (an eval stage). */
+static void merge_evals(ev_list *recs, ev_list *evals)
+{
+    char **rst = recs->n ? calloc(recs->n + evals->n, sizeof *rst) : NULL;
+    for (size_t i = 0; i < recs->n; i++) rst[i] = record_stage(recs->v[i].json);
+    for (size_t k = 0; k < evals->n; k++) {
+        aha_job_event *e = &evals->v[k];
+        char *es = record_stage(e->json);
+        size_t at = recs->n, first = recs->n;
+        int found = 0;
+        for (size_t i = recs->n; i-- > 0;) {
+            if (strcmp(rst[i], es)) continue;
+            first = i;
+            if (!found && recs->v[i].step <= e->step && !strcmp(recs->v[i].type, "metrics")) {
+                at = i + 1;
+                found = 1;
+            }
+        }
+        if (!found) at = first;
+        evl_add(recs); /* room for one more */
+        char **nr = rst ? realloc(rst, recs->n * sizeof *rst) : calloc(recs->n, sizeof *rst);
+        AHA_ASSERT(nr);
+        rst = nr;
+        memmove(&recs->v[at + 1], &recs->v[at], (recs->n - 1 - at) * sizeof *recs->v);
+        memmove(&rst[at + 1], &rst[at], (recs->n - 1 - at) * sizeof *rst);
+        recs->v[at] = *e;
+        rst[at] = es;
+    }
+    for (size_t i = 0; i < recs->n; i++) free(rst[i]);
+    free(rst);
+    free(evals->v);
+    memset(evals, 0, sizeof *evals);
 }
 
 /* Stable merge of two lists, each in order, by time (ties: a first). */
@@ -1027,12 +1078,9 @@ aha_status aha_jobs_watch_open(aha_jobs *s, const char *id, int from_start, int 
         if (aha_path_join(path, sizeof path, dir, "metrics.jsonl", err) == AHA_OK)
             read_records(path, 0, &recs, &has_eval);
         if (!has_eval && aha_path_join(path, sizeof path, dir, "eval.jsonl", err) == AHA_OK) {
-            ev_list evals = {0}, merged = {0};
+            ev_list evals = {0};
             read_records(path, 1, &evals, NULL);
-            fill_times(&recs);
-            fill_times(&evals);
-            merge_by_time(&recs, &evals, &merged);
-            recs = merged;
+            merge_evals(&recs, &evals);
         }
         fill_times(&recs);
         /* hashes of the file records: ring entries and live events already there are skipped */

@@ -38,12 +38,6 @@ static void usage(FILE *f)
           "  --rank N --world-size N --rendezvous ADDR\n"
           "                          data-parallel learner group (rank 0 serves the job API;\n"
           "                          this build runs world size 1)\n"
-          "  --job-token-file FILE   require this bearer token from job clients (or env\n"
-          "                          AHA_JOB_TOKEN); health checks need none\n"
-          "  --tls-ca FILE           CA of the services the learner calls (exported to the\n"
-          "                          job runner as AHA_TLS_CA)\n"
-          "  --service-token-file FILE  bearer token the learner presents to the services\n"
-          "                          (exported to the job runner as AHA_SERVICE_TOKEN)\n"
           "  --watcher-queue N       events buffered per WatchJob client before old metrics\n"
           "                          are dropped (default 256)\n",
           f);
@@ -57,7 +51,6 @@ typedef struct {
     long rank, world_size;
     const char *rendezvous;
     long watcher_queue;
-    char *job_token;
 } learner_flags;
 
 static int parse_long(const char *flag, const char *v, long lo, long hi, long *out)
@@ -117,33 +110,6 @@ static int valid_device(const char *d)
     return strlen(d + 5) <= 3;
 }
 
-/* Token files hold one printable line; surrounding blanks and the newline are dropped. */
-static char *read_token(const char *flag, const char *path)
-{
-    char *text = NULL;
-    size_t len = 0;
-    aha_err e;
-    if (aha_read_file(path, 4096, &text, &len, &e) != AHA_OK) {
-        fprintf(stderr, "aha-learner: %s: %s\n", flag, e.msg);
-        return NULL;
-    }
-    char *b = text;
-    while (*b == ' ' || *b == '\t' || *b == '\n' || *b == '\r') b++;
-    size_t n = strlen(b);
-    while (n && (b[n - 1] == ' ' || b[n - 1] == '\t' || b[n - 1] == '\n' || b[n - 1] == '\r'))
-        n--;
-    b[n] = 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)b[i] < 0x21 || (unsigned char)b[i] > 0x7e) n = 0;
-    if (!n) {
-        fprintf(stderr, "aha-learner: %s %s: empty or not one printable line\n", flag, path);
-        free(text);
-        return NULL;
-    }
-    memmove(text, b, n + 1);
-    return text;
-}
-
 static int parse_flags(learner_flags *lf, int argc, char **argv)
 {
     lf->env.device = "cpu";
@@ -186,18 +152,6 @@ static int parse_flags(learner_flags *lf, int argc, char **argv)
             lf->rendezvous = v;
         } else if (!strcmp(f, "--watcher-queue")) {
             if (!parse_long(f, v, 4, 1000000, &lf->watcher_queue)) return 0;
-        } else if (!strcmp(f, "--job-token-file")) {
-            free(lf->job_token);
-            if (!(lf->job_token = read_token(f, v))) return 0;
-        } else if (!strcmp(f, "--tls-ca")) {
-            if (!aha_path_exists(v))
-                return fprintf(stderr, "aha-learner: --tls-ca %s: no such file\n", v), 0;
-            setenv("AHA_TLS_CA", v, 1);
-        } else if (!strcmp(f, "--service-token-file")) {
-            char *t = read_token(f, v);
-            if (!t) return 0;
-            setenv("AHA_SERVICE_TOKEN", t, 1);
-            free(t);
         } else {
             fprintf(stderr, "aha-learner: unknown flag: %s\n", f);
             return 0;
@@ -220,10 +174,6 @@ static int parse_flags(learner_flags *lf, int argc, char **argv)
         fprintf(stderr, "aha-learner: --world-size %ld: this build trains on one rank only\n",
                 lf->world_size);
         return 0;
-    }
-    if (!lf->job_token) {
-        const char *t = getenv("AHA_JOB_TOKEN");
-        if (t && *t) lf->job_token = strdup(t);
     }
     return 1;
 }
@@ -282,17 +232,21 @@ int main(int argc, char **argv)
     if (!parse_flags(&lf, a.rest_argc, a.rest_argv)) {
         usage(stderr);
         free(lf.rollout_store);
-        free(lf.job_token);
         aha_rpc_service_args_free(&a);
         return 2;
     }
-    if (lf.job_token) a.server.auth_token = lf.job_token;
+    /* --job-token-file, --service-token-file and --tls-ca are common service flags
+     * (rpc/service.h): the job token is accepted on the job API only, and the service token
+     * and CA go to the job runner's clients through the environment. */
+    if (a.server.service_token) setenv("AHA_SERVICE_TOKEN", a.server.service_token, 1);
+    if (a.tls_ca) setenv("AHA_TLS_CA", a.tls_ca, 1);
     AHA_INFO("jobs dir %s; rollout %d address(es)%s%s; reward %s; refpolicy %s; device %s; "
              "rpc timeout %d ms; rank %ld of %ld%s",
              lf.jobs_dir, lf.env.n_rollout, lf.env.n_rollout ? " from " : "",
              lf.env.n_rollout ? lf.env.rollout[0] : "", lf.env.reward ? lf.env.reward : "-",
              lf.env.refpolicy ? lf.env.refpolicy : "-", lf.env.device, lf.env.rpc_timeout_ms,
-             lf.rank, lf.world_size, lf.job_token ? "; job token required" : "");
+             lf.rank, lf.world_size,
+             a.server.job_token || a.server.auth_token ? "; job token required" : "");
 
     if (pipe2(sig_pipe, O_CLOEXEC) != 0) {
         fprintf(stderr, "aha-learner: pipe: %s\n", strerror(errno));
@@ -350,7 +304,6 @@ int main(int argc, char **argv)
     aha_jobs_close(jobs); /* waits for the running job to reach a step boundary */
     aha_rpc_server_free(srv);
     free(lf.rollout_store);
-    free(lf.job_token);
     aha_rpc_service_args_free(&a);
     return st == AHA_OK ? 0 : 1;
 }

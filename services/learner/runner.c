@@ -70,6 +70,10 @@ aha_status aha__job_connect(aha__job *j, bool need_rollout, bool need_reward, bo
     j->timeout_ms = env && env->rpc_timeout_ms > 0 ? env->rpc_timeout_ms : 120000;
     aha_rpc_channel_opts co;
     aha_rpc_channel_opts_init(&co);
+    /* aha-learner's --tls-ca and --service-token-file reach the runner through these */
+    const char *ca = getenv("AHA_TLS_CA"), *tok = getenv("AHA_SERVICE_TOKEN");
+    if (ca && *ca) co.tls_ca_file = ca;
+    if (tok && *tok) co.bearer_token = tok;
     if (need_rollout && j->n_rollout == 0) {
         int n = sp->services.n_rollout > 0 ? sp->services.n_rollout : (env ? env->n_rollout : 0);
         if (n <= 0) return aha_errf(err, AHA_EINVAL, "spec.services.rollout: no rollout worker address (none in the spec, none given to the learner)");

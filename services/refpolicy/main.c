@@ -39,7 +39,9 @@ static aha_status h_logprobs(aha_rpc_call *call, const ProtobufCMessage *msg, vo
             break;
         }
         seqs[i] = (aha_ref_seq){q->id, q->token_ids, (int)q->n_token_ids, q->prompt_len};
-        int m = (int)q->n_token_ids - q->prompt_len;
+        /* a prompt_len outside [1, len] is refused by aha_refpolicy_logprobs: allocate nothing */
+        int m = q->prompt_len >= 1 && (size_t)q->prompt_len <= q->n_token_ids
+                    ? (int)q->n_token_ids - q->prompt_len : 0;
         out[i] = malloc((size_t)(m > 0 ? m : 1) * sizeof(float));
         if (!out[i]) st = aha_errf(err, AHA_ENOMEM, "out of memory");
         aha__v1__sequence_log_probs__init(&res[i]);

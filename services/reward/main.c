@@ -260,6 +260,8 @@ static void usage(FILE *f)
           "  --max-items N        items (or answers) per request (default 4096)\n"
           "  --max-text-bytes N   longest prompt/completion/reference; longer items get an\n"
           "                       error (default 1048576)\n"
+          "  --code-cpu-s N       code items: CPU seconds per test run (default 2)\n"
+          "  --code-wall-s N      code items: wall-clock seconds per test run (default 5)\n"
           "--config FILE.json: {\"weights\": {\"accuracy\": 1, \"format\": 1, \"language\": 0}}\n",
           f);
     aha_rpc_service_usage(f);
@@ -306,6 +308,12 @@ int main(int argc, char **argv)
             ok = parse_long(f, v, 1, 1000000, &svc.max_items), i++;
         else if (strcmp(f, "--max-text-bytes") == 0 && v)
             ok = parse_long(f, v, 1, 1L << 30, &svc.max_text_bytes), i++;
+        else if ((strcmp(f, "--code-cpu-s") == 0 || strcmp(f, "--code-wall-s") == 0) && v) {
+            long x = 0;
+            ok = parse_long(f, v, 1, 3600, &x), i++;
+            if (f[7] == 'c') svc.sandbox.cpu_s = (double)x;
+            else svc.sandbox.wall_s = (double)x;
+        }
         else {
             fprintf(stderr, "aha-reward: unknown flag or missing value: %s\n", f);
             ok = 0;

@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,9 @@ static void build_filter(void)
 
 static void probe(void)
 {
+    /* Start the uid rotation somewhere of this process's own: two services (or test runs) on
+     * one host would otherwise hand out the same uids, and RLIMIT_NPROC counts per uid. */
+    atomic_store(&g_uid_next, (unsigned)getpid() * 2654435761u);
     int want = ns_flags_wanted();
     if (try_clone_flags(want)) {
         g_ns_flags = want;
@@ -921,6 +925,16 @@ static void error_line(const char *s, char *dst, size_t cap)
     quote(dst, cap, a, n);
 }
 
+/* A reason string: cut at cap on purpose (a reason is a hint, the stderr line may be long). */
+static void __attribute__((format(printf, 3, 4))) reason_fmt(char *dst, size_t cap,
+                                                             const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, cap, fmt, ap);
+    va_end(ap);
+}
+
 /* Why a run did not produce a usable result, or "" when it exited 0. */
 static void run_failure(const aha_sandbox_result *r, const aha_sandbox_opts *o, double cpu_s,
                         double wall_s, char *dst, size_t cap)
@@ -943,7 +957,7 @@ static void run_failure(const aha_sandbox_result *r, const aha_sandbox_opts *o, 
             return;
         }
         last_line(r->err, line, sizeof line);
-        snprintf(dst, cap, "exit status %d%s%s", r->code, line[0] ? ": " : "", line);
+        reason_fmt(dst, cap, "exit status %d%s%s", r->code, line[0] ? ": " : "", line);
         return;
     }
 }
@@ -1023,8 +1037,8 @@ aha_status aha_code_score(const aha_sandbox_opts *o, aha_code_lang lang, const c
         if (why[0]) {
             char line[160];
             error_line(r.err, line, sizeof line);
-            snprintf(v->reason, sizeof v->reason, "compile error: %s%s%s", why,
-                     line[0] ? ": " : "", line);
+            reason_fmt(v->reason, sizeof v->reason, "compile error: %s%s%s", why,
+                       line[0] ? ": " : "", line);
             aha_sandbox_result_free(&r);
             goto out;
         }
@@ -1049,8 +1063,9 @@ aha_status aha_code_score(const aha_sandbox_opts *o, aha_code_lang lang, const c
             char want[64], got[64];
             quote(want, sizeof want, json_string_value(jout), json_string_length(jout));
             quote(got, sizeof got, r.out, r.out_len);
-            snprintf(v->reason, sizeof v->reason, "case %zu/%zu: wrong output: expected \"%s\", got \"%s\"",
-                     i + 1, nc, want, got);
+            snprintf(v->reason, sizeof v->reason,
+                     "case %zu/%zu: wrong output: expected \"%s\", got \"%s\"", i + 1, nc, want,
+                     got);
             aha_sandbox_result_free(&r);
             goto out;
         }

@@ -536,8 +536,8 @@ aha_status aha_engine_submit(aha_engine *e, const aha_gen_request *r, aha_gen **
         int q = e->queued;
         pthread_mutex_unlock(&e->mu);
         free(g);
-        return aha_errf(err, AHA_ELIMIT, "%d sequences would exceed the queue limit of %d (%d "
-                        "waiting); retry later", r->n_prompts * r->n, e->o.max_queue, q);
+        return aha_errf(err, AHA_ELIMIT, "%lld sequences would exceed the queue limit of %d (%d "
+                        "waiting); retry later", (long long)r->n_prompts * r->n, e->o.max_queue, q);
     }
     e->stats.requests++;
     if (g->total > 0) {

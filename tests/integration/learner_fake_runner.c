@@ -8,12 +8,16 @@
  *                               and emits it; every 5th step also an eval record
  *   spec.name "fail"            fails at step 2 ("fake failure at step 2")
  *   spec.name "slow"            200 ms per step (else 20 ms)
+ *   kind pipeline               each stage in turn: pipeline.json kept with pipeline.h, a
+ *                               stage event, then the stage's steps (records carry "stage")
  * It resumes like the real runner: progress.txt in the job directory holds the last finished
  * step, and a later run continues after it. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/fs.h"
+#include "pipeline.h"
 #include "runner.h"
 
 static void append_line(const char *dir, const char *file, const char *line)
@@ -26,12 +30,44 @@ static void append_line(const char *dir, const char *file, const char *line)
     fclose(f);
 }
 
+static aha_status run_steps(aha_job_ctx *ctx, const aha_job_spec *sp, const char *stage,
+                            aha_err *err);
+
+static aha_status run_pipeline(aha_job_ctx *ctx, aha_err *err)
+{
+    const aha_job_spec *p = ctx->spec;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/pipeline.json", ctx->job_dir);
+    aha_pipeline_state st;
+    AHA_TRY(aha_pipeline_state_init(p, &st, err));
+    aha_status rc = AHA_OK;
+    for (int i = 0; i < p->n_stages && rc == AHA_OK; i++) {
+        aha_pipeline_stage_start(&st, i, aha_wall_s());
+        rc = aha_pipeline_state_save(&st, path, err);
+        if (rc != AHA_OK) break;
+        ctx->emit(ctx->user, AHA_EV_STAGE, 0, NULL, p->stages[i].name);
+        rc = run_steps(ctx, &p->stages[i], p->stages[i].name, err);
+        if (rc == AHA_OK) rc = aha_pipeline_stage_done(&st, i, "ckpt", NULL, aha_wall_s(), err);
+        if (rc == AHA_OK) rc = aha_pipeline_state_save(&st, path, err);
+    }
+    aha_pipeline_state_free(&st);
+    return rc;
+}
+
 aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err)
 {
-    const char *name = ctx->spec->name ? ctx->spec->name : "";
-    int64_t steps = ctx->spec->steps > 0 ? ctx->spec->steps : 1;
+    if (ctx->spec->kind == AHA_JOB_PIPELINE) return run_pipeline(ctx, err);
+    return run_steps(ctx, ctx->spec, NULL, err);
+}
+
+static aha_status run_steps(aha_job_ctx *ctx, const aha_job_spec *sp, const char *stage,
+                            aha_err *err)
+{
+    const char *name = sp->name ? sp->name : "";
+    int64_t steps = sp->steps > 0 ? sp->steps : 1;
     char ppath[4096];
-    snprintf(ppath, sizeof ppath, "%s/progress.txt", ctx->job_dir);
+    snprintf(ppath, sizeof ppath, "%s/progress%s%s.txt", ctx->job_dir, stage ? "-" : "",
+             stage ? stage : "");
     long long done = 0;
     FILE *pf = fopen(ppath, "r");
     if (pf) {
@@ -52,12 +88,13 @@ aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err)
             usleep(20000);
         }
         if (!strcmp(name, "fail") && s == 2) return aha_errf(err, AHA_EINTERNAL, "fake failure at step 2");
-        char rec[512];
+        char rec[512], stage_key[96] = "";
+        if (stage) snprintf(stage_key, sizeof stage_key, "\"stage\":\"%s\",", stage);
         snprintf(rec, sizeof rec,
-                 "{\"type\":\"step\",\"step\":%lld,\"total_steps\":%lld,\"reward_mean\":%.4f,"
+                 "{\"type\":\"step\",%s\"step\":%lld,\"total_steps\":%lld,\"reward_mean\":%.4f,"
                  "\"accuracy\":%.4f,\"format_rate\":1,\"length_mean\":%d,\"kl_mean\":0.001,"
                  "\"seconds\":{\"total\":%.2f}}",
-                 (long long)s, (long long)steps, (double)s / (double)steps,
+                 stage_key, (long long)s, (long long)steps, (double)s / (double)steps,
                  (double)s / (double)steps, 10 + (int)s, slow ? 0.2 : 0.02);
         append_line(ctx->job_dir, "metrics.jsonl", rec);
         ctx->emit(ctx->user, AHA_EV_METRICS, s, rec, NULL);

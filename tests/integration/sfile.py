@@ -45,3 +45,25 @@ def write(path, tensors):
     h += b" " * ((8 - len(h) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def weight_chunks(model_file, version, skip_last=False, chunk=4096):
+    """aha.v1 WeightChunk messages streaming a safetensors file's tensors (F32 as stored),
+    header on the first; skip_last leaves the last tensor out (a truncated upload)."""
+    from aha.v1 import weights_pb2
+    t = read(model_file)
+    names = sorted(t)
+    total = sum(len(t[n][2]) for n in names)
+    if skip_last:
+        names = names[:-1]
+    first = True
+    for n in names:
+        dt, shape, raw = t[n]
+        for off in range(0, len(raw), chunk):
+            c = weights_pb2.WeightChunk(name=n, dtype=dt, shape=shape, offset=off,
+                                        data=raw[off:off + chunk], tensor_bytes=len(raw))
+            if first:
+                c.header.CopyFrom(weights_pb2.WeightHeader(version=version,
+                                                           tensor_count=len(t), total_bytes=total))
+                first = False
+            yield c

@@ -45,7 +45,9 @@ def main():
         reward_pb2.ScoreItem(id="7", task="math", completion="<think>x</think><answer>4</answer>",
                              reference_answer="4"),
     ]
-    with Service([sys.argv[1]]) as svc:
+    # generous wall clock: CI runs this beside other tests on 2 cores (the limits have their
+    # own unit test, tests/unit/sandbox)
+    with Service([sys.argv[1], "--code-wall-s", "60"]) as svc:
         stub = reward_pb2_grpc.RewardStub(grpc.insecure_channel(svc.target))
         resp = stub.Score(reward_pb2.ScoreRequest(items=items), timeout=120)
         r = list(resp.results)

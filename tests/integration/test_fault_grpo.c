@@ -19,13 +19,17 @@
  *   rollout_stale      worker B restarted from its model dir (policy version 0) between two
  *                      steps, after the learner pushed: the learner sees the version on B's
  *                      completions, re-pushes and samples those groups again
+ *   learner_server_kill  the job submitted to the job server (aha-learner --jobs-dir);
+ *                      once step 2 is in metrics.jsonl both workers are frozen, the server is
+ *                      SIGKILLed inside the next step and started again on the same jobs dir:
+ *                      it resumes the running job from its last checkpoint
  *
  * Where the learner is between steps is made exact rather than timed: its stdout (one JSON
  * line per step) is a pipe the test fills, so the learner blocks writing the next step's
  * record, after that step's weight push and checkpoint; /proc/PID/syscall shows it blocked
  * in write(1, ...). Draining the pipe lets it go on.
  *
- * argv: FAULT aha-reward aha-rollout aha-refpolicy aha-job */
+ * argv: FAULT aha-reward aha-rollout aha-refpolicy aha-job [aha-learner] */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -39,12 +43,14 @@
 #include <unistd.h>
 
 #include "../harness.h"
+#include "aha/v1/learner.pb-c.h"
 #include "base/fs.h"
 #include "io/config.h"
 #include "model/model.h"
+#include "rpc/rpc.h"
 #include "text/tokenizer.h"
 
-#define STEPS 5
+#define STEPS 4
 
 static const char *const specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
 
@@ -338,6 +344,96 @@ static void compare_runs(const char *ja, const char *jb, int n_completions)
     }
 }
 
+/* step records in a job dir's metrics.jsonl */
+static int metrics_lines(const char *job_dir)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", job_dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int n = 0;
+    char line[1 << 14];
+    while (fgets(line, sizeof line, f)) n += strstr(line, "\"type\":\"step\"") != NULL || strstr(line, "\"type\": \"step\"") != NULL;
+    fclose(f);
+    return n;
+}
+
+/* GetJob: state and dir */
+static aha_status get_job(const char *addr, const char *id, char *state, size_t scap, char *dir, size_t dcap,
+                          aha_err *err)
+{
+    aha_rpc_channel *ch = NULL;
+    AHA_TRY(aha_rpc_channel_create(addr, NULL, &ch, err));
+    Aha__V1__GetJobRequest req = AHA__V1__GET_JOB_REQUEST__INIT;
+    req.job_id = (char *)id;
+    aha_rpc_call_opts o = {.timeout_ms = 10000, .wait_for_ready = 1};
+    ProtobufCMessage *resp = NULL;
+    aha_status st = aha_rpc_unary(ch, &aha__v1__learner__descriptor, "GetJob", &req.base, &resp, &o, err);
+    if (st == AHA_OK) {
+        Aha__V1__Job *jb = (Aha__V1__Job *)resp;
+        snprintf(state, scap, "%s", jb->state);
+        if (dir) snprintf(dir, dcap, "%s", jb->dir);
+        if (jb->error && *jb->error) fprintf(stderr, "job %s: %s\n", id, jb->error);
+    }
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    aha_rpc_channel_free(ch);
+    return st;
+}
+
+/* the job through aha-learner, killed mid-step and restarted; returns 0 when it succeeded */
+static int run_server_kill(const char *learner_bin, const char *root, const char *spec_path, svc *ra, svc *rb,
+                           svc *rw, svc *rp, char *job_dir, size_t cap)
+{
+    char jobs[600], rollouts[160];
+    snprintf(jobs, sizeof jobs, "%s/jobs", root);
+    snprintf(rollouts, sizeof rollouts, "%s,%s", ra->addr, rb->addr);
+    svc ls = {.argv = {(char *)learner_bin, "--jobs-dir", jobs, "--rollout", rollouts, "--reward", rw->addr,
+                       "--refpolicy", rp->addr, "--rpc-timeout-ms", "60000", NULL}};
+    CHECK(svc_start(&ls, 0) > 0, "aha-learner started");
+    if (!ls.port) return 1;
+    aha_err err = {0};
+    char *spec = NULL;
+    size_t n = 0;
+    CHECK(aha_read_file(spec_path, 1 << 20, &spec, &n, &err) == AHA_OK, "spec: %s", err.msg);
+    aha_rpc_channel *ch = NULL;
+    char id[128] = "";
+    if (spec && aha_rpc_channel_create(ls.addr, NULL, &ch, &err) == AHA_OK) {
+        Aha__V1__SubmitJobRequest req = AHA__V1__SUBMIT_JOB_REQUEST__INIT;
+        req.spec_json = spec;
+        aha_rpc_call_opts o = {.timeout_ms = 10000, .attempts = 1};
+        ProtobufCMessage *resp = NULL;
+        aha_status st = aha_rpc_unary(ch, &aha__v1__learner__descriptor, "SubmitJob", &req.base, &resp, &o, &err);
+        CHECK(st == AHA_OK, "SubmitJob: %s", err.msg);
+        if (st == AHA_OK) snprintf(id, sizeof id, "%s", ((Aha__V1__SubmitJobReply *)resp)->job_id);
+        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+        aha_rpc_channel_free(ch);
+    }
+    free(spec);
+    char state[64] = "";
+    int rc = 1;
+    if (id[0] && get_job(ls.addr, id, state, sizeof state, job_dir, cap, &err) == AHA_OK) {
+        double end = aha_now_s() + 60;
+        while (metrics_lines(job_dir) < 2 && aha_now_s() < end) usleep(1000);
+        kill(ra->pid, SIGSTOP);
+        kill(rb->pid, SIGSTOP);
+        int at = metrics_lines(job_dir);
+        CHECK(at >= 2 && at < STEPS, "workers frozen after step %d of %d", at, STEPS);
+        usleep(300000); /* the server is inside the next step (Generate or the push after it) */
+        svc_kill(&ls, SIGKILL);
+        kill(ra->pid, SIGCONT);
+        kill(rb->pid, SIGCONT);
+        CHECK(svc_start(&ls, 0) > 0, "aha-learner restarted on the same jobs dir");
+        end = aha_now_s() + 80;
+        while (aha_now_s() < end && get_job(ls.addr, id, state, sizeof state, NULL, 0, &err) == AHA_OK &&
+               (strcmp(state, "running") == 0 || strcmp(state, "queued") == 0))
+            usleep(100000);
+        CHECK(strcmp(state, "succeeded") == 0, "job %s after the restart: %s %s", id, state, err.msg);
+        rc = strcmp(state, "succeeded") != 0;
+    }
+    svc_kill(&ls, SIGTERM);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 6) {
@@ -348,10 +444,11 @@ int main(int argc, char **argv)
     char name[64];
     snprintf(name, sizeof name, "fault_%s", fault);
     static const char *const faults[] = {"rollout_kill",  "reward_restart", "refpolicy_restart",
-                                         "learner_kill", "ckpt_full",      "rollout_stale"};
+                                         "learner_kill", "ckpt_full",      "rollout_stale",
+                                         "learner_server_kill"};
     int known = 0;
     for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) known |= strcmp(fault, faults[i]) == 0;
-    if (!known) {
+    if (!known || (strcmp(fault, "learner_server_kill") == 0 && argc < 7)) {
         fprintf(stderr, "test_fault_grpo: unknown fault '%s'\n", fault);
         return 2;
     }
@@ -385,7 +482,7 @@ int main(int argc, char **argv)
         fprintf(f,
                 "{\"kind\": \"grpo\", \"model\": \"%s\", \"dataset\": \"%s\", \"template\": \"r1-zero\","
                 " \"G\": %d, \"questions_per_step\": %d, \"steps\": %d, \"mu\": 2, \"micro_batch\": 8,"
-                " \"max_new_tokens\": 24, \"temperature\": 1.0, \"lr\": 1e-2, \"beta\": 0.04,"
+                " \"max_new_tokens\": 16, \"temperature\": 1.0, \"lr\": 1e-2, \"beta\": 0.04,"
                 " \"checkpoint_every\": 2, \"seed\": 9}\n",
                 base, train, G, B, STEPS);
         fclose(f);
@@ -429,12 +526,24 @@ int main(int argc, char **argv)
     CHECK(learner_start(&l, job_argv[0], 0), "learner started");
     int rc = learner_wait(&l, 80);
     CHECK(rc == 0, "undisturbed job exit code %d", rc);
-    if (rc != 0) goto out;
+    if (rc != 0) {
+        char *d = NULL;
+        size_t n = 0;
+        if (aha_read_file(l.errpath, (size_t)1 << 20, &d, &n, NULL) == AHA_OK) fprintf(stderr, "--- %s\n%s\n", l.errpath, d);
+        free(d);
+        goto out;
+    }
 
     /* (b) the same job with the fault */
     char logp[600];
     snprintf(logp, sizeof logp, "%s/%s.log", root, fault);
     snprintf(l.errpath, sizeof l.errpath, "%s", logp);
+    if (strcmp(fault, "learner_server_kill") == 0) {
+        char jd[700] = "";
+        rc = run_server_kill(argv[6], root, spec_path, &ra, &rb, &rw, &rp, jd, sizeof jd);
+        if (rc == 0) compare_runs(ja, jd, B * G);
+        goto out;
+    }
     CHECK(learner_start(&l, job_argv[1], 0), "learner started");
     int paused = learner_pause(&l, 1, 60);
     CHECK(paused, "learner held between steps");

@@ -155,6 +155,27 @@ if MODE == "fake":
     rc, out, err = ahactl("cancel", job, server=addr)
     check(rc == 1 and "FAILED_PRECONDITION" in err, "cancel finished job: %d %r" % (rc, err))
 
+    # --- a pipeline: stages in GetJob, the stage table in ahactl --------------------------
+    pipe = os.path.join(tmp, "pipe.json")
+    with open(pipe, "w") as f:
+        json.dump({"kind": "pipeline", "stages": [
+            {"name": "cold", "kind": "sft", "model": "m", "steps": 3,
+             "dataset": {"path": "d.jsonl", "format": "sft"}},
+            {"name": "rl", "kind": "grpo", "model": "${stages.cold.checkpoint}",
+             "dataset": "d.jsonl", "steps": 4}]}, f)
+    rc, out, err = ahactl("submit", pipe, "--watch", server=addr)
+    job_p = out.splitlines()[0] if out else ""
+    check(rc == 0 and "[stage] rl" in out and "pipeline: 1/2 stages done" in out,
+          "pipeline watch shows the stages: %d %r" % (rc, out[-800:]))
+    check(re.search(r"(?m)^cold +3/3 ", out) and re.search(r"(?m)^rl +4/4 ", out),
+          "stage column in the table: %r" % out[-800:])
+    j = stub.GetJob(pb.GetJobRequest(job_id=job_p))
+    check([(s.name, s.kind, s.state) for s in j.stages] == [("cold", "sft", "done"), ("rl", "grpo", "done")],
+          "GetJob stages: %r" % [(s.name, s.kind, s.state, s.output) for s in j.stages])
+    check(j.stages and j.stages[0].output == "ckpt", "stage output: %r" % [s.output for s in j.stages])
+    rc, out, err = ahactl("status", job_p, server=addr)
+    check(rc == 0 and "pipeline: 2/2 stages done" in out, "status of a pipeline: %r" % out)
+
     # --- failure ---------------------------------------------------------------------------
     spec = os.path.join(tmp, "fail.json")
     with open(spec, "w") as f:
@@ -274,6 +295,19 @@ if MODE == "fake":
         check(rc != 0, "plaintext health against a TLS server fails: %d" % rc)
         rc, out, err = ahactl("--tls-ca", crt, "--token-file", tok, "status", job, server=addr)
         check(rc == 0 and "succeeded" in out, "TLS + token status: %d %r" % (rc, err))
+        # mutual TLS: the learner wants client certificates signed by its --tls-ca
+        learner.stop()
+        learner = Service([LEARNER, "--jobs-dir", jobs_dir, "--tls-cert", crt, "--tls-key", key,
+                           "--tls-ca", crt, "--log-level", "warn"]).start()
+        addr = "localhost:%d" % learner.port
+        rc, out, err = ahactl("--tls-ca", crt, "--tls-cert", crt, "--tls-key", key, "list", server=addr)
+        check(rc == 0 and job in out, "mutual TLS list: %d %r" % (rc, err))
+        rc, out, err = ahactl("--tls-ca", crt, "--tls-cert", crt, "--tls-key", key, "health", addr)
+        check(rc == 0, "mutual TLS health: %d %r" % (rc, err))
+        rc, out, err = ahactl("--timeout-ms", "3000", "--tls-ca", crt, "list", server=addr)
+        check(rc != 0, "no client certificate, no answer: %d" % rc)
+        rc, out, err = ahactl("--tls-ca", crt, "--tls-cert", crt, "list", server=addr)
+        check(rc == 2, "--tls-cert without --tls-key is a usage error: %d" % rc)
     else:
         print("openssl not found: TLS case skipped", file=sys.stderr)
 

@@ -43,24 +43,8 @@ def score(stub, ids, prompt_lens):
     return stub.LogProbs(req, timeout=30)
 
 
-def chunks(model_file, version, skip_last=False, chunk=3000):
-    t = sfile.read(model_file)
-    names = sorted(t)
-    total = sum(len(t[n][2]) for n in names)
-    if skip_last:
-        names = names[:-1]
-    first = True
-    for n in names:
-        dt, shape, raw = t[n]
-        for off in range(0, len(raw), chunk):
-            c = weights_pb2.WeightChunk(name=n, dtype=dt, shape=shape, offset=off,
-                                        data=raw[off:off + chunk], tensor_bytes=len(raw))
-            if first:
-                c.header.CopyFrom(weights_pb2.WeightHeader(version=version,
-                                                           tensor_count=len(t), total_bytes=total))
-                first = False
-            yield c
-
+def chunks(model_file, version, skip_last=False):
+    return sfile.weight_chunks(model_file, version, skip_last, chunk=3000)
 
 def main():
     refpolicy, tool = sys.argv[1], sys.argv[2]

@@ -398,6 +398,7 @@ typedef struct {
     char states[8][16];
     int n_states;
     int slow_ms; /* sleep before taking each event */
+    int eval_at[256]; /* the last metrics step seen when each eval arrived */
 } consumer;
 
 static void consume_one(consumer *c, aha_job_event *ev)
@@ -408,6 +409,7 @@ static void consume_one(consumer *c, aha_job_event *ev)
         if (ev->step > 0 && ev->step < 1024) c->steps[ev->step]++;
         c->n_metrics++;
     } else if (!strcmp(ev->type, "eval")) {
+        if (c->n_evals < 256) c->eval_at[c->n_evals] = c->last_step;
         c->n_evals++;
     } else if (!strcmp(ev->type, "state") && c->n_states < 8) {
         snprintf(c->states[c->n_states++], 16, "%s", ev->state);
@@ -480,6 +482,9 @@ static void test_replay_no_gaps_no_duplicates(void)
     consume_all(&done);
     aha_jobs_watch_close(done.w);
     CHECK(done.n_metrics == 12 && done.n_evals == 2 && done.n_states == 3, "finished replay");
+    /* eval.jsonl records have no time: they are placed after their step's record */
+    CHECK(done.eval_at[0] == 5 && done.eval_at[1] == 10, "evals in place: after steps %d, %d",
+          done.eval_at[0], done.eval_at[1]);
     consumer now = {.order_ok = 1};
     CHECK(aha_jobs_watch_open(s, a, 0, 0, &now.w, &e) == AHA_OK, "watch finished live");
     consume_all(&now);
