@@ -46,7 +46,7 @@ T1=$(date +%s)
 # ---- task, tokenizer, models ------------------------------------------------------------------
 rm -rf "$D"
 mkdir -p "$D/models" "$D/jobs"
-"$B/examples/aha-gen-arith" --out "$D/data" --seed 1 --difficulty 1 --sft 2000 --train 2000 \
+"$B/examples/aha-gen-arith" --out "$D/data" --seed 1 --difficulty 1 --sft 20000 --train 2000 \
   --eval 100 >/dev/null
 TPL_HEAD='A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>. User:'
 for m in teacher student; do
