@@ -202,6 +202,11 @@ static aha_status parse_root(cfg_ctx *c, aha_model_config *cfg)
                                 "%s: field 'num_attention_heads' = %d does not divide hidden_size = %d (and no head_dim is given)",
                                 c->path, cfg->num_heads, cfg->hidden_size);
             cfg->head_dim = cfg->hidden_size / cfg->num_heads;
+            /* the same bound as an explicit head_dim (to_json writes it out) */
+            if (cfg->head_dim > 1 << 16)
+                return aha_errf(c->err, AHA_EINVAL,
+                                "%s: hidden_size / num_attention_heads = %d is out of range [1, 65536] for head_dim",
+                                c->path, cfg->head_dim);
         }
     }
     if (cfg->num_heads % cfg->num_kv_heads != 0)

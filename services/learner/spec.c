@@ -455,7 +455,16 @@ static aha_status default_ds_name(const char *path, char **out, aha_err *err)
     size_t n = strlen(base);
     if (n > 6 && strcmp(base + n - 6, ".jsonl") == 0) n -= 6;
     else if (n > 5 && strcmp(base + n - 5, ".json") == 0) n -= 5;
-    if (n == 0) return dup_str(path, out, err);
+    if (n == 0) {
+        base = "dataset";
+        n = strlen(base);
+    }
+    /* the same bound as an explicit name (the normalised spec writes it out), cut at a
+     * UTF-8 character boundary */
+    if (n > 128) {
+        n = 128;
+        while (n > 0 && ((unsigned char)base[n] & 0xC0) == 0x80) n--;
+    }
     *out = strndup(base, n);
     return *out ? AHA_OK : aha_errf(err, AHA_ENOMEM, "out of memory");
 }
