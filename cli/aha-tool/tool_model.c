@@ -4,7 +4,7 @@
  *   sft-grad      masked mean cross-entropy and its gradients
  *   init-model    a random model (config.json + model.safetensors) transformers can load
  *   demo-logprobs per-token logprobs of a tokenised sentence
- * Input tensors are named as in tests/fixtures (see /work/shared/testdata/README.md). Bad
+ * Input tensors are named as in tests/fixtures (tests/fixtures/make_fixtures.py writes them). Bad
  * arguments or files: one line on stderr, exit status 2; other failures exit 1. */
 #include <math.h>
 #include <stdio.h>
