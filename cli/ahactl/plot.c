@@ -4,63 +4,29 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/fs.h"
+#include "base/strbuf.h"
 
-/* ---- growing string ------------------------------------------------------------------ */
+/* ---- XML text ---------------------------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t nc = (b->cap + (size_t)n + 1) * 2;
-        char *ns = realloc(b->s, nc);
-        if (!ns) {
-            b->oom = true;
-            return;
-        }
-        b->s = ns;
-        b->cap = nc;
-    }
-}
-
-static void sb_escaped(sbuf *b, const char *t)
+static void sb_escaped(aha_strbuf *b, const char *t)
 {
     for (; *t; t++) {
         switch (*t) {
-        case '&': sb_printf(b, "&amp;"); break;
-        case '<': sb_printf(b, "&lt;"); break;
-        case '>': sb_printf(b, "&gt;"); break;
-        case '"': sb_printf(b, "&quot;"); break;
-        case '\'': sb_printf(b, "&apos;"); break;
+        case '&': aha_strbuf_printf(b, "&amp;"); break;
+        case '<': aha_strbuf_printf(b, "&lt;"); break;
+        case '>': aha_strbuf_printf(b, "&gt;"); break;
+        case '"': aha_strbuf_printf(b, "&quot;"); break;
+        case '\'': aha_strbuf_printf(b, "&apos;"); break;
         default:
             /* XML 1.0 forbids most control characters even escaped */
-            if ((unsigned char)*t < 0x20 && *t != '\t' && *t != '\n') sb_printf(b, " ");
-            else sb_printf(b, "%c", *t);
+            if ((unsigned char)*t < 0x20 && *t != '\t' && *t != '\n') aha_strbuf_printf(b, " ");
+            else aha_strbuf_printf(b, "%c", *t);
         }
     }
 }
@@ -205,19 +171,19 @@ static double py(const panel *p, double y)
     return p->y0 + p->h - (y - p->ymin) / (p->ymax - p->ymin) * p->h;
 }
 
-static void draw_axes(sbuf *b, const panel *p, const char *xlabel, const char *ylabel,
+static void draw_axes(aha_strbuf *b, const panel *p, const char *xlabel, const char *ylabel,
                       const char *heading)
 {
-    sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#ffffff\" "
+    aha_strbuf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#ffffff\" "
                  "stroke=\"#444444\"/>\n", p->x0, p->y0, p->w, p->h);
     char t[32];
     double ys = nice_step(p->ymax - p->ymin, 5);
     for (double v = ceil(p->ymin / ys) * ys; v <= p->ymax + ys * 1e-9; v += ys) {
         double y = py(p, v);
         fmt_tick(t, sizeof t, v, ys);
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n",
+        aha_strbuf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n",
                   p->x0, y, p->x0 + p->w, y);
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%s</text>\n",
+        aha_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%s</text>\n",
                   p->x0 - 6, y + 4, t);
     }
     double xs = nice_step(p->xmax - p->xmin, 8);
@@ -225,59 +191,59 @@ static void draw_axes(sbuf *b, const panel *p, const char *xlabel, const char *y
     for (double v = ceil(p->xmin / xs) * xs; v <= p->xmax + xs * 1e-9; v += xs) {
         double x = px(p, v);
         fmt_tick(t, sizeof t, v, xs);
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444444\"/>\n",
+        aha_strbuf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444444\"/>\n",
                   x, p->y0 + p->h, x, p->y0 + p->h + 5);
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
+        aha_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
                   x, p->y0 + p->h + 18, t);
     }
-    sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">%s</text>\n",
+    aha_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">%s</text>\n",
               p->x0 + p->w / 2, p->y0 + p->h + 36, xlabel);
-    sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" "
+    aha_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" "
                  "transform=\"rotate(-90 %.1f %.1f)\">%s</text>\n", p->x0 - 48, p->y0 + p->h / 2,
               p->x0 - 48, p->y0 + p->h / 2, ylabel);
-    sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" font-weight=\"bold\">%s</text>\n",
+    aha_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" font-weight=\"bold\">%s</text>\n",
               p->x0, p->y0 - 8, heading);
 }
 
-static void draw_series(sbuf *b, const panel *p, const series *s, const char *color, bool markers)
+static void draw_series(aha_strbuf *b, const panel *p, const series *s, const char *color, bool markers)
 {
     if (s->n == 0) return;
-    sb_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.8\" points=\"", color);
+    aha_strbuf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.8\" points=\"", color);
     for (int i = 0; i < s->n; i++)
-        sb_printf(b, "%s%.1f,%.1f", i ? " " : "", px(p, s->x[i]), py(p, s->y[i]));
-    sb_printf(b, "\"/>\n");
+        aha_strbuf_printf(b, "%s%.1f,%.1f", i ? " " : "", px(p, s->x[i]), py(p, s->y[i]));
+    aha_strbuf_printf(b, "\"/>\n");
     if (markers || s->n == 1)
         for (int i = 0; i < s->n; i++)
-            sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", px(p, s->x[i]),
+            aha_strbuf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", px(p, s->x[i]),
                       py(p, s->y[i]), color);
 }
 
-static void draw_legend(sbuf *b, const panel *p, const char *const *labels,
+static void draw_legend(aha_strbuf *b, const panel *p, const char *const *labels,
                         const char *const *colors, const int *present, int n)
 {
     double x = p->x0 + p->w + 16, y = p->y0 + 14;
     for (int i = 0; i < n; i++) {
         if (!present[i]) continue;
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+        aha_strbuf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
                      "stroke-width=\"3\"/>\n", x, y - 4, x + 22, y - 4, colors[i]);
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">%s</text>\n", x + 28, y, labels[i]);
+        aha_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">%s</text>\n", x + 28, y, labels[i]);
         y += 20;
     }
 }
 
-static void draw_stage_marks(sbuf *b, const panel *p, const plot_data *d)
+static void draw_stage_marks(aha_strbuf *b, const panel *p, const plot_data *d)
 {
     if (d->n_stages < 2) return;
     for (int i = 0; i < d->n_stages; i++) {
         double x = px(p, d->stage_offset[i]);
         if (x < p->x0) x = p->x0; /* the first stage starts at step 0, left of step 1 */
         if (i > 0)
-            sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\" "
+            aha_strbuf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\" "
                          "stroke-dasharray=\"4 3\"/>\n", x, p->y0, x, p->y0 + p->h);
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"#555555\">", x + 3,
+        aha_strbuf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"#555555\">", x + 3,
                   p->y0 + 12);
         sb_escaped(b, d->stage_name[i]);
-        sb_printf(b, "</text>\n");
+        aha_strbuf_printf(b, "</text>\n");
     }
 }
 
@@ -320,15 +286,15 @@ aha_status aha_plot_svg(const char *metrics, size_t len, const char *title, char
     p2.ymax = lhi > 0 ? ceil(lhi / s2) * s2 : 1;
     if (p2.ymax <= lhi) p2.ymax += s2;
 
-    sbuf b = {0};
-    sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    aha_strbuf b = {0};
+    aha_strbuf_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                   "viewBox=\"0 0 %.0f %.0f\" font-family=\"Helvetica, Arial, sans-serif\">\n",
               W, H, W, H);
-    sb_printf(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"#fafafa\"/>\n");
-    sb_printf(&b, "<text x=\"%.1f\" y=\"28\" font-size=\"16\" font-weight=\"bold\">", left);
+    aha_strbuf_printf(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"#fafafa\"/>\n");
+    aha_strbuf_printf(&b, "<text x=\"%.1f\" y=\"28\" font-size=\"16\" font-weight=\"bold\">", left);
     sb_escaped(&b, title && *title ? title : "aha training run");
-    sb_printf(&b, "</text>\n");
+    aha_strbuf_printf(&b, "</text>\n");
 
     draw_axes(&b, &p1, "step", "reward / accuracy", "Reward and accuracy (R1-Zero Figure 2)");
     draw_stage_marks(&b, &p1, &d);
@@ -347,7 +313,7 @@ aha_status aha_plot_svg(const char *metrics, size_t len, const char *title, char
     static const char *const c2[] = {"#9467bd"};
     int pr2[] = {d.length.n > 0};
     draw_legend(&b, &p2, l2, c2, pr2, 1);
-    sb_printf(&b, "</svg>\n");
+    aha_strbuf_printf(&b, "</svg>\n");
     if (b.oom) {
         free(b.s);
         st = aha_errf(err, AHA_ENOMEM, "plot: out of memory");
