@@ -207,3 +207,39 @@ void aha_rpc_service_announce(const aha_rpc_service_args *a, const aha_rpc_serve
     printf("aha-%s listening on port %d\n", a->server.name, aha_rpc_server_port(s));
     fflush(stdout);
 }
+
+int aha_rpc_service_int_flag(const aha_rpc_service_args *a, const char *flag, const char *v,
+                             long lo, long hi, long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "aha-%s: %s: '%s' is not an integer in [%ld, %ld]\n", a->server.name, flag,
+                v, lo, hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+aha_status aha_rpc_service_serve(aha_rpc_service_args *a, const aha_rpc_service_method *m, int n,
+                                 void *user)
+{
+    aha_err err = {0};
+    aha_rpc_server *s = NULL;
+    aha_status st = aha_rpc_server_create(&a->server, &s, &err);
+    for (int i = 0; i < n && st == AHA_OK; i++)
+        st = aha_rpc_server_add_method(s, m[i].svc, m[i].method, m[i].kind, m[i].fn, user, &err);
+    if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
+    if (st == AHA_OK) {
+        aha_rpc_service_announce(a, s);
+        st = aha_rpc_server_run(s, &err);
+    }
+    if (st != AHA_OK) {
+        fprintf(stderr, "aha-%s: %s\n", a->server.name, err.msg);
+        if (st == AHA_ETIMEOUT) return st; /* handlers still running: do not free under them */
+    }
+    aha_rpc_server_free(s);
+    return st;
+}

@@ -65,4 +65,24 @@ void aha_rpc_service_args_free(aha_rpc_service_args *a);
  * --listen 127.0.0.1:0 read the port from it (tests/integration/svc.py). */
 void aha_rpc_service_announce(const aha_rpc_service_args *a, const aha_rpc_server *s);
 
+/* A service flag's integer value in [lo, hi]: 1 on success, else 0 after one line on stderr
+ * ("aha-NAME: --flag: 'v' is not an integer in [lo, hi]"). */
+int aha_rpc_service_int_flag(const aha_rpc_service_args *a, const char *flag, const char *v,
+                             long lo, long hi, long *out);
+
+typedef struct {
+    const ProtobufCServiceDescriptor *svc;
+    const char *method;
+    aha_rpc_kind kind;
+    aha_rpc_handler fn;
+} aha_rpc_service_method;
+
+/* Create the server from a's options, add the n methods (each called with user), start,
+ * announce, and serve until SIGTERM/SIGINT drained it. A failure is printed as
+ * "aha-NAME: ..." and returned; AHA_ETIMEOUT means handlers ignored the drain and still run:
+ * the server was not freed under them, and the caller must not free what they use either
+ * (return from main). */
+aha_status aha_rpc_service_serve(aha_rpc_service_args *a, const aha_rpc_service_method *m, int n,
+                                 void *user);
+
 #endif

@@ -117,18 +117,6 @@ static void usage(FILE *f)
     aha_rpc_service_usage(f);
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, long *out)
-{
-    char *end = NULL;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
-        fprintf(stderr, "aha-refpolicy: %s: '%s' is not an integer in [%ld, %ld]\n", flag, v, lo, hi);
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
-
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
@@ -156,11 +144,11 @@ int main(int argc, char **argv)
         else if (ok && strcmp(f, "--device") == 0)
             o.device = v;
         else if (ok && strcmp(f, "--max-batch-tokens") == 0)
-            ok = parse_int(f, v, 1, 1L << 24, &x), o.max_batch_tokens = (int)x;
+            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1L << 24, &x), o.max_batch_tokens = (int)x;
         else if (ok && strcmp(f, "--max-request-tokens") == 0)
-            ok = parse_int(f, v, 1, 1L << 30, &x), o.max_request_tokens = x;
+            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1L << 30, &x), o.max_request_tokens = x;
         else if (ok && strcmp(f, "--cpu-threads") == 0)
-            ok = parse_int(f, v, 0, 1024, &x), o.threads = (int)x;
+            ok = aha_rpc_service_int_flag(&a, f, v, 0, 1024, &x), o.threads = (int)x;
         else {
             fprintf(stderr, "aha-refpolicy: unknown flag or missing value: %s\n", f);
             ok = 0;
@@ -187,26 +175,14 @@ int main(int argc, char **argv)
     AHA_INFO("reference model %s: %s, %d layers, hidden %d, vocab %d on %s", o.model_dir,
              cfg->architecture, cfg->num_layers, cfg->hidden_size, cfg->vocab_size, o.device);
 
-    aha_rpc_server *s = NULL;
-    aha_status st = aha_rpc_server_create(&a.server, &s, &err);
     const ProtobufCServiceDescriptor *d = &aha__v1__ref_policy__descriptor;
-    if (st == AHA_OK)
-        st = aha_rpc_server_add_method(s, d, "LogProbs", AHA_RPC_UNARY, h_logprobs, &svc, &err);
-    if (st == AHA_OK)
-        st = aha_rpc_server_add_method(s, d, "UpdateWeights", AHA_RPC_CLIENT_STREAM, h_update,
-                                       &svc, &err);
-    if (st == AHA_OK)
-        st = aha_rpc_server_add_method(s, d, "Info", AHA_RPC_UNARY, h_info, &svc, &err);
-    if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
-    if (st == AHA_OK) {
-        aha_rpc_service_announce(&a, s);
-        st = aha_rpc_server_run(s, &err);
-    }
-    if (st != AHA_OK) {
-        fprintf(stderr, "aha-refpolicy: %s\n", err.msg);
-        if (st == AHA_ETIMEOUT) return 1;
-    }
-    aha_rpc_server_free(s);
+    const aha_rpc_service_method methods[] = {
+        {d, "LogProbs", AHA_RPC_UNARY, h_logprobs},
+        {d, "UpdateWeights", AHA_RPC_CLIENT_STREAM, h_update},
+        {d, "Info", AHA_RPC_UNARY, h_info},
+    };
+    aha_status st = aha_rpc_service_serve(&a, methods, (int)AHA_ARRAY_LEN(methods), &svc);
+    if (st == AHA_ETIMEOUT) return 1;
     aha_refpolicy_free(svc.rp);
     aha_rpc_service_args_free(&a);
     return st == AHA_OK ? 0 : 1;

@@ -11,7 +11,6 @@
  *   - the whole message is bounded by --max-message-mb (gRPC answers RESOURCE_EXHAUSTED).
  * Weights: --config FILE.json ({"weights": {"accuracy": a, "format": f, "language": l}}),
  * overlaid per call by ScoreRequest.config_json; defaults accuracy 1, format 1, language 0. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,19 +266,6 @@ static void usage(FILE *f)
     aha_rpc_service_usage(f);
 }
 
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "aha-reward: %s: '%s' is not an integer in [%ld, %ld]\n", flag, v, lo, hi);
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
-
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
@@ -305,12 +291,12 @@ int main(int argc, char **argv)
         const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
         int ok;
         if (strcmp(f, "--max-items") == 0 && v)
-            ok = parse_long(f, v, 1, 1000000, &svc.max_items), i++;
+            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1000000, &svc.max_items), i++;
         else if (strcmp(f, "--max-text-bytes") == 0 && v)
-            ok = parse_long(f, v, 1, 1L << 30, &svc.max_text_bytes), i++;
+            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1L << 30, &svc.max_text_bytes), i++;
         else if ((strcmp(f, "--code-cpu-s") == 0 || strcmp(f, "--code-wall-s") == 0) && v) {
             long x = 0;
-            ok = parse_long(f, v, 1, 3600, &x), i++;
+            ok = aha_rpc_service_int_flag(&a, f, v, 1, 3600, &x), i++;
             if (f[7] == 'c') svc.sandbox.cpu_s = (double)x;
             else svc.sandbox.wall_s = (double)x;
         }
@@ -346,24 +332,12 @@ int main(int argc, char **argv)
              svc.weights.accuracy, svc.weights.format, svc.weights.language, svc.max_items,
              svc.max_text_bytes);
 
-    aha_rpc_server *s = NULL;
-    aha_status st = aha_rpc_server_create(&a.server, &s, &err);
-    if (st == AHA_OK)
-        st = aha_rpc_server_add_method(s, &aha__v1__reward__descriptor, "Score", AHA_RPC_UNARY,
-                                       h_score, &svc, &err);
-    if (st == AHA_OK)
-        st = aha_rpc_server_add_method(s, &aha__v1__reward__descriptor, "GroupAnswers",
-                                       AHA_RPC_UNARY, h_group, &svc, &err);
-    if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
-    if (st == AHA_OK) {
-        aha_rpc_service_announce(&a, s);
-        st = aha_rpc_server_run(s, &err);
-    }
-    if (st != AHA_OK) {
-        fprintf(stderr, "aha-reward: %s\n", err.msg);
-        if (st == AHA_ETIMEOUT) return 1; /* handlers still running: do not free under them */
-    }
-    aha_rpc_server_free(s);
+    const aha_rpc_service_method methods[] = {
+        {&aha__v1__reward__descriptor, "Score", AHA_RPC_UNARY, h_score},
+        {&aha__v1__reward__descriptor, "GroupAnswers", AHA_RPC_UNARY, h_group},
+    };
+    aha_status st = aha_rpc_service_serve(&a, methods, (int)AHA_ARRAY_LEN(methods), &svc);
+    if (st == AHA_ETIMEOUT) return 1; /* handlers still running: do not free under them */
     aha_rpc_service_args_free(&a);
     return st == AHA_OK ? 0 : 1;
 }

@@ -238,18 +238,6 @@ static void usage(FILE *f)
     aha_rpc_service_usage(f);
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, int *out)
-{
-    char *end = NULL;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
-        fprintf(stderr, "aha-rollout: %s: '%s' is not an integer in [%ld, %ld]\n", flag, v, lo, hi);
-        return 0;
-    }
-    *out = (int)x;
-    return 1;
-}
-
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
@@ -270,19 +258,20 @@ int main(int argc, char **argv)
     for (int i = 1; i < a.rest_argc; i += 2) {
         const char *f = a.rest_argv[i];
         const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
+        long x = 0;
         int ok = v != NULL;
         if (ok && strcmp(f, "--model") == 0)
             o.model_dir = v;
         else if (ok && strcmp(f, "--device") == 0)
             o.device = v;
         else if (ok && strcmp(f, "--max-batch") == 0)
-            ok = parse_int(f, v, 1, 65536, &o.max_batch);
+            ok = aha_rpc_service_int_flag(&a, f, v, 1, 65536, &x), o.max_batch = (int)x;
         else if (ok && strcmp(f, "--max-seq-len") == 0)
-            ok = parse_int(f, v, 2, 1 << 20, &o.max_seq_len);
+            ok = aha_rpc_service_int_flag(&a, f, v, 2, 1 << 20, &x), o.max_seq_len = (int)x;
         else if (ok && strcmp(f, "--max-queue") == 0)
-            ok = parse_int(f, v, 1, 1 << 24, &o.max_queue);
+            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1 << 24, &x), o.max_queue = (int)x;
         else if (ok && strcmp(f, "--cpu-threads") == 0)
-            ok = parse_int(f, v, 0, 1024, &o.threads);
+            ok = aha_rpc_service_int_flag(&a, f, v, 0, 1024, &x), o.threads = (int)x;
         else {
             fprintf(stderr, "aha-rollout: unknown flag or missing value: %s\n", f);
             ok = 0;
@@ -311,26 +300,15 @@ int main(int argc, char **argv)
              o.device, o.max_batch ? o.max_batch : 64, o.max_seq_len ? o.max_seq_len : 1024,
              aha_engine_tokenizer(svc.eng) ? "" : " (no tokenizer.json: token ids only)");
 
-    aha_rpc_server *s = NULL;
-    aha_status st = aha_rpc_server_create(&a.server, &s, &err);
     const ProtobufCServiceDescriptor *d = &aha__v1__rollout__descriptor;
-    if (st == AHA_OK)
-        st = aha_rpc_server_add_method(s, d, "Generate", AHA_RPC_SERVER_STREAM, h_generate, &svc, &err);
-    if (st == AHA_OK)
-        st = aha_rpc_server_add_method(s, d, "UpdateWeights", AHA_RPC_CLIENT_STREAM, h_update, &svc, &err);
-    if (st == AHA_OK) st = aha_rpc_server_add_method(s, d, "Info", AHA_RPC_UNARY, h_info, &svc, &err);
-    if (st == AHA_OK)
-        st = aha_rpc_server_add_method(s, d, "JoinWeightGroup", AHA_RPC_UNARY, h_join, &svc, &err);
-    if (st == AHA_OK) st = aha_rpc_server_start(s, &err);
-    if (st == AHA_OK) {
-        aha_rpc_service_announce(&a, s);
-        st = aha_rpc_server_run(s, &err);
-    }
-    if (st != AHA_OK) {
-        fprintf(stderr, "aha-rollout: %s\n", err.msg);
-        if (st == AHA_ETIMEOUT) return 1;
-    }
-    aha_rpc_server_free(s);
+    const aha_rpc_service_method methods[] = {
+        {d, "Generate", AHA_RPC_SERVER_STREAM, h_generate},
+        {d, "UpdateWeights", AHA_RPC_CLIENT_STREAM, h_update},
+        {d, "Info", AHA_RPC_UNARY, h_info},
+        {d, "JoinWeightGroup", AHA_RPC_UNARY, h_join},
+    };
+    aha_status st = aha_rpc_service_serve(&a, methods, (int)AHA_ARRAY_LEN(methods), &svc);
+    if (st == AHA_ETIMEOUT) return 1;
     aha_weight_group_free(svc.wg); /* before the engine its apply calls into */
     aha_engine_free(svc.eng);
     aha_rpc_service_args_free(&a);
