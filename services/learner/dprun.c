@@ -153,8 +153,12 @@ static aha_status recv_msg(aha_comm *c, msg_hdr *h, char **payload, aha_err *err
     *payload = malloc((size_t)h->len + 1);
     if (!*payload) return aha_errf(err, AHA_ENOMEM, "learner group: out of memory for a %" PRId64 "-byte message", h->len);
     (*payload)[h->len] = 0;
-    if (h->len) AHA_TRY(aha_comm_broadcast_bytes(c, *payload, h->len, 0, err));
-    return AHA_OK;
+    aha_status st = h->len ? aha_comm_broadcast_bytes(c, *payload, h->len, 0, err) : AHA_OK;
+    if (st != AHA_OK) {
+        free(*payload);
+        *payload = NULL;
+    }
+    return st;
 }
 
 typedef struct {
