@@ -745,23 +745,12 @@ void aha_comm_free(aha_comm *c)
                 c->fds[r] = -1;
             }
 #if AHA_HAVE_NCCL
-    if (c->nccl) {
-        /* a clean finalize needs every rank (bounded); after a failure only abort is safe */
-        ncclResult_t f = c->broken ? ncclInternalError : ncclCommFinalize(c->nccl);
-        bool clean = f == ncclSuccess || f == ncclInProgress;
-        int64_t deadline = now_ms() + (c->timeout_ms < 10000 ? c->timeout_ms : 10000);
-        for (ncclResult_t r = ncclInProgress; clean && r == ncclInProgress; nccl_sleep()) {
-            if (ncclCommGetAsyncError(c->nccl, &r) != ncclSuccess || left_ms(deadline) == 0) clean = false;
-            else if (r != ncclSuccess && r != ncclInProgress) clean = false;
-        }
-        if (clean) ncclCommDestroy(c->nccl);
-        else ncclCommAbort(c->nccl);
-    }
+    /* Abort, not finalize + destroy: every collective of ours waited for its stream, so there
+     * is nothing left to flush, and a finalize waits for peers that may be gone or blocked (on
+     * H200, a learner freeing its weights group waited for a worker that had already left). */
+    if (c->nccl) ncclCommAbort(c->nccl);
     if (c->stream) cudaStreamDestroy(c->stream);
 #endif
-    if (c->fds)
-        for (int r = 0; r < c->world; r++)
-            if (c->fds[r] >= 0) close(c->fds[r]);
     free(c->fds);
     free(c->stage);
     free(c->tmp);

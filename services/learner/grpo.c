@@ -859,6 +859,7 @@ static aha_status record_step(aha__job *j, aha_step_metrics *mt, const train_out
     json_object_set_new(o, "logprob_mismatch", json_real(to->mismatch));
     if (isfinite(to->ratio_mean)) json_object_set_new(o, "ratio_mean", json_real(to->ratio_mean));
     json_object_set_new(o, "policy_version", json_integer(j->pushed_version));
+    json_object_set_new(o, "push_path", json_string(j->push_path ? j->push_path : "grpc"));
     line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!line) return aha_errf(err, AHA_ENOMEM, "out of memory");

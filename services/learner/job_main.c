@@ -40,6 +40,7 @@ static int usage(void)
             "               [--device cpu|cuda:N] [--rpc-timeout-ms N] [--log-level LEVEL]\n"
             "               [--rank N --world-size N --rendezvous HOST:PORT [--dist-timeout-ms N]\n"
             "                [--dist-retries N] [--dist-check-every N] [--dist-transport tcp|nccl]]\n"
+            "               [--weights-rendezvous HOST:PORT [--weights-transport nccl|tcp|grpc]]\n"
             "A data-parallel job: rank 0 runs SPEC as above; each rank != 0 runs\n"
             "  aha-job --rank R --world-size W --rendezvous HOST:PORT [--device ...]\n"
             "(no spec: it trains its share of the job rank 0 starts, then exits).\n");
@@ -71,6 +72,8 @@ int main(int argc, char **argv)
         else if (strcmp(f, "--dist-retries") == 0) env.dist_retries = atoi(v);
         else if (strcmp(f, "--dist-check-every") == 0) env.dist_check_every = atoi(v);
         else if (strcmp(f, "--dist-transport") == 0) env.dist_transport = v;
+        else if (strcmp(f, "--weights-rendezvous") == 0) env.weights_rendezvous = v;
+        else if (strcmp(f, "--weights-transport") == 0) env.weights_transport = v;
         else if (strcmp(f, "--log-level") == 0) {
             aha_log_level l;
             if (aha_log_parse_level(v, &l, NULL) != AHA_OK) return usage();

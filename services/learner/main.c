@@ -45,6 +45,11 @@ static void usage(FILE *f)
           "                          last checkpoint this often (default 3)\n"
           "  --dist-check-every N    compare the ranks' weights every N updates (default 20)\n"
           "  --dist-transport tcp|nccl  (default: nccl on cuda devices when built with NCCL)\n"
+          "  --weights-rendezvous HOST:PORT\n"
+          "                          where rank 0 listens for the rollout workers to join its\n"
+          "                          weights group (NCCL broadcast push on one node); workers that\n"
+          "                          cannot join leave the job on gRPC streaming\n"
+          "  --weights-transport nccl|tcp|grpc  (default: nccl on cuda with NCCL, else grpc)\n"
           "  --watcher-queue N       events buffered per WatchJob client before old metrics\n"
           "                          are dropped (default 256)\n",
           f);
@@ -171,6 +176,13 @@ static int parse_flags(learner_flags *lf, int argc, char **argv)
             if (strcmp(v, "tcp") != 0 && strcmp(v, "nccl") != 0)
                 return fprintf(stderr, "aha-learner: --dist-transport: '%s' is not tcp or nccl\n", v), 0;
             lf->env.dist_transport = v;
+        } else if (!strcmp(f, "--weights-rendezvous")) {
+            if (!valid_addr(f, v)) return 0;
+            lf->env.weights_rendezvous = v;
+        } else if (!strcmp(f, "--weights-transport")) {
+            if (strcmp(v, "tcp") != 0 && strcmp(v, "nccl") != 0 && strcmp(v, "grpc") != 0)
+                return fprintf(stderr, "aha-learner: --weights-transport: '%s' is not nccl, tcp or grpc\n", v), 0;
+            lf->env.weights_transport = v;
         } else if (!strcmp(f, "--watcher-queue")) {
             if (!parse_long(f, v, 4, 1000000, &lf->watcher_queue)) return 0;
         } else {

@@ -29,6 +29,7 @@
 #include "grpo_math.h"
 #include "jobkinds.h"
 #include "io/config.h"
+#include "dist/weightgroup.h"
 #include "model/weightpush.h"
 
 #define CKPT_KEEP 2
@@ -111,10 +112,116 @@ static aha_dtype push_dtype(const aha__job *j)
     return strncmp(dev, "cuda", 4) == 0 ? AHA_DT_BF16 : AHA_DT_F32;
 }
 
+/* The weights group's rendezvous and each of its pushes; a worker that cannot join within it
+ * (another host out of reach, no GPU) leaves the job on gRPC. */
+#define WG_TIMEOUT_MS 30000
+
+/* Once per job: form the weights group with every rollout worker (JoinWeightGroup, then open
+ * as rank 0) when the learner was given a rendezvous for it and the transport fits: NCCL on
+ * a CUDA learner built with NCCL (the one-node fast path), or TCP when asked (CPU tests).
+ * Anything short of every worker joining leaves j->wg NULL: gRPC streaming. */
+static void weights_group_try(aha__job *j)
+{
+    j->wg_tried = true;
+    const aha_learner_env *env = j->ctx->env;
+    const char *tr = env ? env->weights_transport : NULL;
+    if (!env || !env->weights_rendezvous || (tr && strcmp(tr, "grpc") == 0) || j->n_rollout == 0) return;
+    const char *dev = env->device ? env->device : "cpu";
+    aha_comm_kind kind = AHA_COMM_NCCL;
+    if (tr && strcmp(tr, "tcp") == 0) kind = AHA_COMM_TCP;
+    else if (!tr && !(strncmp(dev, "cuda", 4) == 0 && aha_comm_have_nccl())) return;
+    if (kind == AHA_COMM_NCCL && !aha_comm_have_nccl()) {
+        aha__job_log(j, "warning: weights push: this learner has no NCCL; gRPC streaming");
+        return;
+    }
+    int world = j->n_rollout + 1;
+    uint64_t sig = aha_weight_group_signature(j->m);
+    aha_rpc_call_opts o = {.timeout_ms = 10000};
+    for (int w = 0; w < j->n_rollout; w++) {
+        Aha__V1__JoinWeightGroupRequest req = AHA__V1__JOIN_WEIGHT_GROUP_REQUEST__INIT;
+        req.rendezvous = (char *)env->weights_rendezvous;
+        req.rank = w + 1;
+        req.world_size = world;
+        req.transport = (char *)aha_comm_kind_name(kind);
+        req.timeout_ms = WG_TIMEOUT_MS;
+        req.layout_signature = sig;
+        ProtobufCMessage *resp = NULL;
+        aha_err e2 = {0};
+        aha_status st = aha_rpc_unary(j->rollout[w], &aha__v1__rollout__descriptor, "JoinWeightGroup", &req.base, &resp,
+                                      &o, &e2);
+        bool joining = st == AHA_OK && ((Aha__V1__JoinWeightGroupReply *)resp)->joining;
+        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+        if (!joining) {
+            /* the workers asked before this one give up joining after WG_TIMEOUT_MS */
+            aha__job_log(j, "weights push: rollout %s does not join the %s weights group (%s); gRPC streaming",
+                         j->rollout_addr[w], aha_comm_kind_name(kind), st == AHA_OK ? "it declined" : aha_err_msg(&e2));
+            return;
+        }
+    }
+    aha_weight_group_opts go = {.rendezvous = env->weights_rendezvous, .rank = 0, .world_size = world, .kind = kind,
+                                .timeout_ms = WG_TIMEOUT_MS};
+    aha_err e2 = {0};
+    double t0 = aha_now_s();
+    if (aha_weight_group_open(j->m, &go, &j->wg, &e2) != AHA_OK) {
+        j->wg = NULL;
+        aha__job_log(j, "weights push: the %s weights group at %s did not form (%s); gRPC streaming",
+                     aha_comm_kind_name(kind), env->weights_rendezvous, aha_err_msg(&e2));
+        return;
+    }
+    j->wg_kind = aha_comm_kind_name(kind);
+    aha__job_log(j, "weights push: %s weights group of %d rollout worker(s) at %s formed in %.1fs (gRPC stays the "
+                 "fallback)", aha_comm_kind_name(kind), j->n_rollout, env->weights_rendezvous, aha_now_s() - t0);
+}
+
+/* One push through the weights group, then wait until every worker serves it (they apply
+ * between decode steps), so that the next Generate samples from this version. */
+static aha_status group_push(aha__job *j, int64_t version, aha_err *err)
+{
+    AHA_TRY(aha_weight_group_push(j->wg, version, NULL, err));
+    double end = aha_now_s() + WG_TIMEOUT_MS / 1000.0;
+    aha_rpc_call_opts o = {.timeout_ms = 10000};
+    for (int w = 0; w < j->n_rollout; w++) {
+        for (;;) {
+            Aha__V1__InfoRequest req = AHA__V1__INFO_REQUEST__INIT;
+            ProtobufCMessage *resp = NULL;
+            AHA_TRY(aha_rpc_unary(j->rollout[w], &aha__v1__rollout__descriptor, "Info", &req.base, &resp, &o, err));
+            int64_t pv = ((Aha__V1__InfoReply *)resp)->policy_version;
+            protobuf_c_message_free_unpacked(resp, NULL);
+            if (pv == version) break;
+            if (aha_now_s() > end)
+                return aha_errf(err, AHA_ETIMEOUT, "rollout %s still serves version %" PRId64 ", %" PRId64 " was pushed",
+                                j->rollout_addr[w], pv, version);
+            struct timespec ts = {0, 2 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return AHA_OK;
+}
+
 aha_status aha__job_push(aha__job *j, int64_t version, bool to_rollout, bool to_ref,
                          double *seconds, aha_err *err)
 {
     double t0 = aha_now_s();
+    if (to_rollout && j->n_rollout > 0 && !j->wg_tried) weights_group_try(j);
+    if (to_rollout && j->wg) {
+        aha_err e2 = {0};
+        if (group_push(j, version, &e2) == AHA_OK) {
+            for (int i = 0; i < j->n_rollout; i++) j->rollout_ok[i] = true;
+            j->pushed_version = version;
+            j->push_path = j->wg_kind;
+            to_rollout = false; /* done; the reference (if due) still goes by gRPC */
+            if (!to_ref) {
+                if (seconds) *seconds = aha_now_s() - t0;
+                return AHA_OK;
+            }
+        } else {
+            aha__job_log(j, "warning: weights group push of version %" PRId64 " failed (%s); gRPC streaming from now on",
+                         version, aha_err_msg(&e2));
+            aha_weight_group_free(j->wg);
+            j->wg = NULL;
+        }
+    }
+    if (to_rollout) j->push_path = "grpc";
     aha_weight_snapshot *snap = NULL;
     AHA_TRY(aha_weight_snapshot_create(j->m, push_dtype(j), &snap, err));
     aha_rpc_channel *chs[AHA__MAX_ROLLOUT + 1];
@@ -621,6 +728,7 @@ static aha_status run_once(aha_job_ctx *ctx, bool *group_broke, aha_err *err)
     j.ctx = ctx;
     j.sp = ctx->spec;
     j.pushed_version = -1;
+    j.push_path = "grpc";
     aha_status st = aha_mkdirs(ctx->job_dir, err);
     char *norm = NULL;
     if (st == AHA_OK) st = aha_job_spec_to_json(j.sp, &norm, err);
@@ -642,6 +750,7 @@ static aha_status run_once(aha_job_ctx *ctx, bool *group_broke, aha_err *err)
                           aha_job_kind_name(j.sp->kind));
         }
     }
+    aha_weight_group_free(j.wg);
     *group_broke = j.comm && aha_comm_broken(j.comm) && st != AHA_OK;
     aha__dp_close(&j, st, err);
     if (j.have_order) aha_data_order_free(&j.order);

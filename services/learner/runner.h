@@ -16,6 +16,11 @@ typedef struct {
                                                   resumes from its last checkpoint this often */
     int dist_check_every;                      /* weight agreement every K updates (0 = 20) */
     const char *dist_transport;                /* "tcp" | "nccl" | NULL = nccl on cuda, else tcp */
+    /* weight push to the rollout workers: "host:port" where this learner (rank 0) listens for
+     * them to join its weights group (JoinWeightGroup, docs/DIST.md); NULL = gRPC only */
+    const char *weights_rendezvous;
+    const char *weights_transport;             /* "nccl" | "tcp" | "grpc" | NULL = nccl on cuda
+                                                  (with NCCL and weights_rendezvous), else grpc */
 } aha_learner_env;
 typedef enum { AHA_EV_METRICS, AHA_EV_EVAL, AHA_EV_LOG, AHA_EV_STAGE } aha_job_event_type;
 typedef struct {

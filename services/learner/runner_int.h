@@ -43,6 +43,12 @@ typedef struct {
     int timeout_ms;
     /* held-out sets, loaded on first use */
     aha_dataset *eval_sets;
+    /* weight push path: the weights group (NCCL on one node) when every worker joined it,
+     * else gRPC streaming (runner.c, aha__job_push) */
+    struct aha_weight_group *wg;
+    const char *wg_kind;     /* its transport: "nccl" or "tcp" */
+    bool wg_tried;
+    const char *push_path;   /* "grpc", "nccl" or "tcp": how the last push went */
     /* data-parallel learner group (dprun.c); comm NULL = one rank, the code paths of old */
     aha_comm *comm;
     int rank, world;

@@ -13,6 +13,9 @@
  *                running rank 1: rank 1 exits with an error naming rank 0
  *   rank_hang    rank 1 frozen (SIGSTOP) between two steps, --dist-timeout-ms 2000: rank 0
  *                fails within the deadline (plus slack) naming rank 1, not a hang
+ *   push_group   one learner rank, 2 rollout workers: the job with gRPC weight pushes and with
+ *                the weights group (--weights-rendezvous, TCP transport here, NCCL on GPUs) end
+ *                with the same weights, bit for bit; metrics name the push path of every step
  *   rank_resume  rank 1 SIGKILLed between two steps and started again (--dist-retries 2): the
  *                job re-forms the group, resumes from its last checkpoint and ends with the
  *                same weights, bit for bit, as an undisturbed 2-rank run; every step once
@@ -205,6 +208,7 @@ static void dump(const char *path)
 typedef struct {
     const char *job_bin, *spec, *root;
     const char *rollout, *reward, *refpolicy;
+    const char *rollout2; /* a second worker (push_group) */
 } env_t;
 
 /* argv of rank `rank` of `world` (rank 0 runs spec into job_dir) */
@@ -220,6 +224,10 @@ static void job_argv(const env_t *e, int rank, int world, const char *job_dir, c
         if (e->rollout) {
             a[n++] = "--rollout";
             a[n++] = (char *)e->rollout;
+            if (e->rollout2) {
+                a[n++] = "--rollout";
+                a[n++] = (char *)e->rollout2;
+            }
             a[n++] = "--reward";
             a[n++] = (char *)e->reward;
             a[n++] = "--refpolicy";
@@ -237,11 +245,11 @@ static void job_argv(const env_t *e, int rank, int world, const char *job_dir, c
         a[n++] = (char *)rdv;
         a[n++] = "--dist-check-every";
         a[n++] = "1";
-        /* extra: "--flag value" pairs separated by spaces, in store + 32 */
-        if (extra && *extra) {
-            snprintf(store + 32, 200, "%s", extra);
-            for (char *t = strtok(store + 32, " "); t; t = strtok(NULL, " ")) a[n++] = t;
-        }
+    }
+    /* extra: "--flag value" pairs separated by spaces, in store + 32 */
+    if (extra && *extra) {
+        snprintf(store + 32, 200, "%s", extra);
+        for (char *t = strtok(store + 32, " "); t; t = strtok(NULL, " ")) a[n++] = t;
     }
     a[n] = NULL;
 }
@@ -384,9 +392,9 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     char name[64];
     snprintf(name, sizeof name, "dist_learner_%s", mode);
-    bool sft = strcmp(mode, "sft_equiv") == 0;
-    if (!sft && strcmp(mode, "grpo_equiv") != 0 && strcmp(mode, "rank_kill") != 0 && strcmp(mode, "rank_hang") != 0 &&
-        strcmp(mode, "rank_resume") != 0) {
+    bool sft = strcmp(mode, "sft_equiv") == 0, push_group = strcmp(mode, "push_group") == 0;
+    if (!sft && !push_group && strcmp(mode, "grpo_equiv") != 0 && strcmp(mode, "rank_kill") != 0 &&
+        strcmp(mode, "rank_hang") != 0 && strcmp(mode, "rank_resume") != 0) {
         fprintf(stderr, "test_dist_learner: unknown mode '%s'\n", mode);
         return 2;
     }
@@ -417,7 +425,7 @@ int main(int argc, char **argv)
             fprintf(f, "{\"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, 5, i + 5);
     }
     if (f) fclose(f);
-    int steps = strcmp(mode, "grpo_equiv") == 0 || sft ? 2 : 4;
+    int steps = strcmp(mode, "grpo_equiv") == 0 || sft ? 2 : push_group ? 3 : 4;
     f = fopen(spec, "w");
     if (f && sft)
         fprintf(f,
@@ -436,7 +444,7 @@ int main(int argc, char **argv)
                 base, data, steps);
     if (f) fclose(f);
 
-    th_service rw = {0}, ro = {0}, rp = {0};
+    th_service rw = {0}, ro = {0}, rp = {0}, ro2 = {0};
     env_t e = {.job_bin = argv[5], .spec = spec, .root = root};
     char a_rw[64], a_ro[64], a_rp[64];
     if (!sft) {
@@ -454,6 +462,13 @@ int main(int argc, char **argv)
         e.rollout = a_ro;
         e.refpolicy = a_rp;
     }
+    char a_ro2[64];
+    if (push_group) {
+        char *rov[] = {(char *)argv[3], "--model", base, "--max-seq-len", "1024", NULL};
+        CHECK(th_spawn(&ro2, rov) > 0, "second rollout worker started");
+        snprintf(a_ro2, sizeof a_ro2, "127.0.0.1:%d", ro2.port);
+        e.rollout2 = a_ro2;
+    }
 
     char j1[560], j2[560], j3[560];
     snprintf(j1, sizeof j1, "%s/job-1rank", root);
@@ -470,6 +485,35 @@ int main(int argc, char **argv)
         CHECK(!ok2 || file_contains(log0, "weights agree") || file_contains(log0, "every rank holds the weights"),
               "rank 0 formed the group and checked the weights (%s)", log0);
         if (ok1 && ok2) compare_equiv(base, j1, j2, steps);
+        goto out;
+    }
+
+    if (push_group) {
+        /* the same job with gRPC pushes and with the weights group (its TCP transport; NCCL
+         * on GPUs): the workers must sample from the same weights, so the runs agree bit for bit */
+        char wg[128];
+        snprintf(wg, sizeof wg, "--weights-rendezvous 127.0.0.1:%d --weights-transport tcp", free_port());
+        int ok1 = run_job(&e, 1, j1, NULL);
+        int ok2 = ok1 && run_job(&e, 1, j2, wg);
+        if (ok1 && ok2) {
+            long n1 = 0, n2 = 0;
+            float *w1 = load_weights(j1, &n1), *w2 = load_weights(j2, &n2);
+            CHECK(w1 && w2 && n1 == n2 && memcmp(w1, w2, (size_t)n1 * sizeof *w1) == 0,
+                  "weights-group pushes end with the gRPC run's weights, bit for bit");
+            free(w1);
+            free(w2);
+            char m1[700], m2[700], log2[700];
+            snprintf(m1, sizeof m1, "%s/metrics.jsonl", j1);
+            snprintf(m2, sizeof m2, "%s/metrics.jsonl", j2);
+            snprintf(log2, sizeof log2, "%s.rank0.log", j2);
+            CHECK(file_contains(m1, "\"push_path\":\"grpc\"") && !file_contains(m1, "\"push_path\":\"tcp\""),
+                  "the first run pushed by gRPC (%s)", m1);
+            CHECK(file_contains(m2, "\"push_path\":\"tcp\"") && !file_contains(m2, "\"push_path\":\"grpc\""),
+                  "the second pushed every step through the weights group (%s)", m2);
+            CHECK(file_contains(log2, "weights group of 2 rollout worker(s)"), "both workers joined (%s)", log2);
+            double l1[16], l2[16];
+            CHECK(load_losses(j1, l1, 16) == steps && load_losses(j2, l2, 16) == steps, "every step recorded once");
+        }
         goto out;
     }
 
@@ -568,6 +612,7 @@ out:
     if (rw.pid > 0) th_stop(&rw);
     if (ro.pid > 0) th_stop(&ro);
     if (rp.pid > 0) th_stop(&rp);
+    if (ro2.pid > 0) th_stop(&ro2);
     if (!th_failures && !getenv("AHA_TEST_KEEP")) aha_remove_tree(root, NULL);
     else printf("# files kept in %s\n", root);
     return th_done(name);
