@@ -8,8 +8,8 @@
 #   2. starts aha-reward, aha-rollout, aha-refpolicy and aha-learner on loopback (ahactl up),
 #      the last three with --device $AHA_DEVICE (default cuda:0): one GPU for everything;
 #   3. SFTs the model on worked answers (examples/gpu-demo-sft.json), then runs GRPO from it
-#      (examples/gpu-demo-grpo.json: 16 questions x G=16 per step, held-out eval before, in
-#      the middle and after);
+#      (examples/gpu-demo-grpo.json: 30 steps of 16 questions x G=16, held-out eval before,
+#      in the middle and after);
 #   4. prints per-phase seconds (generate / score / reference / train / push), generated
 #      tokens/s and the train/inference logprob mismatch from the job's metrics.jsonl, and
 #      the held-out accuracy from eval.jsonl; writes $D/summary.json.
@@ -141,6 +141,7 @@ cat >"$D/topology.json" <<EOF
 EOF
 "${AHACTL[@]}" up "$D/topology.json" --detach --run-dir "$D/run" --start-timeout-s 120
 trap '"${AHACTL[@]}" down --run-dir "$D/run" >/dev/null 2>&1 || true' EXIT
+trap 'exit 143' INT TERM # a killed run (timeout) still stops the services
 echo "   services up after $(elapsed)s"
 
 # ---- 1. SFT ---------------------------------------------------------------------------------
