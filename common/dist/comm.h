@@ -51,6 +51,10 @@ typedef struct {
     int timeout_ms;         /* rendezvous and every collective (0 = 60000) */
     aha_backend *be;        /* where the tensors live (NULL = host memory) */
     const char *name;       /* for messages: "learner", "weights" (NULL = "comm") */
+    int connect_timeout_ms; /* ranks != 0: give up connecting to rank 0 after this (0 =
+                               timeout_ms); once connected, the rendezvous has timeout_ms. A
+                               rank that polls for its group in a loop (a learner follower
+                               checking for shutdown) keeps this short. */
 } aha_comm_opts;
 
 /* Connects all ranks (blocks until every rank joined, or the timeout). */
