@@ -16,6 +16,8 @@
  *   push_group   one learner rank, 2 rollout workers: the job with gRPC weight pushes and with
  *                the weights group (--weights-rendezvous, TCP transport here, NCCL on GPUs) end
  *                with the same weights, bit for bit; metrics name the push path of every step
+ *   load_spread  2 rollout workers, the second with 3x the batch slots: the learner splits each
+ *                step's prompts by free slots (Rollout/Info), so it generates >= 2x the tokens
  *   rank_resume  rank 1 SIGKILLed between two steps and started again (--dist-retries 2): the
  *                job re-forms the group, resumes from its last checkpoint and ends with the
  *                same weights, bit for bit, as an undisturbed 2-rank run; every step once
@@ -40,9 +42,11 @@
 #include <unistd.h>
 
 #include "../harness.h"
+#include "aha/v1/rollout.pb-c.h"
 #include "base/fs.h"
 #include "io/config.h"
 #include "model/model.h"
+#include "rpc/rpc.h"
 #include "spawn.h"
 #include "text/tokenizer.h"
 
@@ -393,7 +397,8 @@ int main(int argc, char **argv)
     char name[64];
     snprintf(name, sizeof name, "dist_learner_%s", mode);
     bool sft = strcmp(mode, "sft_equiv") == 0, push_group = strcmp(mode, "push_group") == 0;
-    if (!sft && !push_group && strcmp(mode, "grpo_equiv") != 0 && strcmp(mode, "rank_kill") != 0 &&
+    bool load_spread = strcmp(mode, "load_spread") == 0;
+    if (!sft && !push_group && !load_spread && strcmp(mode, "grpo_equiv") != 0 && strcmp(mode, "rank_kill") != 0 &&
         strcmp(mode, "rank_hang") != 0 && strcmp(mode, "rank_resume") != 0) {
         fprintf(stderr, "test_dist_learner: unknown mode '%s'\n", mode);
         return 2;
@@ -425,7 +430,7 @@ int main(int argc, char **argv)
             fprintf(f, "{\"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, 5, i + 5);
     }
     if (f) fclose(f);
-    int steps = strcmp(mode, "grpo_equiv") == 0 || sft ? 2 : push_group ? 3 : 4;
+    int steps = strcmp(mode, "grpo_equiv") == 0 || sft ? 2 : push_group || load_spread ? 3 : 4;
     f = fopen(spec, "w");
     if (f && sft)
         fprintf(f,
@@ -449,8 +454,9 @@ int main(int argc, char **argv)
     char a_rw[64], a_ro[64], a_rp[64];
     if (!sft) {
         char *rwv[] = {(char *)argv[2], NULL};
-        char *rov[] = {(char *)argv[3], "--model", base, "--max-seq-len", "1024", NULL};
+        char *rov[] = {(char *)argv[3], "--model", base, "--max-seq-len", "1024", "--max-batch", "16", NULL};
         char *rpv[] = {(char *)argv[4], "--model", base, NULL};
+        if (!load_spread) rov[5] = NULL;
         CHECK(th_spawn(&rw, rwv) > 0, "reward started");
         CHECK(th_spawn(&ro, rov) > 0, "rollout started");
         CHECK(th_spawn(&rp, rpv) > 0, "refpolicy started");
@@ -463,8 +469,10 @@ int main(int argc, char **argv)
         e.refpolicy = a_rp;
     }
     char a_ro2[64];
-    if (push_group) {
-        char *rov[] = {(char *)argv[3], "--model", base, "--max-seq-len", "1024", NULL};
+    if (push_group || load_spread) {
+        /* load_spread: a worker with 3 times the batch slots of the first */
+        char *rov[] = {(char *)argv[3], "--model", base, "--max-seq-len", "1024", "--max-batch", "48", NULL};
+        if (!load_spread) rov[5] = NULL;
         CHECK(th_spawn(&ro2, rov) > 0, "second rollout worker started");
         snprintf(a_ro2, sizeof a_ro2, "127.0.0.1:%d", ro2.port);
         e.rollout2 = a_ro2;
@@ -488,6 +496,37 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (load_spread) {
+        /* the learner splits each step's prompts by the workers' free batch slots (Info) */
+        if (run_job(&e, 1, j1, NULL)) {
+            int64_t tok[2] = {0, 0}, slots[2] = {0, 0};
+            const char *addr[2] = {a_ro, a_ro2};
+            for (int w = 0; w < 2; w++) {
+                aha_rpc_channel *ch = NULL;
+                aha_rpc_channel_opts co;
+                aha_rpc_channel_opts_init(&co);
+                Aha__V1__InfoRequest req = AHA__V1__INFO_REQUEST__INIT;
+                ProtobufCMessage *resp = NULL;
+                aha_rpc_call_opts o = {.timeout_ms = 5000};
+                if (aha_rpc_channel_create(addr[w], &co, &ch, &err) == AHA_OK &&
+                    aha_rpc_unary(ch, &aha__v1__rollout__descriptor, "Info", &req.base, &resp, &o, &err) == AHA_OK) {
+                    tok[w] = ((Aha__V1__InfoReply *)resp)->tokens_generated;
+                    slots[w] = ((Aha__V1__InfoReply *)resp)->max_batch;
+                }
+                if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+                aha_rpc_channel_free(ch);
+            }
+            printf("# worker A: %d slots, %lld tokens generated; worker B: %d slots, %lld tokens\n", (int)slots[0],
+                   (long long)tok[0], (int)slots[1], (long long)tok[1]);
+            CHECK(slots[1] == 3 * slots[0], "worker B has 3x A's batch slots (%lld vs %lld)", (long long)slots[1],
+                  (long long)slots[0]);
+            CHECK(tok[0] > 0 && tok[1] >= 2 * tok[0], "B, with 3x the free slots, generated >= 2x A's tokens (%lld vs %lld)",
+                  (long long)tok[1], (long long)tok[0]);
+            double l1[16];
+            CHECK(load_losses(j1, l1, 16) == steps, "every step recorded once");
+        }
+        goto out;
+    }
     if (push_group) {
         /* the same job with gRPC pushes and with the weights group (its TCP transport; NCCL
          * on GPUs): the workers must sample from the same weights, so the runs agree bit for bit */
