@@ -54,7 +54,17 @@ typedef struct {
     void *prof; /* per-op times when AHA_CUDA_PROFILE is set (backend_cuda.cu) */
 } aha__cu_ctx;
 
-static inline aha__cu_ctx *aha__cu(aha_backend *be) { return (aha__cu_ctx *)be->ctx; }
+/* Every entry into the backend goes through here, so it also makes the backend's device the
+ * calling thread's current one: CUDA's current device is per thread (device 0 until chosen),
+ * and the services call the model from engine and handler threads that never chose one. A
+ * service on cuda:1 otherwise queues its work against device 0 ("invalid argument"). */
+static inline aha__cu_ctx *aha__cu(aha_backend *be)
+{
+    aha__cu_ctx *c = (aha__cu_ctx *)be->ctx;
+    int cur = -1;
+    if (c && (cudaGetDevice(&cur) != cudaSuccess || cur != c->device)) cudaSetDevice(c->device);
+    return c;
+}
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
