@@ -8,7 +8,7 @@
 #   2. starts aha-reward, aha-rollout, aha-refpolicy and aha-learner on loopback (ahactl up),
 #      the last three with --device $AHA_DEVICE (default cuda:0): one GPU for everything;
 #   3. SFTs the model on worked answers (examples/gpu-demo-sft.json), then runs GRPO from it
-#      (examples/gpu-demo-grpo.json: 30 steps of 16 questions x G=16, held-out eval before,
+#      (examples/gpu-demo-grpo.json: 60 steps of 16 questions x G=16, held-out eval before,
 #      in the middle and after);
 #   4. prints per-phase seconds (generate / score / reference / train / push), generated
 #      tokens/s and the train/inference logprob mismatch from the job's metrics.jsonl, and

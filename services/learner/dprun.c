@@ -5,7 +5,8 @@
  * Protocol over the group's control channel (aha_comm_broadcast_bytes from rank 0): a fixed
  * header {magic, type, payload length, aux}, then the payload.
  *   JOB   job id, job dir, the normalised spec JSON, where rank 0's weights came from (a
- *         checkpoint dir, a model dir, or a fresh init from a config and the spec seed), step
+ *         checkpoint dir, a model dir, or a fresh init from a config and the spec seed), step,
+ *         how often the ranks compare weights (rank 0's --dist-check-every: a collective)
  *   STEP  one optimizer step's sequences (grpo.c / runner.c pack them; aux = step)
  *   END   the job is over on rank 0 (aux = its status, payload = its error message)
  * One group per job: rank 0 forms it after loading the policy and leaves it at the end; a
@@ -194,12 +195,11 @@ aha_status aha__dp_sync(aha__job *j, aha_status st, aha_err *err)
 aha_dp_opts aha__dp_opts(const aha__job *j, double lr)
 {
     const aha_job_spec *sp = j->sp;
-    const aha_learner_env *env = j->ctx->env;
     aha_dp_opts o = {
         .max_grad_norm = sp->optim.grad_clip,
         .adamw = {(float)lr, (float)sp->optim.adam_beta1, (float)sp->optim.adam_beta2, (float)sp->optim.adam_eps,
                   (float)sp->optim.weight_decay, true},
-        .check_every = j->comm ? (env && env->dist_check_every > 0 ? env->dist_check_every : 20) : 0,
+        .check_every = j->comm ? j->check_every : 0,
     };
     return o;
 }
@@ -211,6 +211,8 @@ aha_status aha__dp_open(aha__job *j, aha_err *err)
     AHA_ASSERT(env->rank == 0 && env->rendezvous);
     j->rank = 0;
     j->world = env->world_size;
+    /* every rank must check on the same steps (a check is a collective): rank 0's setting */
+    j->check_every = env->dist_check_every > 0 ? env->dist_check_every : 20;
     double t0 = aha_now_s();
     aha__job_log(j, "learner group: waiting for %d more rank(s) at %s (up to %d ms)", j->world - 1, env->rendezvous,
                  dist_timeout(env));
@@ -224,6 +226,7 @@ aha_status aha__dp_open(aha__job *j, aha_err *err)
     aha__wbuf_i64(&b, j->policy_kind);
     aha__wbuf_str(&b, j->policy_path);
     aha__wbuf_i64(&b, j->step);
+    aha__wbuf_i64(&b, j->check_every);
     free(spec);
     aha_status st = b.oom ? aha_errf(err, AHA_ENOMEM, "out of memory") : send_msg(j->comm, MSG_JOB, 0, b.p, b.n, err);
     aha__wbuf_free(&b);
@@ -279,13 +282,14 @@ static aha_status follow_job(const aha_learner_env *env, aha_backend *be, aha_co
     int kind = (int)aha__rbuf_i64(&r);
     char *path = aha__rbuf_str(&r);
     int64_t step0 = aha__rbuf_i64(&r);
+    int64_t check_every = aha__rbuf_i64(&r);
     free(pl);
     aha_job_spec sp;
     memset(&sp, 0, sizeof sp);
     bool have_spec = false;
     aha_err le = {0};
     aha_status ls = AHA_OK;
-    if (r.bad || !job_id || !job_dir || !spec_json || !path)
+    if (r.bad || !job_id || !job_dir || !spec_json || !path || check_every < 1 || check_every > 1000000000)
         ls = aha_errf(&le, AHA_EFORMAT, "learner group: malformed job message from rank 0");
     if (ls == AHA_OK) {
         ls = aha_job_spec_parse(spec_json, strlen(spec_json), &sp, &le);
@@ -303,6 +307,7 @@ static aha_status follow_job(const aha_learner_env *env, aha_backend *be, aha_co
     j.world = env->world_size;
     j.pushed_version = -1;
     j.step = step0;
+    j.check_every = (int)check_every;
     bool grpo = have_spec && sp.kind == AHA_JOB_GRPO;
     if (ls == AHA_OK && !grpo && sp.kind != AHA_JOB_SFT && sp.kind != AHA_JOB_DISTILL)
         ls = aha_errf(&le, AHA_EUNSUPPORTED, "learner group: \"%s\" jobs run on rank 0 alone", aha_job_kind_name(sp.kind));

@@ -166,7 +166,51 @@ done:
     return NULL;
 }
 
-/* n_total prompts × G samples into out (zeroed by the caller), spread over the workers. */
+/* A worker's share of a round: its free batch slots (max_batch − active − queued, from
+ * Rollout/Info, at least 1), so a busy or smaller worker gets fewer prompts; NAN when Info does
+ * not answer in time (the caller gives it an average share; its Generate call then shows
+ * what is wrong). */
+static double worker_weight(aha__job *j, int w)
+{
+    Aha__V1__InfoRequest req = AHA__V1__INFO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    aha_rpc_call_opts o = {.timeout_ms = j->timeout_ms < 2000 ? j->timeout_ms : 2000};
+    aha_err e2 = {0};
+    if (aha_rpc_unary(j->rollout[w], &aha__v1__rollout__descriptor, "Info", &req.base, &resp, &o, &e2) != AHA_OK)
+        return NAN;
+    const Aha__V1__InfoReply *r = (const Aha__V1__InfoReply *)resp;
+    double free_slots = (double)r->max_batch - (double)r->active_sequences - (double)r->queued;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return free_slots >= 1 ? free_slots : 1.0;
+}
+
+/* Split n prompts over k workers in proportion to wt (largest remainders; the counts add up
+ * to n). */
+static void split_by_weight(int n, int k, const double *wt, int *cnt)
+{
+    double total = 0;
+    for (int a = 0; a < k; a++) total += wt[a];
+    int given = 0;
+    double frac[AHA__MAX_ROLLOUT];
+    for (int a = 0; a < k; a++) {
+        double exact = n * wt[a] / total;
+        cnt[a] = (int)floor(exact);
+        frac[a] = exact - cnt[a];
+        given += cnt[a];
+    }
+    while (given < n) {
+        int best = 0;
+        for (int a = 1; a < k; a++)
+            if (frac[a] > frac[best]) best = a;
+        cnt[best]++;
+        frac[best] = -1;
+        given++;
+    }
+}
+
+/* n_total prompts × G samples into out (zeroed by the caller), spread over the workers by
+ * load (worker_weight); the groups a failed worker did not finish go whole to the others in
+ * the next round, so nothing is lost and nothing is counted twice. */
 static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, const size_t *pn, int G,
                                const aha_sampling_spec *sa, uint64_t seed, gsample *out, aha_err *err)
 {
@@ -195,12 +239,23 @@ static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, c
                           aha_err_msg(&first));
             break;
         }
-        /* contiguous shares, so each worker's request is one block of prompts */
+        /* contiguous shares by load, so each worker's request is one block of prompts */
+        double wt[AHA__MAX_ROLLOUT];
+        int share[AHA__MAX_ROLLOUT];
+        double known = 0;
+        int n_known = 0;
+        for (int a = 0; a < n_alive; a++) {
+            wt[a] = n_alive > 1 ? worker_weight(j, alive[a]) : 1.0;
+            if (!isnan(wt[a])) known += wt[a], n_known++;
+        }
+        for (int a = 0; a < n_alive; a++)
+            if (isnan(wt[a])) wt[a] = n_known ? known / n_known : 1.0;
+        split_by_weight(n_pending, n_alive, wt, share);
         int off = 0;
         memset(tasks, 0, sizeof tasks);
         for (int a = 0; a < n_alive; a++) {
             int w = alive[a];
-            int cnt = n_pending / n_alive + (a < n_pending % n_alive ? 1 : 0);
+            int cnt = share[a];
             gen_task *g = &tasks[w];
             g->j = j;
             g->worker = w;

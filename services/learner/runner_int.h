@@ -52,6 +52,7 @@ typedef struct {
     /* data-parallel learner group (dprun.c); comm NULL = one rank, the code paths of old */
     aha_comm *comm;
     int rank, world;
+    int check_every;         /* weight agreement every K updates: rank 0's, sent to every rank */
     int policy_kind;         /* where open_policy took the weights (AHA__POLICY_*), for the */
     char policy_path[4096];  /* other ranks to load the same */
 } aha__job;

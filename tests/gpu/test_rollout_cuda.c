@@ -5,10 +5,14 @@
  *   - the same request twice gives the same samples, bit for bit (ids and logprobs);
  *   - returned logprobs match aha_model_token_logprobs of the sampled sequences on the CUDA
  *     model (1e-2 relative) and on the fp32 CPU model (2e-2 relative);
- *   - greedy tokens are argmaxes of the fp32 CPU logits within bf16 tolerance, also while a
- *     sampled request shares the same decode steps (two decode calls per step);
+ *   - greedy tokens are argmaxes of the fp32 CPU logits within bf16 tolerance (2e-2 of the
+ *     largest logit), also while a sampled request shares the same decode steps (two decode
+ *     calls per step);
  *   - on the fixture, the first and second tokens follow their exact laws (chi-square over
- *     20,000 samples against the law from fp32 full forwards).
+ *     20,000 samples) under the logits of the CUDA model's full forward, which on this model
+ *     equal the decode step's (2.7e-8 apart in the logprobs, measured). Not the fp32 CPU law:
+ *     the fixture's logits are nearly flat, its 20th and 21st largest often differ by 1e-4
+ *     while a bf16 step near 0.27 is 2e-3, so under bf16 they tie and top-k keeps both.
  * Suite 'gpu'; exits 77 (skip) without a GPU. AHA_TEST_DEVICE=cpu runs the same checks with the
  * CPU backend's model draws (a dry run of this test on a machine without a GPU). */
 #include "../unit/rollout/engine_util.h"
@@ -57,8 +61,9 @@ static double lp_rel(aha_model *ref, const eu_sink *s, const int32_t *const *pro
     return r;
 }
 
-/* completions whose tokens are not all argmaxes (within tol) of the fp32 logits */
-static int not_greedy(aha_model *ref, const eu_sink *s, const int32_t *const *prompts, const int *lens, double tol)
+/* completions whose tokens are not all argmaxes of the fp32 logits, within rtol of the
+ * largest logit's magnitude (bf16 errors grow with the logits' scale) */
+static int not_greedy(aha_model *ref, const eu_sink *s, const int32_t *const *prompts, const int *lens, double rtol)
 {
     int V = aha_model_cfg(ref)->vocab_size, bad = 0;
     float *lg = malloc((size_t)EU_MAXT * V * 4), lp[EU_MAXT];
@@ -67,7 +72,8 @@ static int not_greedy(aha_model *ref, const eu_sink *s, const int32_t *const *pr
         eu_full_forward(ref, prompts[g->prompt], lens[g->prompt], g->ids, g->n, lp, lg);
         for (int t = 0; t < g->n; t++) {
             const float *row = lg + (size_t)t * V;
-            if (row[aha_argmax(row, V)] - row[g->ids[t]] > tol) {
+            float mx = row[aha_argmax(row, V)];
+            if (mx - row[g->ids[t]] > rtol * (1.0 + fabs(mx))) {
                 fprintf(stderr, "  completion %d token %d: id %d is %.4f under the max\n", i, t, g->ids[t],
                         (double)(row[aha_argmax(row, V)] - row[g->ids[t]]));
                 bad++;
@@ -158,7 +164,7 @@ static void check_model(const char *dir, const char *what, bool chi)
     CHECK(calls >= steps + 20, "greedy and sampled shared steps (%ld calls in %ld steps)", calls, steps);
     CHECK(s1.n == 16 && s2.n == 48, "all completions (%d, %d)", s1.n, s2.n);
     int ng = not_greedy(rc, &s1, prompts, lens, 2e-2);
-    CHECK(ng == 0, "greedy tokens are fp32 argmaxes within 2e-2 (%d of %d completions not)", ng, s1.n);
+    CHECK(ng == 0, "greedy tokens are fp32 argmaxes within 2e-2 relative (%d of %d completions not)", ng, s1.n);
     double rel_b = lp_rel(rc, &s2, prompts, lens);
     CHECK(rel_b <= 2e-2, "sampled beside greedy: logprobs vs fp32 CPU %.3e", rel_b);
 
@@ -177,7 +183,7 @@ static void check_model(const char *dir, const char *what, bool chi)
             aha_gen_request rq = {.n_prompts = 5, .prompt_ids = pp, .prompt_lens = pl, .n = N / 5,
                                   .sampling = laws[k], .max_new_tokens = 2, .seed = 99};
             CHECK(eu_run(e, &rq, &s1) == N, "%s: %d samples", names[k], N);
-            eu_two_token_law(rc, pa, 7, &laws[k], p1, p2);
+            eu_two_token_law(rg, pa, 7, &laws[k], p1, p2);
             memset(c1, 0, (size_t)V * sizeof *c1);
             memset(c2, 0, (size_t)V * sizeof *c2);
             for (int i = 0; i < s1.n; i++) {
