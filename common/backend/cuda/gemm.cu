@@ -6,7 +6,11 @@
  * cuBLAS is column-major: a row-major (R, C) matrix is a column-major (C, R) one, so each
  * product is issued transposed (y^T = w . x^T etc.). Inputs BF16 (or F32), fp32 accumulation
  * (CUBLAS_COMPUTE_32F: no TF32 for fp32 inputs). The algorithm chosen by the heuristic is
- * cached per shape, because decode issues hundreds of small products per step. */
+ * cached per shape, because decode issues hundreds of small products per step. (Timing the
+ * heuristic's other candidates once per shape and keeping the fastest was tried: timed on
+ * operands warm in L2 it chose algorithms that ran slower in the real flow, e.g. the decode
+ * lm_head 110 -> 151 us; docs/gpu-notes.md, call 3.) */
+#include <stdio.h>
 #include <string.h>
 
 #include "common.cuh"
@@ -106,6 +110,15 @@ run:
     return AHA_OK;
 }
 
+/* profile segment named by the ops-table shape (M, K, N) */
+static void prof_gemm(aha_backend *be, const char *what, int M, int K, int N)
+{
+    if (!aha__cu(be)->prof) return;
+    char l[48];
+    snprintf(l, sizeof l, "gemm %s M%d K%d N%d", what, M, K, N);
+    aha__cu_prof_seg(be, l, 2.0 * M * K * N);
+}
+
 aha_status aha__cu_matmul(aha_backend *be, aha_tensor y, aha_tensor x, aha_tensor w, aha_tensor bias,
                           int M, int K, int N, aha_err *err)
 {
@@ -116,8 +129,10 @@ aha_status aha__cu_matmul(aha_backend *be, aha_tensor y, aha_tensor x, aha_tenso
         return aha__cu_bad_dtype(err, "matmul", "bias (must match y)", bias.dt);
     if (M <= 0 || N <= 0) return AHA_OK;
     /* y^T (N, M) = w (N, K) [col-major (K, N), transposed] . x^T [col-major (K, M)] */
-    return lt_matmul(be, true, false, N, M, K, w.data, w.dt, K, x.data, x.dt, K, 0.0f, y.data, y.dt, N,
-                     aha_tensor_is_none(bias) ? NULL : bias.data, bias.dt, err);
+    AHA_TRY(lt_matmul(be, true, false, N, M, K, w.data, w.dt, K, x.data, x.dt, K, 0.0f, y.data, y.dt, N,
+                      aha_tensor_is_none(bias) ? NULL : bias.data, bias.dt, err));
+    prof_gemm(be, "fwd", M, K, N);
+    return AHA_OK;
 }
 
 aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, aha_tensor w, int M,
@@ -128,8 +143,10 @@ aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, 
     if (!aha__is_float(dx.dt)) return aha__cu_bad_dtype(err, "matmul_bwd_dx", "dx", dx.dt);
     if (M <= 0 || K <= 0) return AHA_OK;
     /* dx^T (K, M) = w^T [col-major view of w is (K, N)] . dy^T [col-major (N, M)] */
-    return lt_matmul(be, false, false, K, M, N, w.data, w.dt, K, dy.data, dy.dt, N,
-                     accumulate ? 1.0f : 0.0f, dx.data, dx.dt, K, NULL, AHA_DT_F32, err);
+    AHA_TRY(lt_matmul(be, false, false, K, M, N, w.data, w.dt, K, dy.data, dy.dt, N,
+                      accumulate ? 1.0f : 0.0f, dx.data, dx.dt, K, NULL, AHA_DT_F32, err));
+    prof_gemm(be, "dx", M, K, N);
+    return AHA_OK;
 }
 
 template <typename T> __global__ void k_colsum(float *db, const T *dy, int M, int N)
@@ -156,11 +173,13 @@ aha_status aha__cu_matmul_bwd_dw(aha_backend *be, aha_tensor dw, aha_tensor dbia
     /* dw^T (K, N) col-major += x^T [col-major (K, M)] . dy [col-major view (N, M), transposed] */
     AHA_TRY(lt_matmul(be, false, true, K, N, M, x.data, x.dt, K, dy.data, dy.dt, N, 1.0f, dw.data,
                       AHA_DT_F32, K, NULL, AHA_DT_F32, err));
+    prof_gemm(be, "dw", M, K, N);
     if (!aha_tensor_is_none(dbias)) {
         dim3 grid((N + 255) / 256, (unsigned)(M < 64 ? 1 : (M + 63) / 64 > 256 ? 256 : (M + 63) / 64));
         AHA__DISPATCH_FLOAT(dy.dt, T, (k_colsum<T><<<grid, 256, 0, aha__cu(be)->stream>>>(
             (float *)dbias.data, (const T *)dy.data, M, N)));
         AHA_CU_LAUNCHED();
+        aha__cu_prof_seg(be, "dw bias column sums", 0);
     }
     return AHA_OK;
 }
