@@ -374,7 +374,8 @@ static void step_model(aha_engine *e, int n)
         aha_err err = {0};
         calls++;
         /* one seed for all: each row's identity is its rng_id, so slots of different
-         * requests and prompts share this call */
+         * requests and prompts share this call, and the decode graphs the backend records
+         * (keyed on the seed among the rest) are replayed across requests */
         aha_status st = aha_model_decode_sample(e->m, e->kv, gn, e->gslots, e->gtoks, &spc, AHA_ENGINE_DRAW_SEED,
                                                 e->grng, e->gout, e->glp, &err);
         if (st != AHA_OK) {
