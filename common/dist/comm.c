@@ -316,8 +316,10 @@ static bool peer_closed(int fd)
 }
 
 static aha_status rendezvous_root(aha_comm *c, const char *host, const char *port, int64_t deadline,
-                                  aha_err *err)
+                                  int join_ms, aha_err *err)
 {
+    int64_t join_deadline = now_ms() + join_ms;
+    if (join_deadline > deadline) join_deadline = deadline;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
     int gr = getaddrinfo(host, port, &hints, &ai);
@@ -344,7 +346,7 @@ static aha_status rendezvous_root(aha_comm *c, const char *host, const char *por
     aha_status st = AHA_OK;
     while (joined < c->world - 1) {
         struct pollfd pf = {lfd, POLLIN, 0};
-        int r = poll(&pf, 1, left_ms(deadline));
+        int r = poll(&pf, 1, left_ms(join_deadline));
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             char missing[256] = "";
@@ -352,7 +354,7 @@ static aha_status rendezvous_root(aha_comm *c, const char *host, const char *por
             for (int k = 1; k < c->world && o + 12 < sizeof missing; k++)
                 if (c->fds[k] < 0) o += (size_t)snprintf(missing + o, sizeof missing - o, "%s%d", o ? " " : "", k);
             st = aha_errf(err, AHA_ETIMEOUT, "%s: rendezvous on %s:%s: rank(s) %s did not join within %d ms",
-                          c->name, host, port, missing, c->timeout_ms);
+                          c->name, host, port, missing, join_ms);
             break;
         }
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -788,10 +790,12 @@ aha_status aha_comm_create(const aha_comm_opts *o, aha_comm **out, aha_err *err)
     for (int r = 0; r < c->world; r++) c->fds[r] = -1;
     int64_t deadline = now_ms() + c->timeout_ms;
     aha_status st = AHA_OK;
-    if (c->world > 1)
-        st = c->rank == 0 ? rendezvous_root(c, host, port, deadline, err)
-                          : rendezvous_rank(c, host, port, deadline,
-                                            o->connect_timeout_ms > 0 ? o->connect_timeout_ms : c->timeout_ms, err);
+    if (c->world > 1) {
+        int join_ms = o->connect_timeout_ms > 0 && o->connect_timeout_ms < c->timeout_ms ? o->connect_timeout_ms
+                                                                                         : c->timeout_ms;
+        st = c->rank == 0 ? rendezvous_root(c, host, port, deadline, join_ms, err)
+                          : rendezvous_rank(c, host, port, deadline, join_ms, err);
+    }
 #if AHA_HAVE_NCCL
     if (st == AHA_OK && c->kind == AHA_COMM_NCCL) st = nccl_setup(c, deadline, err);
 #endif

@@ -216,7 +216,16 @@ aha_status aha__dp_open(aha__job *j, aha_err *err)
     double t0 = aha_now_s();
     aha__job_log(j, "learner group: waiting for %d more rank(s) at %s (up to %d ms)", j->world - 1, env->rendezvous,
                  dist_timeout(env));
-    AHA_TRY(comm_open(env, j->be, 0, &j->comm, err));
+    /* in attempts of a few seconds, so that a cancelled job (or a stopping learner) does not
+     * wait out the whole timeout for ranks that are not coming */
+    for (;;) {
+        aha_status st = comm_open(env, j->be, 3000, &j->comm, err);
+        if (st == AHA_OK) break;
+        if (st != AHA_ETIMEOUT) return st;
+        if (aha__job_cancelled(j)) return aha_errf(err, AHA_ECANCELLED, "cancelled while waiting for the learner ranks");
+        if (aha_now_s() - t0 > dist_timeout(env) / 1000.0)
+            return aha_err_prefix(err, AHA_ETIMEOUT, "learner group: no full group after %.0f s", aha_now_s() - t0);
+    }
     char *spec = NULL;
     AHA_TRY(aha_job_spec_to_json(j->sp, &spec, err));
     aha__wbuf b = {0};
@@ -379,7 +388,16 @@ aha_status aha_job_follow(const aha_learner_env *env, volatile int *stop, bool o
         aha_err e2 = {0};
         /* short connect attempts: rank 0 listens only while it forms a job's group */
         aha_status st = comm_open(env, be, 1000, &c, &e2);
-        if (st == AHA_ETIMEOUT) continue;
+        /* rank 0 not listening yet, or it gave up this attempt (it retries while other ranks
+         * are missing, closing the connections of those that came): try again */
+        if (st == AHA_ETIMEOUT || st == AHA_EUNAVAILABLE) {
+            AHA_DEBUG("learner rank %d: %s", env->rank, e2.msg);
+            if (st == AHA_EUNAVAILABLE) {
+                struct timespec ts = {0, 200 * 1000000};
+                nanosleep(&ts, NULL);
+            }
+            continue;
+        }
         if (st == AHA_EINVAL || st == AHA_EUNSUPPORTED) {
             *err = e2;
             last = st;

@@ -391,9 +391,10 @@ static void compare_equiv(const char *base, const char *j1, const char *j2, int 
 }
 
 /* SubmitJob of spec_path to the job API at addr, then GetJob until it is no longer queued or
- * running (up to timeout_s); its final state and directory */
-static void submit_and_wait(const char *addr, const char *spec_path, double timeout_s, char *state, size_t scap,
-                            char *dir, size_t dcap)
+ * running (up to timeout_s); its final state and directory. cancel_after_s >= 0: CancelJob
+ * that long after the submission. */
+static void submit_and_wait(const char *addr, const char *spec_path, double timeout_s, double cancel_after_s,
+                            char *state, size_t scap, char *dir, size_t dcap)
 {
     aha_err err = {0};
     char *spec = NULL;
@@ -414,8 +415,18 @@ static void submit_and_wait(const char *addr, const char *spec_path, double time
     if (st == AHA_OK) snprintf(id, sizeof id, "%s", ((Aha__V1__SubmitJobReply *)resp)->job_id);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     free(spec);
-    double end = aha_now_s() + timeout_s;
+    double t0 = aha_now_s(), end = t0 + timeout_s;
+    bool cancelled = false;
     while (id[0] && aha_now_s() < end) {
+        if (cancel_after_s >= 0 && !cancelled && aha_now_s() - t0 >= cancel_after_s) {
+            Aha__V1__CancelJobRequest c = AHA__V1__CANCEL_JOB_REQUEST__INIT;
+            c.job_id = id;
+            resp = NULL;
+            CHECK(aha_rpc_unary(ch, &aha__v1__learner__descriptor, "CancelJob", &c.base, &resp, &o, &err) == AHA_OK,
+                  "CancelJob: %s", err.msg);
+            if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+            cancelled = true;
+        }
         Aha__V1__GetJobRequest g = AHA__V1__GET_JOB_REQUEST__INIT;
         g.job_id = id;
         resp = NULL;
@@ -542,13 +553,16 @@ int main(int argc, char **argv)
         char *l1[] = {(char *)argv[6], "--jobs-dir", jobs, "--rank", "1", "--world-size", "2", "--rendezvous", rdv, NULL};
         th_service s0 = {0}, s1 = {0};
         CHECK(th_spawn(&s0, l0) > 0, "aha-learner rank 0 started");
+        char state[64] = "", dir[600] = "", addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", s0.port);
+        /* no rank 1 yet: the job waits for it, and a CancelJob ends the wait within seconds
+         * (the rendezvous goes in attempts), not after the 300 s group timeout */
+        double tc = aha_now_s();
+        if (s0.port) submit_and_wait(addr, spec, 30, 1.0, state, sizeof state, dir, sizeof dir);
+        CHECK(strcmp(state, "cancelled") == 0 && aha_now_s() - tc < 15,
+              "a job waiting for a missing rank is cancelled (%s after %.1fs)", state, aha_now_s() - tc);
         CHECK(th_spawn(&s1, l1) > 0, "aha-learner rank 1 started (health only)");
-        char state[64] = "", dir[600] = "";
-        if (s0.port && s1.port) {
-            char addr[64];
-            snprintf(addr, sizeof addr, "127.0.0.1:%d", s0.port);
-            submit_and_wait(addr, spec, 60, state, sizeof state, dir, sizeof dir);
-        }
+        if (s0.port && s1.port) submit_and_wait(addr, spec, 60, -1, state, sizeof state, dir, sizeof dir);
         CHECK(strcmp(state, "succeeded") == 0, "the 2-rank job %s", state);
         if (strcmp(state, "succeeded") == 0) compare_equiv(base, j1, dir, steps);
         /* the follower is still there for the next job; it ends with its process */
