@@ -58,6 +58,8 @@ int main(int argc, char **argv)
         return 2;
     }
     aha_log_set_level(AHA_LOG_WARN);
+    /* line by line: a run stopped at a time limit keeps what it printed */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     aha_err err = {0};
     aha_model_config cfg = {
         .arch = AHA_ARCH_QWEN2, .model_type = "qwen2", .architecture = "Qwen2ForCausalLM",
