@@ -253,6 +253,18 @@ typedef struct {
     aha_status (*rope_qk_store)(aha_backend *be, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
                                 aha_tensor vc, aha_tensor slots, aha_tensor pos, int N, int H, int KV, int D,
                                 int max_seq, float theta, aha_err *err);
+    /* nb products sharing x: y_b (M, N) = x (M, K) . w_b^T (+ bias_b) for b < nb, with
+     * w_b = w + b * w_stride, bias_b = bias + b * bias_stride, y_b = y + b * y_stride (elements;
+     * no overlap). The model's k and v, and gate and up, whose weights sit a fixed distance
+     * apart in the weight buffer. */
+    aha_status (*matmul_batched)(aha_backend *be, aha_tensor y, int64_t y_stride, aha_tensor x, aha_tensor w,
+                                 int64_t w_stride, aha_tensor bias, int64_t bias_stride, int M, int K, int N, int nb,
+                                 aha_err *err);
+    /* dw_b (N, K) F32 += dy_b^T . x, dbias_b (N) F32 += column sums of dy_b, for b < nb with
+     * the same stride convention (dbias may be none) */
+    aha_status (*matmul_bwd_dw_batched)(aha_backend *be, aha_tensor dw, int64_t dw_stride, aha_tensor dbias,
+                                        int64_t dbias_stride, aha_tensor dy, int64_t dy_stride, aha_tensor x, int M,
+                                        int K, int N, int nb, aha_err *err);
 } aha_backend_ops;
 
 struct aha_backend {

@@ -683,6 +683,23 @@ typedef struct {
 static aha_tensor cache_k(const aha_kv_cache *c, int l) { return aha_tensor_at(c->base, (int64_t)(2 * l) * c->slab); }
 static aha_tensor cache_v(const aha_kv_cache *c, int l) { return aha_tensor_at(c->base, (int64_t)(2 * l + 1) * c->slab); }
 
+/* Pairs of products that share their input (k and v of h1; gate and up of h2) go to the
+ * backend as one strided batch when it offers one: their weights (and biases, both present or
+ * both absent) sit a fixed distance apart in the weight buffer, their outputs in the arena. */
+static int64_t elem_dist(aha_tensor a, aha_tensor b)
+{
+    return (int64_t)(((char *)b.data - (char *)a.data) / (ptrdiff_t)aha_dtype_size(a.dt));
+}
+static int64_t pdist(const aha_model *m, int i, int j) { return m->params[j].off - m->params[i].off; }
+static bool kv_batched(const aha_model *m, const layer_params *p)
+{
+    return OPS(m)->matmul_batched && !m->cfg.qk_norm && (p->kb < 0) == (p->vb < 0);
+}
+static bool gu_batched(const aha_model *m, const layer_params *p)
+{
+    return OPS(m)->matmul_batched && (p->gateb < 0) == (p->upb < 0);
+}
+
 /* Embedding + layers + final norm into a.hf (a.ids, a.pos and the attention indexes uploaded). */
 static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
 {
@@ -710,9 +727,14 @@ static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
             TRY_OP(o->rmsnorm_fwd(be, x->k, x->krstd, x->kpre, W(m, p->kn), N * KV, D, eps, err));
         } else {
             TRY_OP(o->matmul(be, x->q, x->h1, W(m, p->q), Wopt(m, p->qb), N, C, HD, err));
-            TRY_OP(o->matmul(be, x->k, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
+            if (!kv_batched(m, p))
+                TRY_OP(o->matmul(be, x->k, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
         }
-        TRY_OP(o->matmul(be, x->v, x->h1, W(m, p->v), Wopt(m, p->vb), N, C, KD, err));
+        if (kv_batched(m, p) && !c->qk_norm)
+            TRY_OP(o->matmul_batched(be, x->k, elem_dist(x->k, x->v), x->h1, W(m, p->k), pdist(m, p->k, p->v),
+                                     Wopt(m, p->kb), p->kb >= 0 ? pdist(m, p->kb, p->vb) : 0, N, C, KD, 2, err));
+        else
+            TRY_OP(o->matmul(be, x->v, x->h1, W(m, p->v), Wopt(m, p->vb), N, C, KD, err));
         if (o->rope_qk_store) {
             aha_tensor kc = fa->cache ? cache_k(fa->cache, l) : aha_tensor_none(),
                        vc = fa->cache ? cache_v(fa->cache, l) : aha_tensor_none();
@@ -739,8 +761,14 @@ static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
             TRY_OP(o->add(be, x->x2, x->x2, xin, (int64_t)N * C, err));
             TRY_OP(o->rmsnorm_fwd(be, x->h2, x->rstd2, x->x2, W(m, p->ln2), N, C, eps, err));
         }
-        TRY_OP(o->matmul(be, x->g, x->h2, W(m, p->gate), Wopt(m, p->gateb), N, C, I, err));
-        TRY_OP(o->matmul(be, x->u, x->h2, W(m, p->up), Wopt(m, p->upb), N, C, I, err));
+        if (gu_batched(m, p)) {
+            TRY_OP(o->matmul_batched(be, x->g, elem_dist(x->g, x->u), x->h2, W(m, p->gate), pdist(m, p->gate, p->up),
+                                     Wopt(m, p->gateb), p->gateb >= 0 ? pdist(m, p->gateb, p->upb) : 0, N, C, I, 2,
+                                     err));
+        } else {
+            TRY_OP(o->matmul(be, x->g, x->h2, W(m, p->gate), Wopt(m, p->gateb), N, C, I, err));
+            TRY_OP(o->matmul(be, x->u, x->h2, W(m, p->up), Wopt(m, p->upb), N, C, I, err));
+        }
         TRY_OP(o->swiglu_fwd(be, x->a, x->g, x->u, (int64_t)N * I, err));
         /* xout may alias xin (inference): xin is dead once x2 exists */
         TRY_OP(o->matmul(be, xout, x->a, W(m, p->down), Wopt(m, p->downb), N, I, C, err));
@@ -962,8 +990,14 @@ static aha_status backward(aha_model *m, aha_train *t, const fwd_args *fa, aha_e
         TRY_OP(o->matmul_bwd_dw(be, G(t, p->down), Gopt(t, p->downb), a->dres, x->a, N, I, C, err));
         TRY_OP(o->matmul_bwd_dx(be, a->da, a->dres, W(m, p->down), N, I, C, false, err));
         TRY_OP(o->swiglu_bwd(be, a->dg, a->du, a->da, x->g, x->u, (int64_t)N * I, err));
-        TRY_OP(o->matmul_bwd_dw(be, G(t, p->gate), Gopt(t, p->gateb), a->dg, x->h2, N, C, I, err));
-        TRY_OP(o->matmul_bwd_dw(be, G(t, p->up), Gopt(t, p->upb), a->du, x->h2, N, C, I, err));
+        if (gu_batched(m, p) && o->matmul_bwd_dw_batched) {
+            TRY_OP(o->matmul_bwd_dw_batched(be, G(t, p->gate), pdist(m, p->gate, p->up), Gopt(t, p->gateb),
+                                            p->gateb >= 0 ? pdist(m, p->gateb, p->upb) : 0, a->dg,
+                                            elem_dist(a->dg, a->du), x->h2, N, C, I, 2, err));
+        } else {
+            TRY_OP(o->matmul_bwd_dw(be, G(t, p->gate), Gopt(t, p->gateb), a->dg, x->h2, N, C, I, err));
+            TRY_OP(o->matmul_bwd_dw(be, G(t, p->up), Gopt(t, p->upb), a->du, x->h2, N, C, I, err));
+        }
         TRY_OP(o->matmul_bwd_dx(be, a->dh, a->dg, W(m, p->gate), N, C, I, false, err));
         TRY_OP(o->matmul_bwd_dx(be, a->dh, a->du, W(m, p->up), N, C, I, true, err));
         TRY_OP(o->rmsnorm_bwd(be, a->dres, G(t, p->ln2), a->dh, x->x2, W(m, p->ln2), x->rstd2, N, C, true, err));
@@ -985,8 +1019,14 @@ static aha_status backward(aha_model *m, aha_train *t, const fwd_args *fa, aha_e
             dk = a->dkpre;
         }
         TRY_OP(o->matmul_bwd_dw(be, G(t, p->q), Gopt(t, p->qb), dq, x->h1, N, C, HD, err));
-        TRY_OP(o->matmul_bwd_dw(be, G(t, p->k), Gopt(t, p->kb), dk, x->h1, N, C, KD, err));
-        TRY_OP(o->matmul_bwd_dw(be, G(t, p->v), Gopt(t, p->vb), a->dv, x->h1, N, C, KD, err));
+        if (kv_batched(m, p) && o->matmul_bwd_dw_batched) {
+            TRY_OP(o->matmul_bwd_dw_batched(be, G(t, p->k), pdist(m, p->k, p->v), Gopt(t, p->kb),
+                                            p->kb >= 0 ? pdist(m, p->kb, p->vb) : 0, a->dk, elem_dist(a->dk, a->dv),
+                                            x->h1, N, C, KD, 2, err));
+        } else {
+            TRY_OP(o->matmul_bwd_dw(be, G(t, p->k), Gopt(t, p->kb), dk, x->h1, N, C, KD, err));
+            TRY_OP(o->matmul_bwd_dw(be, G(t, p->v), Gopt(t, p->vb), a->dv, x->h1, N, C, KD, err));
+        }
         TRY_OP(o->matmul_bwd_dx(be, a->dh, dq, W(m, p->q), N, C, HD, false, err));
         TRY_OP(o->matmul_bwd_dx(be, a->dh, dk, W(m, p->k), N, C, KD, true, err));
         TRY_OP(o->matmul_bwd_dx(be, a->dh, a->dv, W(m, p->v), N, C, KD, true, err));

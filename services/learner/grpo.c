@@ -705,6 +705,8 @@ aha_status aha__grpo_follow_step(aha__job *j, aha__rbuf *r, aha_err *err)
         }
         if (!ok) st = aha_errf(err, AHA_EFORMAT, "grpo step from rank 0: sample %" PRId64 " malformed", i);
     }
+    if (st == AHA_OK && r->off != r->n)
+        st = aha_errf(err, AHA_EFORMAT, "grpo step from rank 0: %zu bytes after the last sample", r->n - r->off);
     train_out to = {0};
     /* a malformed step still takes part in the status agreement, so rank 0 hears of it */
     if (st == AHA_OK) st = train_step(j, (int)nq, (int)G, pids, pn, s, kl ? ref : NULL, adv, &to, err);

@@ -581,6 +581,8 @@ aha_status aha__sft_follow_step(aha__job *j, aha__rbuf *r, aha_err *err)
         seqs[b].prompt_len = (int)pl;
         pick[b] = &seqs[b];
     }
+    if (st == AHA_OK && r->off != r->n)
+        st = aha_errf(err, AHA_EFORMAT, "sft step from rank 0: %zu bytes after the last sequence", r->n - r->off);
     aha_step_metrics mt;
     aha_step_metrics_init(&mt, j->step + 1, j->total);
     /* a malformed step still takes part in the status agreement, so rank 0 hears of it */

@@ -365,6 +365,50 @@ static void t_copy2d(void)
     release();
 }
 
+/* two products sharing x, operands a fixed stride apart (with a gap, as in the model's
+ * buffers): the strided-batch ops against the CPU's separate products */
+static void t_matmul_batched(int M, int K, int N, bool bias)
+{
+    fprintf(stderr, "== matmul_batched x2 M %d K %d N %d%s\n", M, K, N, bias ? " + bias" : "");
+    CHECK(gpu->ops->matmul_batched && gpu->ops->matmul_bwd_dw_batched, "cuda backend offers batched matmuls");
+    if (!gpu->ops->matmul_batched || !gpu->ops->matmul_bwd_dw_batched) return;
+    int64_t ws = (int64_t)N * K + 64, ys = (int64_t)M * N + 128, bs = N + 64, nw = 2 * ws, ny = 2 * ys;
+    float *x = rnd((int64_t)M * K, 1.0f, 0.0f), *w = rnd(nw, 0.03f, 0.0f), *b = rnd(2 * bs, 0.1f, 0.0f);
+    float *dy = rnd(ny, 1.0f, 0.0f), *dw0 = rnd(nw, 0.1f, 0.0f), *db0 = rnd(2 * bs, 0.1f, 0.0f);
+    aha_tensor cx = up(cpu, x, (int64_t)M * K, FP32), gx = up(gpu, x, (int64_t)M * K, BF16);
+    aha_tensor cw = up(cpu, w, nw, FP32), gw = up(gpu, w, nw, BF16);
+    aha_tensor cb = up(cpu, b, 2 * bs, FP32), gb = up(gpu, b, 2 * bs, BF16);
+    aha_tensor cy = alloc_t(cpu, ny, FP32), gy = alloc_t(gpu, ny, BF16);
+    for (int i = 0; i < 2; i++)
+        OK_BOTH(cpu->ops->matmul(cpu, aha_tensor_at(cy, i * ys), cx, aha_tensor_at(cw, i * ws),
+                                 bias ? aha_tensor_at(cb, i * bs) : aha_tensor_none(), M, K, N, &e1),
+                AHA_OK);
+    OK_BOTH(AHA_OK, gpu->ops->matmul_batched(gpu, gy, ys, gx, gw, ws, bias ? gb : aha_tensor_none(), bias ? bs : 0,
+                                             M, K, N, 2, &e2));
+    compare_dev("matmul_batched y[0]", gy, cy, (int64_t)M * N, BF);
+    compare_dev("matmul_batched y[1]", aha_tensor_at(gy, ys), aha_tensor_at(cy, ys), (int64_t)M * N, BF);
+    aha_tensor cdy = up(cpu, dy, ny, FP32), gdy = up(gpu, dy, ny, BF16);
+    aha_tensor cdw = up(cpu, dw0, nw, FP32), gdw = up(gpu, dw0, nw, FP32);
+    aha_tensor cdb = up(cpu, db0, 2 * bs, FP32), gdb = up(gpu, db0, 2 * bs, FP32);
+    for (int i = 0; i < 2; i++)
+        OK_BOTH(cpu->ops->matmul_bwd_dw(cpu, aha_tensor_at(cdw, i * ws),
+                                        bias ? aha_tensor_at(cdb, i * bs) : aha_tensor_none(),
+                                        aha_tensor_at(cdy, i * ys), cx, M, K, N, &e1),
+                AHA_OK);
+    OK_BOTH(AHA_OK, gpu->ops->matmul_bwd_dw_batched(gpu, gdw, ws, bias ? gdb : aha_tensor_none(), bias ? bs : 0, gdy,
+                                                    ys, gx, M, K, N, 2, &e2));
+    /* the whole buffers: the gaps between the products must be untouched */
+    compare_dev("matmul_bwd_dw_batched dw (+=, fp32, gaps kept)", gdw, cdw, nw, F32);
+    if (bias) compare_dev("matmul_bwd_dw_batched dbias (+=, fp32)", gdb, cdb, 2 * bs, F32);
+    free(x);
+    free(w);
+    free(b);
+    free(dy);
+    free(dw0);
+    free(db0);
+    release();
+}
+
 static void t_matmul(int M, int K, int N, bool bias)
 {
     fprintf(stderr, "== matmul M %d K %d N %d%s\n", M, K, N, bias ? " + bias" : "");
@@ -793,6 +837,9 @@ int main(void)
     t_matmul(300, 896, 1152, true);
     t_matmul(77, 896, 4864, false);
     t_matmul(1, 64, 448, false);
+    t_matmul_batched(256, 896, 128, true);
+    t_matmul_batched(300, 896, 4864, false);
+    t_matmul_batched(77, 96, 40, true);
     t_rope(500, 14, 64, 1e6f);
     t_rope(100, 4, 128, 1e4f);
     t_rope_qk_store(300, 14, 2, 64);

@@ -141,7 +141,7 @@ enum {
     X(rmsnorm_bwd) X(matmul) X(matmul_bwd_dx) X(matmul_bwd_dw) X(rope_fwd) X(rope_bwd)          \
     X(attention_fwd) X(attention_bwd) X(kv_store) X(attention_cached) X(swiglu_fwd)              \
     X(swiglu_bwd) X(logprob_fwd) X(logprob_bwd) X(grpo_loss) X(sft_loss) X(adamw)                \
-    X(scatter_rows) X(sample) X(add_rmsnorm) X(copy2d) X(rope_qk_store)
+    X(scatter_rows) X(sample) X(add_rmsnorm) X(copy2d) X(rope_qk_store) X(matmul_batched) X(matmul_bwd_dw_batched)
     AHA__PROF_OPS(AHA__PROF_ID) PROF_COUNT
 #undef AHA__PROF_ID
 };
@@ -167,7 +167,7 @@ typedef struct {
 
 typedef struct {
     int nlab;
-    char lab[PROF_LABELS][48];
+    char lab[PROF_LABELS][64];
     double t[PROF_LABELS], flop[PROF_LABELS];
     long n[PROF_LABELS];
     cudaEvent_t pool[PROF_POOL];
@@ -497,6 +497,8 @@ static const aha_backend_ops cu_ops_prof = {
     .add_rmsnorm = PROF(add_rmsnorm, aha__cu_add_rmsnorm),
     .copy2d = PROF(copy2d, aha__cu_copy2d),
     .rope_qk_store = PROF(rope_qk_store, aha__cu_rope_qk_store),
+    .matmul_batched = PROF(matmul_batched, aha__cu_matmul_batched),
+    .matmul_bwd_dw_batched = PROF(matmul_bwd_dw_batched, aha__cu_matmul_bwd_dw_batched),
 };
 
 static const aha_backend_ops cu_ops = {
@@ -542,6 +544,8 @@ static const aha_backend_ops cu_ops = {
     .add_rmsnorm = aha__cu_add_rmsnorm,
     .copy2d = aha__cu_copy2d,
     .rope_qk_store = aha__cu_rope_qk_store,
+    .matmul_batched = aha__cu_matmul_batched,
+    .matmul_bwd_dw_batched = aha__cu_matmul_bwd_dw_batched,
 };
 
 static aha_status cu_init(aha__cu_ctx *c, int device, aha_err *err)

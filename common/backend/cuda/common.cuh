@@ -21,7 +21,7 @@ extern "C" {
 
 /* one cached matmul configuration: descriptors and the heuristic's algorithm for a shape */
 typedef struct {
-    uint64_t key[4];
+    uint64_t key[8];
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
@@ -220,6 +220,12 @@ aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, 
                                  int K, int N, bool accumulate, aha_err *err);
 aha_status aha__cu_matmul_bwd_dw(aha_backend *be, aha_tensor dw, aha_tensor dbias, aha_tensor dy,
                                  aha_tensor x, int M, int K, int N, aha_err *err);
+aha_status aha__cu_matmul_batched(aha_backend *be, aha_tensor y, int64_t y_stride, aha_tensor x, aha_tensor w,
+                                  int64_t w_stride, aha_tensor bias, int64_t bias_stride, int M, int K, int N, int nb,
+                                  aha_err *err);
+aha_status aha__cu_matmul_bwd_dw_batched(aha_backend *be, aha_tensor dw, int64_t dw_stride, aha_tensor dbias,
+                                         int64_t dbias_stride, aha_tensor dy, int64_t dy_stride, aha_tensor x, int M,
+                                         int K, int N, int nb, aha_err *err);
 /* attention.cu */
 aha_status aha__cu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q,
                                  aha_tensor k, aha_tensor v, aha_tensor cu_seqlens, int n_seqs,
