@@ -10,7 +10,10 @@
  *                micro-batches of MB, gradient clipping to norm 1, one AdamW step; timed after
  *                one untimed warm-up pass as the peer does; MFU by the peer's FLOP formula
  *                (6 N_params + 6 L hidden T per token) against the 989 TFLOP/s bf16 datasheet;
- *   memory       device memory in use (cudaMemGetInfo) above what it was before the model.
+ *   memory       device memory in use (cudaMemGetInfo) above what it was before the model;
+ *   decode attention  the decode step's attention_cached alone (P*G queries, every slot at the
+ *                mean context PL + NT/2, cache of PL + NT) for several split-KV counts
+ *                (AHA_CUDA_DECODE_SPLIT; "auto" is the backend's own choice).
  * One model instance serves all three phases (bf16 compute weights + fp32 master, gradients
  * and AdamW moments), where the peer holds an fp32 policy and two bf16 copies.
  * Random weights of the Qwen2.5-0.5B shape (or the checkpoint in MODEL_DIR); random prompt ids.
@@ -39,6 +42,57 @@ static double mem_used_gib(void)
     size_t fr = 0, tot = 0;
     if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) return -1;
     return (double)(tot - fr) / (double)(1ull << 30);
+}
+
+static aha_tensor dev_alloc(aha_backend *be, int64_t n, aha_dtype dt, aha_buf **b, float fill)
+{
+    aha_err err = {0};
+    if (be->ops->buf_alloc(be, (size_t)n * aha_dtype_size(dt), b, &err) != AHA_OK) die("buf_alloc", &err);
+    aha_tensor t = {be->ops->buf_base(*b), dt};
+    if (dt != AHA_DT_I32 && be->ops->fill(be, t, n, fill, &err) != AHA_OK) die("fill", &err);
+    return t;
+}
+
+static void decode_attention_sweep(aha_backend *be, int n, int slots_n, int max_seq, int len, int H, int KV, int D)
+{
+    aha_err err = {0};
+    aha_buf *bk, *bv, *bq, *bo, *bs, *bl;
+    int64_t nc = (int64_t)slots_n * max_seq * KV * D;
+    aha_tensor kc = dev_alloc(be, nc, AHA_DT_BF16, &bk, 0.01f), vc = dev_alloc(be, nc, AHA_DT_BF16, &bv, 0.02f);
+    aha_tensor q = dev_alloc(be, (int64_t)n * H * D, AHA_DT_BF16, &bq, 0.03f);
+    aha_tensor o = dev_alloc(be, (int64_t)n * H * D, AHA_DT_BF16, &bo, 0.0f);
+    aha_tensor ts = dev_alloc(be, n, AHA_DT_I32, &bs, 0), tl = dev_alloc(be, n, AHA_DT_I32, &bl, 0);
+    int32_t *h = malloc((size_t)n * 4);
+    for (int i = 0; i < n; i++) h[i] = i;
+    if (be->ops->to_device(be, ts, h, (size_t)n * 4, &err) != AHA_OK) die("to_device", &err);
+    for (int i = 0; i < n; i++) h[i] = len;
+    if (be->ops->to_device(be, tl, h, (size_t)n * 4, &err) != AHA_OK) die("to_device", &err);
+    free(h);
+    printf("  decode attention_cached, %d queries at length %d (cache %d), us per call:", n, len, max_seq);
+    const char *splits[] = {"1", "2", "3", "4", "6", "8", NULL};
+    for (int k = 0; k < (int)(sizeof splits / sizeof splits[0]); k++) {
+        if (splits[k]) setenv("AHA_CUDA_DECODE_SPLIT", splits[k], 1);
+        else unsetenv("AHA_CUDA_DECODE_SPLIT");
+        double t = 0;
+        for (int rep = 0; rep < 2; rep++) { /* the first round warms up */
+            if (be->ops->synchronize(be, &err) != AHA_OK) die("sync", &err);
+            t = aha_now_s();
+            for (int it = 0; it < 100; it++)
+                if (be->ops->attention_cached(be, o, q, kc, vc, ts, tl, n, H, KV, D, max_seq, &err) != AHA_OK)
+                    die("attention_cached", &err);
+            if (be->ops->synchronize(be, &err) != AHA_OK) die("sync", &err);
+            t = aha_now_s() - t;
+        }
+        printf(" split %s %.1f;", splits[k] ? splits[k] : "auto", t / 100 * 1e6);
+    }
+    printf("\n");
+    unsetenv("AHA_CUDA_DECODE_SPLIT");
+    be->ops->buf_free(be, bk);
+    be->ops->buf_free(be, bv);
+    be->ops->buf_free(be, bq);
+    be->ops->buf_free(be, bo);
+    be->ops->buf_free(be, bs);
+    be->ops->buf_free(be, bl);
 }
 
 int main(int argc, char **argv)
@@ -230,6 +284,7 @@ int main(int argc, char **argv)
            gen_tps, t_gen, ref_tps, t_ref, train_tps, t_train, mfu, t_gen + t_ref + t_train, mem_peak, mism);
     aha_train_free(tr);
     aha_model_free(m);
+    decode_attention_sweep(be, N, N + P, T, PL + NT / 2, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     aha_backend_free(be);
     free(seqs);
     free(slots);

@@ -60,6 +60,9 @@ typedef struct {
     /* host staging, cap (+1) entries */
     int32_t *h_pos, *h_targets, *h_cu, *h_slots, *h_lens, *h_sel;
     float *h_old, *h_ref, *h_adv, *h_weight, *h_mask, *h_lp;
+    /* a decode step's ids, pos, (targets), cu, slots and lens laid out as in the device arena
+     * (they are carved one after the other), so decode_sample uploads them in one copy */
+    unsigned char *h_idx;
 } acts;
 
 struct aha_model {
@@ -293,6 +296,7 @@ static void acts_release(aha_model *m)
     free(a->h_cu);
     free(a->h_slots);
     free(a->h_lens);
+    free(a->h_idx);
     free(a->h_sel);
     free(a->h_old);
     free(a->h_ref);
@@ -621,6 +625,10 @@ static void carve_acts(aha_model *m, acts *a, carver *cv, int N, bool train)
     a->stats = carve(cv, f, 16);
 }
 
+/* byte offset of t from a->ids inside the arena, and the span ids .. lens[n) */
+static size_t idx_off(const acts *a, aha_tensor t) { return (size_t)((const char *)t.data - (const char *)a->ids.data); }
+static size_t idx_span(const acts *a, int n) { return idx_off(a, a->lens) + (size_t)n * 4; }
+
 /* Make the arena hold N tokens (train: all layers and the backward buffers). */
 static aha_status acts_ensure(aha_model *m, int N, bool train, aha_err *err)
 {
@@ -664,6 +672,11 @@ static aha_status acts_ensure(aha_model *m, int N, bool train, aha_err *err)
     cv.base = OPS(m)->buf_base(a->buf);
     cv.off = 0;
     carve_acts(m, a, &cv, cap, tr);
+    a->h_idx = calloc(idx_span(a, cap), 1);
+    if (!a->h_idx) {
+        acts_release(m);
+        return aha_errf(err, AHA_ENOMEM, "model: index staging for %d tokens", cap);
+    }
     return AHA_OK;
 }
 
@@ -1480,8 +1493,11 @@ aha_status aha_model_prefill(aha_model *m, aha_kv_cache *c, int slot, const int3
 
 /* The shared part of decode and decode_sample: checks and the uploads of one new token per
  * slot (ids, positions, slots, lengths). */
+/* Checks a decode step's slots and tokens and uploads ids, pos, slots, lens (and, for
+ * decode_sample, the rng ids into cu): one copy of the staged span when rng_ids is given (the
+ * targets inside it are junk there: sample overwrites them), each array alone otherwise. */
 static aha_status decode_prep(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
-                              const int32_t *tokens, aha_err *err)
+                              const int32_t *tokens, const int32_t *rng_ids, aha_err *err)
 {
     if (c->m != m) return aha_errf(err, AHA_EINVAL, "decode: cache belongs to another model");
     if (n_active <= 0 || n_active > c->slots)
@@ -1511,10 +1527,20 @@ static aha_status decode_prep(aha_model *m, aha_kv_cache *c, int n_active, const
     free(seen);
     AHA_TRY(st);
     aha_backend *be = BE(m);
-    TRY_OP(OPS(m)->to_device(be, a->ids, tokens, (size_t)n_active * 4, err));
-    TRY_OP(OPS(m)->to_device(be, a->pos, a->h_pos, (size_t)n_active * 4, err));
-    TRY_OP(OPS(m)->to_device(be, a->slots, a->h_slots, (size_t)n_active * 4, err));
-    TRY_OP(OPS(m)->to_device(be, a->lens, a->h_lens, (size_t)n_active * 4, err));
+    size_t nb = (size_t)n_active * 4;
+    if (rng_ids) {
+        memcpy(a->h_idx, tokens, nb);
+        memcpy(a->h_idx + idx_off(a, a->pos), a->h_pos, nb);
+        memcpy(a->h_idx + idx_off(a, a->cu), rng_ids, nb);
+        memcpy(a->h_idx + idx_off(a, a->slots), a->h_slots, nb);
+        memcpy(a->h_idx + idx_off(a, a->lens), a->h_lens, nb);
+        TRY_OP(OPS(m)->to_device(be, a->ids, a->h_idx, idx_span(a, n_active), err));
+        return AHA_OK;
+    }
+    TRY_OP(OPS(m)->to_device(be, a->ids, tokens, nb, err));
+    TRY_OP(OPS(m)->to_device(be, a->pos, a->h_pos, nb, err));
+    TRY_OP(OPS(m)->to_device(be, a->slots, a->h_slots, nb, err));
+    TRY_OP(OPS(m)->to_device(be, a->lens, a->h_lens, nb, err));
     return AHA_OK;
 }
 
@@ -1527,7 +1553,7 @@ static aha_status decode_forward(aha_model *m, aha_kv_cache *c, int n_active, ah
 aha_status aha_model_decode(aha_model *m, aha_kv_cache *c, int n_active, const int *slots,
                             const int32_t *tokens, float *logits, aha_err *err)
 {
-    AHA_TRY(decode_prep(m, c, n_active, slots, tokens, err));
+    AHA_TRY(decode_prep(m, c, n_active, slots, tokens, NULL, err));
     AHA_TRY(decode_forward(m, c, n_active, err));
     acts *a = &m->a;
     for (int r0 = 0; r0 < n_active; r0 += a->chunk) {
@@ -1545,13 +1571,12 @@ aha_status aha_model_decode_sample(aha_model *m, aha_kv_cache *c, int n_active, 
                                    aha_err *err)
 {
     AHA_TRY(aha_sampling_check(sp, err));
-    AHA_TRY(decode_prep(m, c, n_active, slots, tokens, err));
     acts *a = &m->a;
     int V = m->cfg.vocab_size;
+    /* a.targets, a.lp and a.cu are free during decode: they carry the draws and rng ids (cu is
+     * uploaded with the step's other indices); a.pos holds each slot's position */
+    AHA_TRY(decode_prep(m, c, n_active, slots, tokens, OPS(m)->sample ? rng_ids : NULL, err));
     if (OPS(m)->sample) {
-        /* a.targets, a.lp and a.cu are free during decode: they carry the draws and rng ids;
-         * a.pos already holds each slot's position */
-        TRY_OP(OPS(m)->to_device(BE(m), a->cu, rng_ids, (size_t)n_active * 4, err));
         /* Everything below reads only device data uploaded above, so on a backend with op
          * graphs it is recorded once per configuration and replayed: the key holds every
          * argument the ops see (buffers, sizes, sampling parameters). */

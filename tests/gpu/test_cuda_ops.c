@@ -612,6 +612,61 @@ static void t_attention(const int *lens, int n_seqs, int H, int KV, int D, aha_d
     release();
 }
 
+/* Decode attention over a KV cache of fresh random values, one query per slot, against the
+ * CPU, for several split-KV counts (AHA_CUDA_DECODE_SPLIT, read at every call; unset = the
+ * automatic choice): lengths from 1 to max_seq, including ones shorter than the split count,
+ * so some splits own no key. Each count runs twice and both outputs are compared: the second
+ * launch is right only if the first left the kernel's arrival counters at zero. */
+static void t_attention_decode(int n, int H, int KV, int D, int max_seq)
+{
+    fprintf(stderr, "== attention_cached decode: %d queries, H %d KV %d D %d, max_seq %d\n", n, H, KV, D, max_seq);
+    int slots_n = n + 2;
+    int64_t nc = (int64_t)slots_n * max_seq * KV * D, nq = (int64_t)n * H * D;
+    float *kc = rnd(nc, 1.0f, 0.0f), *vc = rnd(nc, 1.0f, 0.0f), *q = rnd(nq, 1.5f, 0.0f);
+    int32_t *slot = malloc((size_t)n * 4), *len = malloc((size_t)n * 4);
+    const int fixed[] = {1, 2, 5, 31, 32, 33, 64, 129, max_seq};
+    for (int i = 0; i < n; i++) {
+        slot[i] = (i * 7 + 1) % slots_n;
+        len[i] = i < (int)AHA_ARRAY_LEN(fixed) ? fixed[i] : 1 + (int)aha_rng_below(&rng, (uint64_t)max_seq);
+        if (len[i] > max_seq) len[i] = max_seq;
+    }
+    len[n - 1] = max_seq; /* the whole cache */
+    len[n / 2] = max_seq - 1 - (int)aha_rng_below(&rng, 31);
+    aha_tensor ckc = up(cpu, kc, nc, FP32), cvc = up(cpu, vc, nc, FP32), cq = up(cpu, q, nq, FP32);
+    aha_tensor gkc = up(gpu, kc, nc, BF16), gvc = up(gpu, vc, nc, BF16), gq = up(gpu, q, nq, BF16);
+    aha_tensor csl = up_i32(cpu, slot, n), gsl = up_i32(gpu, slot, n);
+    aha_tensor cln = up_i32(cpu, len, n), gln = up_i32(gpu, len, n);
+    aha_tensor cco = alloc_t(cpu, nq, FP32);
+    aha_err ec = {0};
+    CHECK(cpu->ops->attention_cached(cpu, cco, cq, ckc, cvc, csl, cln, n, H, KV, D, max_seq, &ec) == AHA_OK,
+          "cpu attention_cached: %s", ec.msg);
+    float *ref = down(cpu, cco, nq);
+    const char *splits[] = {NULL, "1", "2", "3", "7", "16"};
+    for (int k = 0; k < (int)AHA_ARRAY_LEN(splits); k++) {
+        if (splits[k]) setenv("AHA_CUDA_DECODE_SPLIT", splits[k], 1);
+        else unsetenv("AHA_CUDA_DECODE_SPLIT");
+        char what[96];
+        snprintf(what, sizeof what, "attention_cached decode (split %s)", splits[k] ? splits[k] : "auto");
+        aha_tensor go = alloc_t(gpu, nq, BF16), go2 = alloc_t(gpu, nq, BF16);
+        aha_err e = {0};
+        CHECK(gpu->ops->attention_cached(gpu, go, gq, gkc, gvc, gsl, gln, n, H, KV, D, max_seq, &e) == AHA_OK,
+              "%s: %s", what, e.msg);
+        CHECK(gpu->ops->attention_cached(gpu, go2, gq, gkc, gvc, gsl, gln, n, H, KV, D, max_seq, &e) == AHA_OK,
+              "%s (again): %s", what, e.msg);
+        compare(what, go, ref, nq, BF);
+        snprintf(what + strlen(what), sizeof what - strlen(what), ", second launch");
+        compare(what, go2, ref, nq, BF);
+    }
+    unsetenv("AHA_CUDA_DECODE_SPLIT");
+    free(ref);
+    free(kc);
+    free(vc);
+    free(q);
+    free(slot);
+    free(len);
+    release();
+}
+
 static void t_logprob(int n, int V)
 {
     fprintf(stderr, "== logprob n %d V %d\n", n, V);
@@ -853,6 +908,9 @@ int main(void)
     t_attention(l3, 3, 4, 2, 16, BF16);
     const int l4[] = {150};
     t_attention(l4, 1, 4, 4, 32, BF16);
+    t_attention_decode(40, 14, 2, 64, 640);
+    t_attention_decode(9, 28, 4, 128, 300);
+    t_attention_decode(4, 16, 2, 64, 2048);
     t_logprob(6, 151936);
     t_logprob(33, 448);
     t_logprob(5, 1001);

@@ -449,17 +449,25 @@ __global__ void k_dkv_finish(bf16 *dk, bf16 *dv, const float *dkacc, const float
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* decode / chunked prefill over the KV cache: block = (query i, kv head g), 4 warps. The
- * group's query heads are the 16 rows of the A operand (rows >= H/KV zero), so one pass over
- * a key tile serves every head of the group on the tensor cores; each warp owns the 32-key
- * tiles w, w + 4, ... of the slot, copies them (k and v) into its own shared memory with
- * cp.async and runs S = Q K^T, the online softmax and O += P V like the forward; the four
- * warps merge at the end. The CUDA-core kernel in attention.cu spent ~900 FMA-issue slots
- * per lane per 32 keys and reached ~1 TB/s of the cache; here that work is 32 mma.sync. */
+/* decode / chunked prefill over the KV cache: block = (query i, kv head g, split s), 4 warps.
+ * The group's query heads are the 16 rows of the A operand (rows >= H/KV zero), so one pass
+ * over a key tile serves every head of the group on the tensor cores; each warp owns the
+ * 32-key tiles w, w + 4, ... of its split, copies them (k and v) into its own shared memory
+ * with cp.async and runs S = Q K^T, the online softmax and O += P V like the forward; the four
+ * warps merge at the end. The CUDA-core kernel in attention.cu spent ~900 FMA-issue slots per
+ * lane per 32 keys and reached ~1 TB/s of the cache; here that work is 32 mma.sync.
+ * Split-KV (flash-decoding): with nsplit > 1 the slot's T = ceil(len / 32) tiles are dealt
+ * out as [T s / nsplit, T (s + 1) / nsplit), read from the device-side lens, so a recorded
+ * graph stays right as the lengths grow; it is for few queries over long caches, where one
+ * block per (i, g) leaves most SMs idle (cached_splits says when). Each split writes its
+ * per-head max (base 2), sum and unnormalised output in fp32 to part; the last split to
+ * arrive (counter per (i, g), reset by that block) merges them. Splits with no tile (len
+ * shorter than the split count) write max -inf and weight 0. */
 template <int D>
 __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                                         const int32_t *slots, const int32_t *lens, int H, int KV,
-                                                        int max_seq, float scale)
+                                                        int max_seq, float scale, int nsplit, float *part,
+                                                        int *cnt, int n)
 {
     constexpr int P = D + 8, NK = 32;
     extern __shared__ __align__(16) unsigned char smraw[];
@@ -469,26 +477,31 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
     float *Ms = (float *)(Vs + 4 * NK * P); /* (4, 16) per-warp row maxima */
     float *Ls = Ms + 64;                    /* (4, 16) per-warp row sums */
     float *Os = Ls + 64;                    /* (16, D) merged output */
-    int i = blockIdx.x, g = blockIdx.y, hg = H / KV;
+    __shared__ int last;
+    int i = blockIdx.x, g = blockIdx.y, s = blockIdx.z, hg = H / KV;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
-    const bf16 *qrow = q + ((int64_t)i * H + (int64_t)g * hg) * D;
-    for (int e = threadIdx.x; e < 16 * (D / 8); e += blockDim.x) {
-        int r = e / (D / 8), c = (e % (D / 8)) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < hg) v = *(const uint4 *)(qrow + r * D + c);
-        *(uint4 *)(Qs + r * P + c) = v;
-    }
-    for (int e = threadIdx.x; e < 16 * D; e += blockDim.x) Os[e] = 0.0f;
-    __syncthreads();
     int len = lens[i];
     int64_t base = (int64_t)slots[i] * max_seq;
+    int T = (len + NK - 1) / NK;
+    int t0 = (int)((int64_t)T * s / nsplit), t1 = (int)((int64_t)T * (s + 1) / nsplit);
+    const bf16 *qrow = q + ((int64_t)i * H + (int64_t)g * hg) * D;
+    if (t0 < t1)
+        for (int e = threadIdx.x; e < 16 * (D / 8); e += blockDim.x) {
+            int r = e / (D / 8), c = (e % (D / 8)) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (r < hg) v = *(const uint4 *)(qrow + r * D + c);
+            *(uint4 *)(Qs + r * P + c) = v;
+        }
+    for (int e = threadIdx.x; e < 16 * D; e += blockDim.x) Os[e] = 0.0f;
+    __syncthreads();
     bf16 *Kw = Ks + warp * NK * P, *Vw = Vs + warp * NK * P;
     float o[D / 8][4];
 #pragma unroll
     for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
     const float sl = scale * LOG2E;
-    for (int c0 = warp * NK; c0 < len; c0 += 4 * NK) {
+    for (int t = t0 + warp; t < t1; t += 4) {
+        int c0 = t * NK;
         int valid = min(NK, len - c0);
         for (int e = lane; e < NK * (D / 8); e += 32) {
             int r = e / (D / 8), c = (e % (D / 8)) * 8;
@@ -561,22 +574,69 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
     float M0 = fmaxf(fmaxf(Ms[h0], Ms[16 + h0]), fmaxf(Ms[32 + h0], Ms[48 + h0]));
     float M1 = fmaxf(fmaxf(Ms[h1], Ms[16 + h1]), fmaxf(Ms[32 + h1], Ms[48 + h1]));
     float w0 = m0 == -INFINITY ? 0.0f : exp2f(m0 - M0), w1 = m1 == -INFINITY ? 0.0f : exp2f(m1 - M1);
+    if (t0 < t1) {
 #pragma unroll
-    for (int j = 0; j < D / 8; j++)
+        for (int j = 0; j < D / 8; j++)
 #pragma unroll
-        for (int e = 0; e < 2; e++) {
-            if (h0 < hg) atomicAdd(&Os[h0 * D + j * 8 + 2 * tq + e], w0 * o[j][e]);
-            if (h1 < hg) atomicAdd(&Os[h1 * D + j * 8 + 2 * tq + e], w1 * o[j][2 + e]);
-        }
+            for (int e = 0; e < 2; e++) {
+                if (h0 < hg) atomicAdd(&Os[h0 * D + j * 8 + 2 * tq + e], w0 * o[j][e]);
+                if (h1 < hg) atomicAdd(&Os[h1 * D + j * 8 + 2 * tq + e], w1 * o[j][2 + e]);
+            }
+    }
     __syncthreads();
     bf16 *orow = out + ((int64_t)i * H + (int64_t)g * hg) * D;
-    for (int e = threadIdx.x; e < hg * D; e += blockDim.x) {
-        int h = e / D;
+    if (nsplit == 1) {
+        for (int e = threadIdx.x; e < hg * D; e += blockDim.x) {
+            int h = e / D;
+            float M = fmaxf(fmaxf(Ms[h], Ms[16 + h]), fmaxf(Ms[32 + h], Ms[48 + h]));
+            float den = 0.0f;
+#pragma unroll
+            for (int w = 0; w < 4; w++)
+                den += Ms[w * 16 + h] == -INFINITY ? 0.0f : exp2f(Ms[w * 16 + h] - M) * Ls[w * 16 + h];
+            orow[e] = __float2bfloat16(den > 0 ? Os[e] / den : 0.0f);
+        }
+        return;
+    }
+    /* part: outputs (n, KV, nsplit, hg, D), then (max, sum) pairs (n, KV, nsplit, hg, 2) */
+    int64_t ig = (int64_t)i * KV + g;
+    float *po = part + (ig * nsplit + s) * hg * D;
+    float *pml = part + (int64_t)n * KV * nsplit * hg * D + (ig * nsplit + s) * hg * 2;
+    for (int e = threadIdx.x; e < hg * D; e += blockDim.x) po[e] = Os[e];
+    if (threadIdx.x < hg) {
+        int h = threadIdx.x;
         float M = fmaxf(fmaxf(Ms[h], Ms[16 + h]), fmaxf(Ms[32 + h], Ms[48 + h]));
         float den = 0.0f;
 #pragma unroll
-        for (int w = 0; w < 4; w++) den += Ms[w * 16 + h] == -INFINITY ? 0.0f : exp2f(Ms[w * 16 + h] - M) * Ls[w * 16 + h];
-        orow[e] = __float2bfloat16(den > 0 ? Os[e] / den : 0.0f);
+        for (int w = 0; w < 4; w++)
+            den += Ms[w * 16 + h] == -INFINITY ? 0.0f : exp2f(Ms[w * 16 + h] - M) * Ls[w * 16 + h];
+        pml[2 * h] = M;
+        pml[2 * h + 1] = den;
+    }
+    /* publish the partial before counting in; the last block reads the others' through L2 */
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(&cnt[ig], 1) == nsplit - 1;
+        if (last) cnt[ig] = 0; /* every split has arrived: ready for the next launch */
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const float *qo = part + ig * nsplit * hg * D;
+    const float *qml = part + (int64_t)n * KV * nsplit * hg * D + ig * nsplit * hg * 2;
+    for (int e = threadIdx.x; e < hg * D; e += blockDim.x) {
+        int h = e / D;
+        float M = -INFINITY;
+        for (int r = 0; r < nsplit; r++) M = fmaxf(M, __ldcg(qml + (r * hg + h) * 2));
+        float den = 0.0f, num = 0.0f;
+        for (int r = 0; r < nsplit; r++) {
+            float Mr = __ldcg(qml + (r * hg + h) * 2);
+            if (Mr == -INFINITY) continue;
+            float w = exp2f(Mr - M);
+            den += w * __ldcg(qml + (r * hg + h) * 2 + 1);
+            num += w * __ldcg(qo + (int64_t)r * hg * D + e);
+        }
+        orow[e] = __float2bfloat16(den > 0 ? num / den : 0.0f);
     }
 }
 
@@ -641,17 +701,47 @@ static aha_status bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tens
 
 bool aha__cu_attention_tc_ok(aha_dtype dt, int D) { return dt == AHA_DT_BF16 && (D == 64 || D == 128); }
 
+/* Split count for the decode kernel. AHA_CUDA_DECODE_SPLIT=N forces N (1 = one block per
+ * (query, kv head), the kernel before split-KV); read at every call, so the tests can sweep it.
+ * Otherwise split only when the (query, kv head) blocks alone cannot fill the SMs (few slots,
+ * long caches): measured on an H200 at the decode step's shape (256 queries x 2 kv heads,
+ * length 384, cache 640) one block per pair took 23.8 us and 2, 3, 4, 8 splits 43, 53, 63,
+ * 110 us (the time grows with the block count, as if few blocks were resident per SM), so with
+ * n * KV >= SMs there is no split. Below that: about 2 blocks per SM, at least 4 tiles (128
+ * keys, one per warp) per split at full cache length, at most 16, and the partials must fit
+ * the context's buffer. The choice depends on n, KV and max_seq, never on the lengths, so
+ * graphs stay valid. */
+static int cached_splits(const aha__cu_ctx *c, int n, int KV, int hg, int D, int max_seq)
+{
+    int pairs = n * KV, ns = 1;
+    if (pairs < c->sm_count) {
+        ns = (2 * c->sm_count + pairs - 1) / pairs;
+        int by_len = (max_seq + 31) / 32 / 4;
+        if (ns > by_len) ns = by_len;
+        if (ns > 16) ns = 16;
+    }
+    const char *e = getenv("AHA_CUDA_DECODE_SPLIT");
+    if (e && *e) ns = atoi(e) < 64 ? atoi(e) : 64;
+    if (ns < 1) ns = 1;
+    if (pairs > c->dec_cnt_n) return 1;
+    while (ns > 1 && (size_t)pairs * ns * hg * (D + 2) > c->dec_part_floats) ns--;
+    return ns;
+}
+
 template <int D>
 static aha_status cached_tc(aha_backend *be, aha_tensor out, aha_tensor q, aha_tensor kc, aha_tensor vc,
                             aha_tensor slots, aha_tensor lens, int n, int H, int KV, int max_seq, aha_err *err)
 {
     constexpr int P = D + 8, NK = 32;
+    aha__cu_ctx *c = aha__cu(be);
     size_t smem = (16 * P + 8 * NK * P) * 2 + (128 + 16 * D) * 4;
     AHA_TRY(tc_smem(k_attn_cached_tc<D>, smem, be, err));
-    dim3 grid(n, KV);
-    k_attn_cached_tc<D><<<grid, 128, smem, aha__cu(be)->stream>>>(
+    int ns = cached_splits(c, n, KV, H / KV, D, max_seq);
+    dim3 grid(n, KV, ns);
+    k_attn_cached_tc<D><<<grid, 128, smem, c->stream>>>(
         (bf16 *)out.data, (const bf16 *)q.data, (const bf16 *)kc.data, (const bf16 *)vc.data,
-        (const int32_t *)slots.data, (const int32_t *)lens.data, H, KV, max_seq, 1.0f / sqrtf((float)D));
+        (const int32_t *)slots.data, (const int32_t *)lens.data, H, KV, max_seq, 1.0f / sqrtf((float)D), ns,
+        c->dec_part, c->dec_cnt, n);
     AHA_CU_LAUNCHED();
     return AHA_OK;
 }

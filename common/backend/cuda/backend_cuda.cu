@@ -438,6 +438,8 @@ static void cu_free(aha_backend *be)
         c->prof = NULL;
     }
     if (c->scratch) cudaFree(c->scratch);
+    if (c->dec_part) cudaFree(c->dec_part);
+    if (c->dec_cnt) cudaFree(c->dec_cnt);
     for (int i = 0; i < c->n_algos; i++) {
         aha__cu_algo_entry *a = &c->algos[i];
         if (a->ld) cublasLtMatrixLayoutDestroy(a->ld);
@@ -571,6 +573,13 @@ static aha_status cu_init(aha__cu_ctx *c, int device, aha_err *err)
     AHA_CUBLAS_CHECK(cublasLtCreate(&c->lt));
     c->lt_ws_size = (size_t)64 << 20;
     AHA_CU_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_size));
+    /* 32 MiB of decode partials: 256 queries x 2 kv heads x 7 heads x 64 wide fit 36 splits */
+    c->dec_part_floats = (size_t)8 << 20;
+    c->dec_cnt_n = 1 << 16;
+    AHA_CU_CHECK(cudaMalloc(&c->dec_part, c->dec_part_floats * sizeof(float)));
+    AHA_CU_CHECK(cudaMalloc(&c->dec_cnt, (size_t)c->dec_cnt_n * sizeof(int)));
+    AHA_CU_CHECK(cudaMemsetAsync(c->dec_cnt, 0, (size_t)c->dec_cnt_n * sizeof(int), c->stream));
+    AHA_CU_CHECK(cudaStreamSynchronize(c->stream));
     return AHA_OK;
 }
 

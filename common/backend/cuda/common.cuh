@@ -42,6 +42,14 @@ typedef struct {
     size_t scratch_size;
     int sm_count;
     size_t smem_optin;
+    /* split-KV decode attention (attention_tc.cu): per-split partial results (fp32) and one
+     * arrival counter per (query, kv head). Allocated once with the context, never moved, so
+     * recorded graphs may keep pointers to them; the kernel's last block of each (query, kv
+     * head) resets its counter, so the counters are zero between launches. */
+    float *dec_part;
+    size_t dec_part_floats;
+    int *dec_cnt;
+    int dec_cnt_n;
     aha__cu_algo_entry algos[AHA__CU_ALGO_CACHE];
     int n_algos;
     /* recorded op graphs (graph_begin / graph_end / graph_launch), oldest evicted first */
