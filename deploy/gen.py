@@ -157,6 +157,13 @@ def expand(args, ctx):
     return out
 
 
+def rendezvous_port(spec, which):
+    """Learner rank 0's ports beside its job API: {rendezvous} the learner ranks' group,
+    {rendezvous:weights} the rollout workers' weights group (docs/DIST.md)."""
+    s = service(spec, "learner")
+    return s["weights_port"] if which == "weights" else s["dist_port"]
+
+
 def flag_names(args):
     return [a for a in args if a.startswith("--")]
 
@@ -194,7 +201,7 @@ def render_local(spec):
             "device": lambda _: t["device"],
             "rank": lambda _, r=rank: r,
             "world_size": lambda _: t["learner_ranks"],
-            "rendezvous": lambda _: addr["learner"][0],
+            "rendezvous": lambda w: "127.0.0.1:%d" % rendezvous_port(spec, w),
             "addr": lambda n: addr[n][0],
             "addrs": lambda n: ",".join(addr[n]),
             "mount": lambda m: t["jobs_dir"] if m == "jobs" else spec["mounts"][m]["host_default"],
@@ -257,7 +264,8 @@ def render_compose(spec, tls):
                 "device": lambda _: "cpu" if cpu else "cuda:0",
                 "rank": lambda _, i=i: i,
                 "world_size": lambda _, n=n: n,
-                "rendezvous": lambda _: addr["learner"][0],
+                "rendezvous": lambda w: "%s:%d" % (addr["learner"][0].rsplit(":", 1)[0],
+                                                   rendezvous_port(spec, w)),
                 "addr": lambda x: addr[x][0],
                 "addrs": lambda x: ",".join(addr[x]),
                 "mount": lambda m: spec["mounts"][m]["path"],
@@ -412,7 +420,7 @@ def k8s_container(spec, s, shape):
         "device": lambda _: shape["device"],
         "rank": lambda _: "$(AHA_RANK)",
         "world_size": lambda _: shape["learner_ranks"],
-        "rendezvous": lambda _: "aha-learner-0.aha-learner-ranks:%d" % service(spec, "learner")["port"],
+        "rendezvous": lambda w: "aha-learner-0.aha-learner-ranks:%d" % rendezvous_port(spec, w),
         "addr": lambda n: k8s_addrs(spec, n, shape)[0],
         "addrs": lambda n: ",".join(k8s_addrs(spec, n, shape)),
         "mount": lambda m: spec["mounts"][m]["path"],
@@ -550,6 +558,10 @@ def k8s_policy_objects(spec, s):
         # The job API is open to any client (tokens and TLS guard it); learner ranks reach
         # each other on every port because NCCL picks its own.
         ingress = [{"ports": [{"port": s["port"], "protocol": "TCP"}]}, {"from": [learner_sel]}]
+        if "weights_port" in s:
+            # rollout workers join the learner's weights group (NCCL weight push) there
+            ingress.append({"from": [{"podSelector": {"matchLabels": k8s_selector(service(spec, "rollout"))}}],
+                            "ports": [{"port": s["weights_port"], "protocol": "TCP"}]})
     else:
         # Only the learner calls internal services (every port: the NCCL weight broadcast too).
         ingress = [{"from": [learner_sel]}]

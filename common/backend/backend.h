@@ -236,6 +236,35 @@ typedef struct {
     aha_status (*graph_begin)(aha_backend *be, aha_err *err);
     aha_status (*graph_end)(aha_backend *be, uint64_t key, aha_err *err);
     aha_status (*graph_launch)(aha_backend *be, uint64_t key, bool *found, aha_err *err);
+
+    /* --- fusions (optional: NULL makes the model issue the unfused ops) -------------------
+     * y (N, C) = a + b, rounded to y's dtype, then out = rmsnorm(y) * w exactly as rmsnorm_fwd
+     * computes it from the stored y (rstd (N) F32 saved; may be none). y may alias a or b;
+     * out may not alias y, a or b. The residual add and the next layer's norm in one pass. */
+    aha_status (*add_rmsnorm)(aha_backend *be, aha_tensor y, aha_tensor out, aha_tensor rstd, aha_tensor a,
+                              aha_tensor b, aha_tensor w, int N, int C, float eps, aha_err *err);
+    /* rows 0..rows-1 of width elements: dst + r * dst_pitch = src + r * src_pitch (same dtype,
+     * pitches in elements, no overlap); one call for a KV-cache fork's 2 * layers segments. */
+    aha_status (*copy2d)(aha_backend *be, aha_tensor dst, int64_t dst_pitch, aha_tensor src, int64_t src_pitch,
+                         int64_t width, int64_t rows, aha_err *err);
+    /* rope_fwd of q (N, H, D) and of k (N, KV, D) with pos (N), then, when kc is not none,
+     * kv_store of the rotated k and of v (N, KV, D) into kc, vc at (slots, pos): the same
+     * values as rope_fwd, rope_fwd and kv_store, in one launch. slots may be none without kc. */
+    aha_status (*rope_qk_store)(aha_backend *be, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
+                                aha_tensor vc, aha_tensor slots, aha_tensor pos, int N, int H, int KV, int D,
+                                int max_seq, float theta, aha_err *err);
+    /* nb products sharing x: y_b (M, N) = x (M, K) . w_b^T (+ bias_b) for b < nb, with
+     * w_b = w + b * w_stride, bias_b = bias + b * bias_stride, y_b = y + b * y_stride (elements;
+     * no overlap). The model's k and v, and gate and up, whose weights sit a fixed distance
+     * apart in the weight buffer. */
+    aha_status (*matmul_batched)(aha_backend *be, aha_tensor y, int64_t y_stride, aha_tensor x, aha_tensor w,
+                                 int64_t w_stride, aha_tensor bias, int64_t bias_stride, int M, int K, int N, int nb,
+                                 aha_err *err);
+    /* dw_b (N, K) F32 += dy_b^T . x, dbias_b (N) F32 += column sums of dy_b, for b < nb with
+     * the same stride convention (dbias may be none) */
+    aha_status (*matmul_bwd_dw_batched)(aha_backend *be, aha_tensor dw, int64_t dw_stride, aha_tensor dbias,
+                                        int64_t dbias_stride, aha_tensor dy, int64_t dy_stride, aha_tensor x, int M,
+                                        int K, int N, int nb, aha_err *err);
 } aha_backend_ops;
 
 struct aha_backend {

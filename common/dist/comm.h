@@ -51,6 +51,11 @@ typedef struct {
     int timeout_ms;         /* rendezvous and every collective (0 = 60000) */
     aha_backend *be;        /* where the tensors live (NULL = host memory) */
     const char *name;       /* for messages: "learner", "weights" (NULL = "comm") */
+    int connect_timeout_ms; /* the rendezvous in attempts: ranks != 0 give up connecting to
+                               rank 0, rank 0 gives up waiting for every rank to join, after
+                               this (0 = timeout_ms; AHA_ETIMEOUT). Once connected, a rank waits
+                               for the others up to timeout_ms. A process that retries in a
+                               loop (to notice a shutdown or a cancelled job) keeps it short. */
 } aha_comm_opts;
 
 /* Connects all ranks (blocks until every rank joined, or the timeout). */

@@ -98,9 +98,27 @@ aha_status aha_dp_step(aha_comm *c, aha_model *m, aha_train *t, const aha_dp_opt
         AHA_TRY(aha_comm_all_reduce_sum_bucketed(c, g, n, o->bucket_elems, err));
     }
     local.reduce_s = wall_s() - t0;
-    /* the gradients are now bitwise the same on every rank, so are the norm and the clip */
-    if (o->max_grad_norm > 0) AHA_TRY(aha_train_clip(t, o->max_grad_norm, &local.grad_norm, err));
-    else AHA_TRY(aha_train_grad_norm(t, &local.grad_norm, err));
+    if (c && aha_comm_size(c) > 1) {
+        /* The gradients are now bitwise the same on every rank, but their norm need not be: a
+         * GPU adds its per-block partial sums with atomics, in no fixed order, so the last bits
+         * (and the clip factor, and then every weight) would differ from rank to rank. Rank 0's
+         * norm is everyone's; the clip is aha_train_clip's (torch clip_grad_norm_). */
+        double norm = 0;
+        AHA_TRY(aha_train_grad_norm(t, &norm, err));
+        AHA_TRY(aha_comm_broadcast_bytes(c, &norm, sizeof norm, 0, err));
+        local.grad_norm = norm;
+        double coef = o->max_grad_norm > 0 ? o->max_grad_norm / (norm + 1e-6) : 1.0;
+        if (coef < 1.0) {
+            int64_t n = 0;
+            aha_tensor g = aha_train_grads(t, &n);
+            aha_backend *be = aha_model_backend(m);
+            AHA_TRY(be->ops->scale(be, g, n, (float)coef, err));
+        }
+    } else if (o->max_grad_norm > 0) {
+        AHA_TRY(aha_train_clip(t, o->max_grad_norm, &local.grad_norm, err));
+    } else {
+        AHA_TRY(aha_train_grad_norm(t, &local.grad_norm, err));
+    }
     AHA_TRY(aha_train_adamw_step(t, &o->adamw, err));
     if (o->check_every > 0 && aha_train_step_count(t) % o->check_every == 0) {
         AHA_TRY(aha_dp_check_weights(c, m, &local.weights_hash, err));

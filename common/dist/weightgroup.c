@@ -100,7 +100,7 @@ aha_status aha_weight_group_open(aha_model *m, const aha_weight_group_opts *o, a
 {
     *out = NULL;
     if (o->rank != 0) return aha_errf(err, AHA_EINVAL, "weight group: the learner opens as rank 0, not %d", o->rank);
-    aha_weight_group *g;
+    aha_weight_group *g = NULL;
     AHA_TRY(group_new(m, m, o, &g, err));
     aha_comm_opts co = comm_opts(g);
     aha_status st = aha_comm_create(&co, &g->comm, err);
@@ -225,7 +225,7 @@ aha_status aha_weight_group_join(const aha_model *m, const aha_weight_group_opts
                         "different model, or compute dtype (%s here)",
                         (unsigned long long)expect_signature, (unsigned long long)mine,
                         aha_dtype_name(aha_model_backend(m)->act_dtype));
-    aha_weight_group *g;
+    aha_weight_group *g = NULL;
     AHA_TRY(group_new(NULL, m, o, &g, err));
     g->apply = apply;
     g->user = user;

@@ -683,6 +683,23 @@ typedef struct {
 static aha_tensor cache_k(const aha_kv_cache *c, int l) { return aha_tensor_at(c->base, (int64_t)(2 * l) * c->slab); }
 static aha_tensor cache_v(const aha_kv_cache *c, int l) { return aha_tensor_at(c->base, (int64_t)(2 * l + 1) * c->slab); }
 
+/* Pairs of products that share their input (k and v of h1; gate and up of h2) go to the
+ * backend as one strided batch when it offers one: their weights (and biases, both present or
+ * both absent) sit a fixed distance apart in the weight buffer, their outputs in the arena. */
+static int64_t elem_dist(aha_tensor a, aha_tensor b)
+{
+    return (int64_t)(((char *)b.data - (char *)a.data) / (ptrdiff_t)aha_dtype_size(a.dt));
+}
+static int64_t pdist(const aha_model *m, int i, int j) { return m->params[j].off - m->params[i].off; }
+static bool kv_batched(const aha_model *m, const layer_params *p)
+{
+    return OPS(m)->matmul_batched && !m->cfg.qk_norm && (p->kb < 0) == (p->vb < 0);
+}
+static bool gu_batched(const aha_model *m, const layer_params *p)
+{
+    return OPS(m)->matmul_batched && (p->gateb < 0) == (p->upb < 0);
+}
+
 /* Embedding + layers + final norm into a.hf (a.ids, a.pos and the attention indexes uploaded). */
 static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
 {
@@ -694,12 +711,15 @@ static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
         KV = c->num_kv_heads, D = c->head_dim;
     int HD = H * D, KD = KV * D;
     float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
+    /* with add_rmsnorm, each residual add also makes the next norm (the next layer's h1, or
+     * hf after the last layer); the values are the same as add + rmsnorm_fwd */
+    bool fuse = o->add_rmsnorm != NULL;
     TRY_OP(o->embedding_fwd(be, a->res[0], a->ids, W(m, m->embed), N, C, err));
     for (int l = 0; l < c->num_layers; l++) {
         const layer_params *p = &m->layers[l];
         layer_acts *x = &a->la[l];
         aha_tensor xin = a->res[l], xout = a->res[l + 1];
-        TRY_OP(o->rmsnorm_fwd(be, x->h1, x->rstd1, xin, W(m, p->ln1), N, C, eps, err));
+        if (l == 0 || !fuse) TRY_OP(o->rmsnorm_fwd(be, x->h1, x->rstd1, xin, W(m, p->ln1), N, C, eps, err));
         if (c->qk_norm) {
             TRY_OP(o->matmul(be, x->qpre, x->h1, W(m, p->q), Wopt(m, p->qb), N, C, HD, err));
             TRY_OP(o->matmul(be, x->kpre, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
@@ -707,14 +727,26 @@ static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
             TRY_OP(o->rmsnorm_fwd(be, x->k, x->krstd, x->kpre, W(m, p->kn), N * KV, D, eps, err));
         } else {
             TRY_OP(o->matmul(be, x->q, x->h1, W(m, p->q), Wopt(m, p->qb), N, C, HD, err));
-            TRY_OP(o->matmul(be, x->k, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
+            if (!kv_batched(m, p))
+                TRY_OP(o->matmul(be, x->k, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
         }
-        TRY_OP(o->matmul(be, x->v, x->h1, W(m, p->v), Wopt(m, p->vb), N, C, KD, err));
-        TRY_OP(o->rope_fwd(be, x->q, a->pos, N, H, D, theta, err));
-        TRY_OP(o->rope_fwd(be, x->k, a->pos, N, KV, D, theta, err));
-        if (fa->cache)
-            TRY_OP(o->kv_store(be, cache_k(fa->cache, l), cache_v(fa->cache, l), x->k, x->v, a->slots,
-                               a->pos, N, KV, D, fa->cache->max_seq, err));
+        if (kv_batched(m, p) && !c->qk_norm)
+            TRY_OP(o->matmul_batched(be, x->k, elem_dist(x->k, x->v), x->h1, W(m, p->k), pdist(m, p->k, p->v),
+                                     Wopt(m, p->kb), p->kb >= 0 ? pdist(m, p->kb, p->vb) : 0, N, C, KD, 2, err));
+        else
+            TRY_OP(o->matmul(be, x->v, x->h1, W(m, p->v), Wopt(m, p->vb), N, C, KD, err));
+        if (o->rope_qk_store) {
+            aha_tensor kc = fa->cache ? cache_k(fa->cache, l) : aha_tensor_none(),
+                       vc = fa->cache ? cache_v(fa->cache, l) : aha_tensor_none();
+            TRY_OP(o->rope_qk_store(be, x->q, x->k, x->v, kc, vc, a->slots, a->pos, N, H, KV, D,
+                                    fa->cache ? fa->cache->max_seq : 0, theta, err));
+        } else {
+            TRY_OP(o->rope_fwd(be, x->q, a->pos, N, H, D, theta, err));
+            TRY_OP(o->rope_fwd(be, x->k, a->pos, N, KV, D, theta, err));
+            if (fa->cache)
+                TRY_OP(o->kv_store(be, cache_k(fa->cache, l), cache_v(fa->cache, l), x->k, x->v, a->slots,
+                                   a->pos, N, KV, D, fa->cache->max_seq, err));
+        }
         if (fa->mode == ATT_PACKED)
             TRY_OP(o->attention_fwd(be, x->att, x->lse, x->q, x->k, x->v, a->cu, fa->n_seqs, N, H, KV, D,
                                     fa->max_seqlen, err));
@@ -723,16 +755,34 @@ static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
                                        a->slots, a->lens, N, H, KV, D, fa->cache->max_seq, err));
         /* x2 = x + att Wo^T: the projection lands in x2, then the residual is added in place */
         TRY_OP(o->matmul(be, x->x2, x->att, W(m, p->o), Wopt(m, p->ob), N, HD, C, err));
-        TRY_OP(o->add(be, x->x2, x->x2, xin, (int64_t)N * C, err));
-        TRY_OP(o->rmsnorm_fwd(be, x->h2, x->rstd2, x->x2, W(m, p->ln2), N, C, eps, err));
-        TRY_OP(o->matmul(be, x->g, x->h2, W(m, p->gate), Wopt(m, p->gateb), N, C, I, err));
-        TRY_OP(o->matmul(be, x->u, x->h2, W(m, p->up), Wopt(m, p->upb), N, C, I, err));
+        if (fuse) {
+            TRY_OP(o->add_rmsnorm(be, x->x2, x->h2, x->rstd2, x->x2, xin, W(m, p->ln2), N, C, eps, err));
+        } else {
+            TRY_OP(o->add(be, x->x2, x->x2, xin, (int64_t)N * C, err));
+            TRY_OP(o->rmsnorm_fwd(be, x->h2, x->rstd2, x->x2, W(m, p->ln2), N, C, eps, err));
+        }
+        if (gu_batched(m, p)) {
+            TRY_OP(o->matmul_batched(be, x->g, elem_dist(x->g, x->u), x->h2, W(m, p->gate), pdist(m, p->gate, p->up),
+                                     Wopt(m, p->gateb), p->gateb >= 0 ? pdist(m, p->gateb, p->upb) : 0, N, C, I, 2,
+                                     err));
+        } else {
+            TRY_OP(o->matmul(be, x->g, x->h2, W(m, p->gate), Wopt(m, p->gateb), N, C, I, err));
+            TRY_OP(o->matmul(be, x->u, x->h2, W(m, p->up), Wopt(m, p->upb), N, C, I, err));
+        }
         TRY_OP(o->swiglu_fwd(be, x->a, x->g, x->u, (int64_t)N * I, err));
         /* xout may alias xin (inference): xin is dead once x2 exists */
         TRY_OP(o->matmul(be, xout, x->a, W(m, p->down), Wopt(m, p->downb), N, I, C, err));
-        TRY_OP(o->add(be, xout, xout, x->x2, (int64_t)N * C, err));
+        if (!fuse) {
+            TRY_OP(o->add(be, xout, xout, x->x2, (int64_t)N * C, err));
+        } else if (l + 1 < c->num_layers) {
+            layer_acts *nx = &a->la[l + 1];
+            TRY_OP(o->add_rmsnorm(be, xout, nx->h1, nx->rstd1, xout, x->x2, W(m, m->layers[l + 1].ln1), N, C, eps,
+                                  err));
+        } else {
+            TRY_OP(o->add_rmsnorm(be, xout, a->hf, a->rstdf, xout, x->x2, W(m, m->norm), N, C, eps, err));
+        }
     }
-    TRY_OP(o->rmsnorm_fwd(be, a->hf, a->rstdf, a->res[c->num_layers], W(m, m->norm), N, C, eps, err));
+    if (!fuse) TRY_OP(o->rmsnorm_fwd(be, a->hf, a->rstdf, a->res[c->num_layers], W(m, m->norm), N, C, eps, err));
     return AHA_OK;
 }
 
@@ -940,8 +990,14 @@ static aha_status backward(aha_model *m, aha_train *t, const fwd_args *fa, aha_e
         TRY_OP(o->matmul_bwd_dw(be, G(t, p->down), Gopt(t, p->downb), a->dres, x->a, N, I, C, err));
         TRY_OP(o->matmul_bwd_dx(be, a->da, a->dres, W(m, p->down), N, I, C, false, err));
         TRY_OP(o->swiglu_bwd(be, a->dg, a->du, a->da, x->g, x->u, (int64_t)N * I, err));
-        TRY_OP(o->matmul_bwd_dw(be, G(t, p->gate), Gopt(t, p->gateb), a->dg, x->h2, N, C, I, err));
-        TRY_OP(o->matmul_bwd_dw(be, G(t, p->up), Gopt(t, p->upb), a->du, x->h2, N, C, I, err));
+        if (gu_batched(m, p) && o->matmul_bwd_dw_batched) {
+            TRY_OP(o->matmul_bwd_dw_batched(be, G(t, p->gate), pdist(m, p->gate, p->up), Gopt(t, p->gateb),
+                                            p->gateb >= 0 ? pdist(m, p->gateb, p->upb) : 0, a->dg,
+                                            elem_dist(a->dg, a->du), x->h2, N, C, I, 2, err));
+        } else {
+            TRY_OP(o->matmul_bwd_dw(be, G(t, p->gate), Gopt(t, p->gateb), a->dg, x->h2, N, C, I, err));
+            TRY_OP(o->matmul_bwd_dw(be, G(t, p->up), Gopt(t, p->upb), a->du, x->h2, N, C, I, err));
+        }
         TRY_OP(o->matmul_bwd_dx(be, a->dh, a->dg, W(m, p->gate), N, C, I, false, err));
         TRY_OP(o->matmul_bwd_dx(be, a->dh, a->du, W(m, p->up), N, C, I, true, err));
         TRY_OP(o->rmsnorm_bwd(be, a->dres, G(t, p->ln2), a->dh, x->x2, W(m, p->ln2), x->rstd2, N, C, true, err));
@@ -963,8 +1019,14 @@ static aha_status backward(aha_model *m, aha_train *t, const fwd_args *fa, aha_e
             dk = a->dkpre;
         }
         TRY_OP(o->matmul_bwd_dw(be, G(t, p->q), Gopt(t, p->qb), dq, x->h1, N, C, HD, err));
-        TRY_OP(o->matmul_bwd_dw(be, G(t, p->k), Gopt(t, p->kb), dk, x->h1, N, C, KD, err));
-        TRY_OP(o->matmul_bwd_dw(be, G(t, p->v), Gopt(t, p->vb), a->dv, x->h1, N, C, KD, err));
+        if (kv_batched(m, p) && o->matmul_bwd_dw_batched) {
+            TRY_OP(o->matmul_bwd_dw_batched(be, G(t, p->k), pdist(m, p->k, p->v), Gopt(t, p->kb),
+                                            p->kb >= 0 ? pdist(m, p->kb, p->vb) : 0, a->dk, elem_dist(a->dk, a->dv),
+                                            x->h1, N, C, KD, 2, err));
+        } else {
+            TRY_OP(o->matmul_bwd_dw(be, G(t, p->k), Gopt(t, p->kb), dk, x->h1, N, C, KD, err));
+            TRY_OP(o->matmul_bwd_dw(be, G(t, p->v), Gopt(t, p->vb), a->dv, x->h1, N, C, KD, err));
+        }
         TRY_OP(o->matmul_bwd_dx(be, a->dh, dq, W(m, p->q), N, C, HD, false, err));
         TRY_OP(o->matmul_bwd_dx(be, a->dh, dk, W(m, p->k), N, C, KD, true, err));
         TRY_OP(o->matmul_bwd_dx(be, a->dh, a->dv, W(m, p->v), N, C, KD, true, err));
@@ -1361,6 +1423,13 @@ aha_status aha_kv_cache_copy_prefix(aha_kv_cache *c, int src, int dst, int n, ah
     aha_model *m = c->m;
     int64_t row = (int64_t)m->cfg.num_kv_heads * m->cfg.head_dim;
     int64_t so = (int64_t)src * c->max_seq * row, dof = (int64_t)dst * c->max_seq * row;
+    if (OPS(m)->copy2d) {
+        /* k and v of every layer are 2 * layers segments one slab apart: one call */
+        TRY_OP(OPS(m)->copy2d(BE(m), aha_tensor_at(c->base, dof), c->slab, aha_tensor_at(c->base, so), c->slab,
+                              n * row, 2 * (int64_t)m->cfg.num_layers, err));
+        c->len[dst] = n;
+        return AHA_OK;
+    }
     for (int l = 0; l < m->cfg.num_layers; l++) {
         TRY_OP(OPS(m)->copy(BE(m), aha_tensor_at(cache_k(c, l), dof), aha_tensor_at(cache_k(c, l), so), n * row,
                             err));
@@ -1419,19 +1488,28 @@ static aha_status decode_prep(aha_model *m, aha_kv_cache *c, int n_active, const
         return aha_errf(err, AHA_EINVAL, "decode: %d active slots (cache has %d)", n_active, c->slots);
     AHA_TRY(acts_ensure(m, n_active, false, err));
     acts *a = &m->a;
-    for (int i = 0; i < n_active; i++) {
+    /* duplicates found with one mark per cache slot (the pairwise scan cost ~30 us a step at
+     * 256 slots) */
+    unsigned char *seen = calloc((size_t)c->slots, 1);
+    if (!seen) return aha_errf(err, AHA_ENOMEM, "decode: out of memory");
+    aha_status st = AHA_OK;
+    for (int i = 0; i < n_active && st == AHA_OK; i++) {
         int s = slots[i];
-        if (s < 0 || s >= c->slots) return aha_errf(err, AHA_EINVAL, "decode: slot %d out of range", s);
-        if (c->len[s] >= c->max_seq)
-            return aha_errf(err, AHA_ELIMIT, "decode: slot %d is full (%d tokens)", s, c->max_seq);
-        if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
-            return aha_errf(err, AHA_EINVAL, "decode: token id %d outside the vocabulary", tokens[i]);
-        for (int j = 0; j < i; j++)
-            if (slots[j] == s) return aha_errf(err, AHA_EINVAL, "decode: slot %d appears twice", s);
-        a->h_slots[i] = s;
-        a->h_pos[i] = c->len[s];
-        a->h_lens[i] = c->len[s] + 1;
+        if (s < 0 || s >= c->slots) st = aha_errf(err, AHA_EINVAL, "decode: slot %d out of range", s);
+        else if (c->len[s] >= c->max_seq)
+            st = aha_errf(err, AHA_ELIMIT, "decode: slot %d is full (%d tokens)", s, c->max_seq);
+        else if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
+            st = aha_errf(err, AHA_EINVAL, "decode: token id %d outside the vocabulary", tokens[i]);
+        else if (seen[s]++)
+            st = aha_errf(err, AHA_EINVAL, "decode: slot %d appears twice", s);
+        else {
+            a->h_slots[i] = s;
+            a->h_pos[i] = c->len[s];
+            a->h_lens[i] = c->len[s] + 1;
+        }
     }
+    free(seen);
+    AHA_TRY(st);
     aha_backend *be = BE(m);
     TRY_OP(OPS(m)->to_device(be, a->ids, tokens, (size_t)n_active * 4, err));
     TRY_OP(OPS(m)->to_device(be, a->pos, a->h_pos, (size_t)n_active * 4, err));

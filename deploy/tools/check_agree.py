@@ -23,7 +23,10 @@ except ImportError:
     sys.exit(2)
 
 LEARNER_ADDR_FLAGS = {"--rollout": "rollout", "--reward": "reward", "--refpolicy": "refpolicy",
-                      "--rendezvous": "learner"}
+                      "--rendezvous": "learner", "--weights-rendezvous": "learner"}
+# The rendezvous flags name a learner instance's host on the port services.json gives them
+# (dist_port: the learner ranks' group, weights_port: the rollout workers' weights group).
+RENDEZVOUS_PORT_KEY = {"--rendezvous": "dist_port", "--weights-rendezvous": "weights_port"}
 
 
 def flags(args):
@@ -79,6 +82,12 @@ def check_target(spec, target, insts, errs):
         for fl, svc in LEARNER_ADDR_FLAGS.items():
             want_bin = [s["binary"] for s in spec["services"] if s["name"] == svc][0]
             reachable = {h for o in by_binary.get(want_bin, []) for h in o.hosts}
+            if fl in RENDEZVOUS_PORT_KEY:
+                lsvc = [s for s in spec["services"] if s["name"] == "learner"][0]
+                port = lsvc.get(RENDEZVOUS_PORT_KEY[fl])
+                if port is None:
+                    continue
+                reachable = {h.rsplit(":", 1)[0] + ":%d" % port for h in reachable}
             val = flag_value(i.args, fl) or ""
             addrs = [a for a in val.split(",") if a]
             if not addrs:

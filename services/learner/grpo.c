@@ -166,7 +166,51 @@ done:
     return NULL;
 }
 
-/* n_total prompts × G samples into out (zeroed by the caller), spread over the workers. */
+/* A worker's share of a round: its free batch slots (max_batch − active − queued, from
+ * Rollout/Info, at least 1), so a busy or smaller worker gets fewer prompts; NAN when Info does
+ * not answer in time (the caller gives it an average share; its Generate call then shows
+ * what is wrong). */
+static double worker_weight(aha__job *j, int w)
+{
+    Aha__V1__InfoRequest req = AHA__V1__INFO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    aha_rpc_call_opts o = {.timeout_ms = j->timeout_ms < 2000 ? j->timeout_ms : 2000};
+    aha_err e2 = {0};
+    if (aha_rpc_unary(j->rollout[w], &aha__v1__rollout__descriptor, "Info", &req.base, &resp, &o, &e2) != AHA_OK)
+        return NAN;
+    const Aha__V1__InfoReply *r = (const Aha__V1__InfoReply *)resp;
+    double free_slots = (double)r->max_batch - (double)r->active_sequences - (double)r->queued;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return free_slots >= 1 ? free_slots : 1.0;
+}
+
+/* Split n prompts over k workers in proportion to wt (largest remainders; the counts add up
+ * to n). */
+static void split_by_weight(int n, int k, const double *wt, int *cnt)
+{
+    double total = 0;
+    for (int a = 0; a < k; a++) total += wt[a];
+    int given = 0;
+    double frac[AHA__MAX_ROLLOUT];
+    for (int a = 0; a < k; a++) {
+        double exact = n * wt[a] / total;
+        cnt[a] = (int)floor(exact);
+        frac[a] = exact - cnt[a];
+        given += cnt[a];
+    }
+    while (given < n) {
+        int best = 0;
+        for (int a = 1; a < k; a++)
+            if (frac[a] > frac[best]) best = a;
+        cnt[best]++;
+        frac[best] = -1;
+        given++;
+    }
+}
+
+/* n_total prompts × G samples into out (zeroed by the caller), spread over the workers by
+ * load (worker_weight); the groups a failed worker did not finish go whole to the others in
+ * the next round, so nothing is lost and nothing is counted twice. */
 static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, const size_t *pn, int G,
                                const aha_sampling_spec *sa, uint64_t seed, gsample *out, aha_err *err)
 {
@@ -195,12 +239,23 @@ static aha_status generate_all(aha__job *j, int n_total, int32_t *const *pids, c
                           aha_err_msg(&first));
             break;
         }
-        /* contiguous shares, so each worker's request is one block of prompts */
+        /* contiguous shares by load, so each worker's request is one block of prompts */
+        double wt[AHA__MAX_ROLLOUT];
+        int share[AHA__MAX_ROLLOUT];
+        double known = 0;
+        int n_known = 0;
+        for (int a = 0; a < n_alive; a++) {
+            wt[a] = n_alive > 1 ? worker_weight(j, alive[a]) : 1.0;
+            if (!isnan(wt[a])) known += wt[a], n_known++;
+        }
+        for (int a = 0; a < n_alive; a++)
+            if (isnan(wt[a])) wt[a] = n_known ? known / n_known : 1.0;
+        split_by_weight(n_pending, n_alive, wt, share);
         int off = 0;
         memset(tasks, 0, sizeof tasks);
         for (int a = 0; a < n_alive; a++) {
             int w = alive[a];
-            int cnt = n_pending / n_alive + (a < n_pending % n_alive ? 1 : 0);
+            int cnt = share[a];
             gen_task *g = &tasks[w];
             g->j = j;
             g->worker = w;
@@ -467,14 +522,18 @@ static aha_status train_step(aha__job *j, int nq, int G, int32_t *const *pids, c
             order[n_train++] = i;
             comp_tokens += s[i].n;
         }
-    int n_mb = (n_train + mbs - 1) / mbs;
+    /* this rank's share of the sequences (all of them with one rank); the loss scale below
+     * counts the whole step on every rank, so the all-reduced SUM is the batch gradient */
+    int sb = 0, se = n_train;
+    if (j->comm) aha_dp_shard(n_train, j->rank, j->world, &sb, &se);
+    int n_mb = (se - sb + mbs - 1) / mbs;
     mbatch *mb = calloc((size_t)(n_mb ? n_mb : 1), sizeof *mb);
     aha_status st = mb ? AHA_OK : aha_errf(err, AHA_ENOMEM, "out of memory");
     double mism_sum = 0, mism_n = 0;
     /* pack micro-batches and compute old logprobs with the learner's numerics */
     for (int b = 0; st == AHA_OK && b < n_mb; b++) {
         mbatch *m = &mb[b];
-        int i0 = b * mbs, ns = n_train - i0 < mbs ? n_train - i0 : mbs;
+        int i0 = sb + b * mbs, ns = se - i0 < mbs ? se - i0 : mbs;
         m->n_seqs = ns;
         m->cu = malloc((size_t)(ns + 1) * sizeof *m->cu);
         m->from = malloc((size_t)ns * sizeof *m->from);
@@ -525,6 +584,9 @@ static aha_status train_step(aha__job *j, int nq, int G, int32_t *const *pids, c
     double kl = 0, clipped = 0, ratio1 = 0, tok1 = 0, tok_all = 0, gn = 0, loss1 = 0;
     int mu = sp->mu > 0 ? sp->mu : 1;
     double lr = aha_lr_at(&sp->optim, j->step, j->total);
+    aha_dp_opts dpo = aha__dp_opts(j, lr);
+    /* every rank hears of any rank's failure before a collective waits for it */
+    st = aha__dp_sync(j, st, err);
     for (int pass = 0; st == AHA_OK && pass < mu; pass++) {
         st = aha_train_zero_grad(j->t, err);
         double loss = 0;
@@ -554,13 +616,19 @@ static aha_status train_step(aha__job *j, int nq, int G, int32_t *const *pids, c
                 tok1 += gs.tokens;
             }
         }
+        if (j->comm) st = aha__dp_sync(j, st, err);
         if (st != AHA_OK) break;
         if (pass == 0) loss1 = loss;
-        if (sp->optim.grad_clip > 0) st = aha_train_clip(j->t, sp->optim.grad_clip, &gn, err);
-        else st = aha_train_grad_norm(j->t, &gn, err);
-        aha_adamw_args aw = {(float)lr, (float)sp->optim.adam_beta1, (float)sp->optim.adam_beta2,
-                             (float)sp->optim.adam_eps, (float)sp->optim.weight_decay, true};
-        if (st == AHA_OK) st = aha_train_adamw_step(j->t, &aw, err);
+        /* all-reduce (several ranks), clip, AdamW */
+        aha_dp_info info = {0};
+        st = aha_dp_step(j->comm, j->m, j->t, &dpo, &info, err);
+        gn = info.grad_norm;
+    }
+    if (st == AHA_OK && j->comm) {
+        double v[8] = {loss1, kl, clipped, tok_all, ratio1, tok1, mism_sum, mism_n};
+        st = aha_dp_sum_host(j->comm, v, 8, err);
+        loss1 = v[0], kl = v[1], clipped = v[2], tok_all = v[3], ratio1 = v[4], tok1 = v[5], mism_sum = v[6],
+        mism_n = v[7];
     }
     to->loss = loss1;
     to->grad_norm = gn;
@@ -571,6 +639,88 @@ static aha_status train_step(aha__job *j, int nq, int G, int32_t *const *pids, c
     for (int b = 0; mb && b < n_mb; b++) mbatch_free(&mb[b]);
     free(mb);
     free(order);
+    return st;
+}
+
+/* ---- the other learner ranks ------------------------------------------------------------- */
+
+/* The step's sequences as train_step reads them, for the other ranks (dprun.c). */
+static void pack_step(aha__job *j, int nq, int G, int32_t *const *pids, const size_t *pn, const gsample *s,
+                      float *const *ref, const float *adv, aha__wbuf *w)
+{
+    aha__wbuf_i64(w, j->total);
+    aha__wbuf_i64(w, nq);
+    aha__wbuf_i64(w, G);
+    aha__wbuf_i64(w, ref != NULL);
+    for (int q = 0; q < nq; q++) {
+        aha__wbuf_i64(w, (int64_t)pn[q]);
+        aha__wbuf_put(w, pids[q], pn[q] * sizeof *pids[q]);
+    }
+    for (int i = 0; i < nq * G; i++) {
+        aha__wbuf_i64(w, s[i].n);
+        aha__wbuf_put(w, s[i].ids, (size_t)s[i].n * sizeof *s[i].ids);
+        aha__wbuf_put(w, s[i].lp, (size_t)s[i].n * sizeof *s[i].lp);
+        if (ref && s[i].n > 0) aha__wbuf_put(w, ref[i], (size_t)s[i].n * sizeof *ref[i]);
+        aha__wbuf_put(w, &adv[i], sizeof adv[i]);
+    }
+}
+
+static void *copy_out(aha__rbuf *r, size_t bytes)
+{
+    const void *p = aha__rbuf_view(r, bytes);
+    void *d = p ? malloc(bytes ? bytes : 1) : NULL;
+    if (d && bytes) memcpy(d, p, bytes);
+    return d;
+}
+
+aha_status aha__grpo_follow_step(aha__job *j, aha__rbuf *r, aha_err *err)
+{
+    j->total = aha__rbuf_i64(r);
+    int64_t nq = aha__rbuf_i64(r), G = aha__rbuf_i64(r), kl = aha__rbuf_i64(r);
+    aha_status st = AHA_OK;
+    if (r->bad || nq < 1 || G < 1 || nq > 65536 || G > 65536 || nq * G > (1 << 22))
+        st = aha_errf(err, AHA_EFORMAT, "grpo step from rank 0: bad shape %" PRId64 " x %" PRId64, nq, G);
+    int64_t n = st == AHA_OK ? nq * G : 0;
+    int32_t **pids = st == AHA_OK ? calloc((size_t)nq, sizeof *pids) : NULL;
+    size_t *pn = st == AHA_OK ? calloc((size_t)nq, sizeof *pn) : NULL;
+    gsample *s = st == AHA_OK ? calloc((size_t)n, sizeof *s) : NULL;
+    float **ref = st == AHA_OK ? calloc((size_t)n, sizeof *ref) : NULL;
+    float *adv = st == AHA_OK ? calloc((size_t)n, sizeof *adv) : NULL;
+    if (st == AHA_OK && (!pids || !pn || !s || !ref || !adv)) st = aha_errf(err, AHA_ENOMEM, "out of memory");
+    for (int64_t q = 0; st == AHA_OK && q < nq; q++) {
+        int64_t len = aha__rbuf_i64(r);
+        pids[q] = !r->bad && len >= 1 && len <= (1 << 24) ? copy_out(r, (size_t)len * sizeof(int32_t)) : NULL;
+        pn[q] = (size_t)len;
+        if (!pids[q]) st = aha_errf(err, AHA_EFORMAT, "grpo step from rank 0: prompt %" PRId64 " malformed", q);
+    }
+    for (int64_t i = 0; st == AHA_OK && i < n; i++) {
+        int64_t len = aha__rbuf_i64(r);
+        bool ok = !r->bad && len >= 0 && len <= (1 << 24);
+        if (ok) {
+            s[i].n = (int)len;
+            s[i].ids = copy_out(r, (size_t)len * sizeof(int32_t));
+            s[i].lp = copy_out(r, (size_t)len * sizeof(float));
+            if (kl && len > 0) ref[i] = copy_out(r, (size_t)len * sizeof(float));
+            ok = s[i].ids && s[i].lp && (!kl || len == 0 || ref[i]) && aha__rbuf_get(r, &adv[i], sizeof adv[i]);
+        }
+        if (!ok) st = aha_errf(err, AHA_EFORMAT, "grpo step from rank 0: sample %" PRId64 " malformed", i);
+    }
+    if (st == AHA_OK && r->off != r->n)
+        st = aha_errf(err, AHA_EFORMAT, "grpo step from rank 0: %zu bytes after the last sample", r->n - r->off);
+    train_out to = {0};
+    /* a malformed step still takes part in the status agreement, so rank 0 hears of it */
+    if (st == AHA_OK) st = train_step(j, (int)nq, (int)G, pids, pn, s, kl ? ref : NULL, adv, &to, err);
+    else st = aha__dp_sync(j, st, err);
+    for (int64_t q = 0; pids && q < nq; q++) free(pids[q]);
+    for (int64_t i = 0; s && ref && i < n; i++) {
+        gsample_clear(&s[i]);
+        free(ref[i]);
+    }
+    free(pids);
+    free(pn);
+    free(s);
+    free(ref);
+    free(adv);
     return st;
 }
 
@@ -766,6 +916,7 @@ static aha_status record_step(aha__job *j, aha_step_metrics *mt, const train_out
     json_object_set_new(o, "logprob_mismatch", json_real(to->mismatch));
     if (isfinite(to->ratio_mean)) json_object_set_new(o, "ratio_mean", json_real(to->ratio_mean));
     json_object_set_new(o, "policy_version", json_integer(j->pushed_version));
+    json_object_set_new(o, "push_path", json_string(j->push_path ? j->push_path : "grpc"));
     line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!line) return aha_errf(err, AHA_ENOMEM, "out of memory");
@@ -878,6 +1029,12 @@ aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err)
         /* 5. old logprobs, mu passes of Eq. 1, clip, AdamW */
         train_out to = {0};
         double t3 = aha_now_s();
+        if (st == AHA_OK && j->comm) {
+            aha__wbuf w = {0};
+            pack_step(j, B, G, pids, pn, s, use_kl ? ref : NULL, adv, &w);
+            st = aha__dp_send_step(j, &w, err);
+            aha__wbuf_free(&w);
+        }
         if (st == AHA_OK) st = train_step(j, B, G, pids, pn, s, use_kl ? ref : NULL, adv, &to, err);
         mt.t_train = aha_now_s() - t3;
         if (st == AHA_OK) {

@@ -37,7 +37,13 @@ static int usage(void)
 {
     fprintf(stderr,
             "usage: aha-job SPEC.json --job-dir DIR [--rollout ADDR]... [--reward ADDR] [--refpolicy ADDR]\n"
-            "               [--device cpu|cuda:N] [--rpc-timeout-ms N] [--log-level LEVEL]\n");
+            "               [--device cpu|cuda:N] [--rpc-timeout-ms N] [--log-level LEVEL]\n"
+            "               [--rank N --world-size N --rendezvous HOST:PORT [--dist-timeout-ms N]\n"
+            "                [--dist-retries N] [--dist-check-every N] [--dist-transport tcp|nccl]]\n"
+            "               [--weights-rendezvous HOST:PORT [--weights-transport nccl|tcp|grpc]]\n"
+            "A data-parallel job: rank 0 runs SPEC as above; each rank != 0 runs\n"
+            "  aha-job --rank R --world-size W --rendezvous HOST:PORT [--device ...]\n"
+            "(no spec: it trains its share of the job rank 0 starts, then exits).\n");
     return 2;
 }
 
@@ -59,6 +65,15 @@ int main(int argc, char **argv)
         else if (strcmp(f, "--refpolicy") == 0) env.refpolicy = v;
         else if (strcmp(f, "--device") == 0) env.device = v;
         else if (strcmp(f, "--rpc-timeout-ms") == 0) env.rpc_timeout_ms = atoi(v);
+        else if (strcmp(f, "--rank") == 0) env.rank = atoi(v);
+        else if (strcmp(f, "--world-size") == 0) env.world_size = atoi(v);
+        else if (strcmp(f, "--rendezvous") == 0) env.rendezvous = v;
+        else if (strcmp(f, "--dist-timeout-ms") == 0) env.dist_timeout_ms = atoi(v);
+        else if (strcmp(f, "--dist-retries") == 0) env.dist_retries = atoi(v);
+        else if (strcmp(f, "--dist-check-every") == 0) env.dist_check_every = atoi(v);
+        else if (strcmp(f, "--dist-transport") == 0) env.dist_transport = v;
+        else if (strcmp(f, "--weights-rendezvous") == 0) env.weights_rendezvous = v;
+        else if (strcmp(f, "--weights-transport") == 0) env.weights_transport = v;
         else if (strcmp(f, "--log-level") == 0) {
             aha_log_level l;
             if (aha_log_parse_level(v, &l, NULL) != AHA_OK) return usage();
@@ -66,9 +81,27 @@ int main(int argc, char **argv)
         } else return usage();
         i++;
     }
+    if (env.world_size > 1 || env.rank != 0) {
+        if (env.world_size < 2 || env.world_size > 4096 || env.rank < 0 || env.rank >= env.world_size ||
+            !env.rendezvous || env.dist_timeout_ms < 0 || env.dist_retries < 0 || env.dist_check_every < 0) {
+            fprintf(stderr, "aha-job: --rank must be in [0, --world-size), --world-size >= 2 needs --rendezvous\n");
+            return usage();
+        }
+    }
+    aha_err err = {0};
+    if (env.rank > 0) {
+        aha_log_set_component("job-rank");
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        aha_status st = aha_job_follow(&env, &g_cancel, true, &err);
+        if (st != AHA_OK) {
+            fprintf(stderr, "aha-job: rank %d: %s\n", env.rank, aha_err_msg(&err));
+            return 1;
+        }
+        return 0;
+    }
     if (!spec_path || !job_dir) return usage();
     aha_log_set_component("job");
-    aha_err err = {0};
     char *json = NULL;
     size_t len = 0;
     aha_job_spec spec;

@@ -35,9 +35,21 @@ static void usage(FILE *f)
           "  --refpolicy ADDR        reference-policy service (default for jobs)\n"
           "  --device cpu|cuda:N     where the learner trains (default cpu)\n"
           "  --rpc-timeout-ms N      deadline of every call the learner makes (default 600000)\n"
-          "  --rank N --world-size N --rendezvous ADDR\n"
-          "                          data-parallel learner group (rank 0 serves the job API;\n"
-          "                          this build runs world size 1)\n"
+          "  --rank N --world-size N --rendezvous HOST:PORT\n"
+          "                          data-parallel learner group: rank 0 serves the job API and\n"
+          "                          listens on HOST:PORT for the other ranks while a grpo/sft\n"
+          "                          job runs; ranks != 0 train their share of every step\n"
+          "                          (they serve only grpc.health.v1)\n"
+          "  --dist-timeout-ms N     group rendezvous and every collective (default 300000)\n"
+          "  --dist-retries N        rank 0: re-form a broken group and resume the job from its\n"
+          "                          last checkpoint this often (default 3)\n"
+          "  --dist-check-every N    compare the ranks' weights every N updates (default 20)\n"
+          "  --dist-transport tcp|nccl  (default: nccl on cuda devices when built with NCCL)\n"
+          "  --weights-rendezvous HOST:PORT\n"
+          "                          where rank 0 listens for the rollout workers to join its\n"
+          "                          weights group (NCCL broadcast push on one node); workers that\n"
+          "                          cannot join leave the job on gRPC streaming\n"
+          "  --weights-transport nccl|tcp|grpc  (default: nccl on cuda with NCCL, else grpc)\n"
           "  --watcher-queue N       events buffered per WatchJob client before old metrics\n"
           "                          are dropped (default 256)\n",
           f);
@@ -115,6 +127,7 @@ static int parse_flags(learner_flags *lf, int argc, char **argv)
     lf->env.device = "cpu";
     lf->env.rpc_timeout_ms = 600000;
     lf->world_size = 1;
+    lf->env.dist_retries = 3;
     lf->watcher_queue = 256;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
@@ -150,6 +163,26 @@ static int parse_flags(learner_flags *lf, int argc, char **argv)
         } else if (!strcmp(f, "--rendezvous")) {
             if (!valid_addr(f, v)) return 0;
             lf->rendezvous = v;
+        } else if (!strcmp(f, "--dist-timeout-ms")) {
+            if (!parse_long(f, v, 100, 86400000L, &x)) return 0;
+            lf->env.dist_timeout_ms = (int)x;
+        } else if (!strcmp(f, "--dist-retries")) {
+            if (!parse_long(f, v, 0, 1000, &x)) return 0;
+            lf->env.dist_retries = (int)x;
+        } else if (!strcmp(f, "--dist-check-every")) {
+            if (!parse_long(f, v, 1, 1000000, &x)) return 0;
+            lf->env.dist_check_every = (int)x;
+        } else if (!strcmp(f, "--dist-transport")) {
+            if (strcmp(v, "tcp") != 0 && strcmp(v, "nccl") != 0)
+                return fprintf(stderr, "aha-learner: --dist-transport: '%s' is not tcp or nccl\n", v), 0;
+            lf->env.dist_transport = v;
+        } else if (!strcmp(f, "--weights-rendezvous")) {
+            if (!valid_addr(f, v)) return 0;
+            lf->env.weights_rendezvous = v;
+        } else if (!strcmp(f, "--weights-transport")) {
+            if (strcmp(v, "tcp") != 0 && strcmp(v, "nccl") != 0 && strcmp(v, "grpc") != 0)
+                return fprintf(stderr, "aha-learner: --weights-transport: '%s' is not nccl, tcp or grpc\n", v), 0;
+            lf->env.weights_transport = v;
         } else if (!strcmp(f, "--watcher-queue")) {
             if (!parse_long(f, v, 4, 1000000, &lf->watcher_queue)) return 0;
         } else {
@@ -168,13 +201,9 @@ static int parse_flags(learner_flags *lf, int argc, char **argv)
                 lf->world_size);
         return 0;
     }
-    if (lf->world_size > 1) {
-        /* Multi-rank data parallelism belongs to the multi-GPU issue (7); refusing is better
-         * than silently training on one rank while others wait. */
-        fprintf(stderr, "aha-learner: --world-size %ld: this build trains on one rank only\n",
-                lf->world_size);
-        return 0;
-    }
+    lf->env.rank = (int)lf->rank;
+    lf->env.world_size = (int)lf->world_size;
+    lf->env.rendezvous = lf->rendezvous;
     return 1;
 }
 
@@ -210,6 +239,29 @@ static void *signal_thread(void *arg)
         aha_rpc_server_stop(c->srv); /* a second signal cancels the remaining calls */
     }
     return NULL;
+}
+
+/* Ranks != 0: grpc.health.v1 for the orchestrator's probes, and the follower loop
+ * (runner.h) until a signal ends the process: a follower holds nothing rank 0 does not
+ * (rank 0 writes the checkpoints), so SIGTERM's default action is the right shutdown. */
+static int run_follower(aha_rpc_service_args *a, const learner_flags *lf)
+{
+    aha_err err = {0};
+    aha_rpc_server *srv = NULL;
+    aha_status st = aha_rpc_server_create(&a->server, &srv, &err);
+    if (st == AHA_OK) st = aha_rpc_server_start(srv, &err);
+    if (st == AHA_OK) {
+        aha_rpc_service_announce(a, srv);
+        st = aha_job_follow(&lf->env, NULL, false, &err);
+    }
+    if (st != AHA_OK) fprintf(stderr, "aha-learner: rank %ld: %s\n", lf->rank, err.msg);
+    if (srv) {
+        aha_rpc_server_stop(srv);
+        aha_err e2 = {0};
+        aha_rpc_server_wait(srv, &e2);
+        aha_rpc_server_free(srv);
+    }
+    return st == AHA_OK ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -248,6 +300,12 @@ int main(int argc, char **argv)
              lf.rank, lf.world_size,
              a.server.job_token || a.server.auth_token ? "; job token required" : "");
 
+    if (lf.rank > 0) {
+        int rc = run_follower(&a, &lf);
+        free(lf.rollout_store);
+        aha_rpc_service_args_free(&a);
+        return rc;
+    }
     if (pipe2(sig_pipe, O_CLOEXEC) != 0) {
         fprintf(stderr, "aha-learner: pipe: %s\n", strerror(errno));
         return 1;

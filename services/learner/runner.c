@@ -29,6 +29,7 @@
 #include "grpo_math.h"
 #include "jobkinds.h"
 #include "io/config.h"
+#include "dist/weightgroup.h"
 #include "model/weightpush.h"
 
 #define CKPT_KEEP 2
@@ -111,10 +112,116 @@ static aha_dtype push_dtype(const aha__job *j)
     return strncmp(dev, "cuda", 4) == 0 ? AHA_DT_BF16 : AHA_DT_F32;
 }
 
+/* The weights group's rendezvous and each of its pushes; a worker that cannot join within it
+ * (another host out of reach, no GPU) leaves the job on gRPC. */
+#define WG_TIMEOUT_MS 30000
+
+/* Once per job: form the weights group with every rollout worker (JoinWeightGroup, then open
+ * as rank 0) when the learner was given a rendezvous for it and the transport fits: NCCL on
+ * a CUDA learner built with NCCL (the one-node fast path), or TCP when asked (CPU tests).
+ * Anything short of every worker joining leaves j->wg NULL: gRPC streaming. */
+static void weights_group_try(aha__job *j)
+{
+    j->wg_tried = true;
+    const aha_learner_env *env = j->ctx->env;
+    const char *tr = env ? env->weights_transport : NULL;
+    if (!env || !env->weights_rendezvous || (tr && strcmp(tr, "grpc") == 0) || j->n_rollout == 0) return;
+    const char *dev = env->device ? env->device : "cpu";
+    aha_comm_kind kind = AHA_COMM_NCCL;
+    if (tr && strcmp(tr, "tcp") == 0) kind = AHA_COMM_TCP;
+    else if (!tr && !(strncmp(dev, "cuda", 4) == 0 && aha_comm_have_nccl())) return;
+    if (kind == AHA_COMM_NCCL && !aha_comm_have_nccl()) {
+        aha__job_log(j, "warning: weights push: this learner has no NCCL; gRPC streaming");
+        return;
+    }
+    int world = j->n_rollout + 1;
+    uint64_t sig = aha_weight_group_signature(j->m);
+    aha_rpc_call_opts o = {.timeout_ms = 10000};
+    for (int w = 0; w < j->n_rollout; w++) {
+        Aha__V1__JoinWeightGroupRequest req = AHA__V1__JOIN_WEIGHT_GROUP_REQUEST__INIT;
+        req.rendezvous = (char *)env->weights_rendezvous;
+        req.rank = w + 1;
+        req.world_size = world;
+        req.transport = (char *)aha_comm_kind_name(kind);
+        req.timeout_ms = WG_TIMEOUT_MS;
+        req.layout_signature = sig;
+        ProtobufCMessage *resp = NULL;
+        aha_err e2 = {0};
+        aha_status st = aha_rpc_unary(j->rollout[w], &aha__v1__rollout__descriptor, "JoinWeightGroup", &req.base, &resp,
+                                      &o, &e2);
+        bool joining = st == AHA_OK && ((Aha__V1__JoinWeightGroupReply *)resp)->joining;
+        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+        if (!joining) {
+            /* the workers asked before this one give up joining after WG_TIMEOUT_MS */
+            aha__job_log(j, "weights push: rollout %s does not join the %s weights group (%s); gRPC streaming",
+                         j->rollout_addr[w], aha_comm_kind_name(kind), st == AHA_OK ? "it declined" : aha_err_msg(&e2));
+            return;
+        }
+    }
+    aha_weight_group_opts go = {.rendezvous = env->weights_rendezvous, .rank = 0, .world_size = world, .kind = kind,
+                                .timeout_ms = WG_TIMEOUT_MS};
+    aha_err e2 = {0};
+    double t0 = aha_now_s();
+    if (aha_weight_group_open(j->m, &go, &j->wg, &e2) != AHA_OK) {
+        j->wg = NULL;
+        aha__job_log(j, "weights push: the %s weights group at %s did not form (%s); gRPC streaming",
+                     aha_comm_kind_name(kind), env->weights_rendezvous, aha_err_msg(&e2));
+        return;
+    }
+    j->wg_kind = aha_comm_kind_name(kind);
+    aha__job_log(j, "weights push: %s weights group of %d rollout worker(s) at %s formed in %.1fs (gRPC stays the "
+                 "fallback)", aha_comm_kind_name(kind), j->n_rollout, env->weights_rendezvous, aha_now_s() - t0);
+}
+
+/* One push through the weights group, then wait until every worker serves it (they apply
+ * between decode steps), so that the next Generate samples from this version. */
+static aha_status group_push(aha__job *j, int64_t version, aha_err *err)
+{
+    AHA_TRY(aha_weight_group_push(j->wg, version, NULL, err));
+    double end = aha_now_s() + WG_TIMEOUT_MS / 1000.0;
+    aha_rpc_call_opts o = {.timeout_ms = 10000};
+    for (int w = 0; w < j->n_rollout; w++) {
+        for (;;) {
+            Aha__V1__InfoRequest req = AHA__V1__INFO_REQUEST__INIT;
+            ProtobufCMessage *resp = NULL;
+            AHA_TRY(aha_rpc_unary(j->rollout[w], &aha__v1__rollout__descriptor, "Info", &req.base, &resp, &o, err));
+            int64_t pv = ((Aha__V1__InfoReply *)resp)->policy_version;
+            protobuf_c_message_free_unpacked(resp, NULL);
+            if (pv == version) break;
+            if (aha_now_s() > end)
+                return aha_errf(err, AHA_ETIMEOUT, "rollout %s still serves version %" PRId64 ", %" PRId64 " was pushed",
+                                j->rollout_addr[w], pv, version);
+            struct timespec ts = {0, 2 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return AHA_OK;
+}
+
 aha_status aha__job_push(aha__job *j, int64_t version, bool to_rollout, bool to_ref,
                          double *seconds, aha_err *err)
 {
     double t0 = aha_now_s();
+    if (to_rollout && j->n_rollout > 0 && !j->wg_tried) weights_group_try(j);
+    if (to_rollout && j->wg) {
+        aha_err e2 = {0};
+        if (group_push(j, version, &e2) == AHA_OK) {
+            for (int i = 0; i < j->n_rollout; i++) j->rollout_ok[i] = true;
+            j->pushed_version = version;
+            j->push_path = j->wg_kind;
+            to_rollout = false; /* done; the reference (if due) still goes by gRPC */
+            if (!to_ref) {
+                if (seconds) *seconds = aha_now_s() - t0;
+                return AHA_OK;
+            }
+        } else {
+            aha__job_log(j, "warning: weights group push of version %" PRId64 " failed (%s); gRPC streaming from now on",
+                         version, aha_err_msg(&e2));
+            aha_weight_group_free(j->wg);
+            j->wg = NULL;
+        }
+    }
+    if (to_rollout) j->push_path = "grpc";
     aha_weight_snapshot *snap = NULL;
     AHA_TRY(aha_weight_snapshot_create(j->m, push_dtype(j), &snap, err));
     aha_rpc_channel *chs[AHA__MAX_ROLLOUT + 1];
@@ -261,7 +368,6 @@ static aha_status open_policy(aha__job *j, const char *init_dir, const char *fre
     const aha_learner_env *env = j->ctx->env;
     const char *dev = env && env->device ? env->device : "cpu";
     AHA_TRY(aha_backend_open(dev, 0, &j->be, err));
-    aha_model_opts mo = {.training = true};
     char ck[4096];
     *have_cursor = false;
     aha_err e2 = {0};
@@ -294,10 +400,7 @@ static aha_status open_policy(aha__job *j, const char *init_dir, const char *fre
         }
         json_decref(s);
         AHA_TRY(st);
-        AHA_TRY(aha_model_open(ck, j->be, &mo, &j->m, err));
-        AHA_TRY(aha_train_create(j->m, &j->t, err));
-        AHA_TRY(aha_path_join(f, sizeof f, ck, "optimizer.safetensors", err));
-        AHA_TRY(aha_train_load(j->t, f, err));
+        AHA_TRY(aha__open_policy_as(j, AHA__POLICY_CKPT, ck, err));
         snprintf(j->last_ckpt, sizeof j->last_ckpt, "%s", ck);
         j->resumed = true;
         AHA_TRY(trim_records(j->metrics_path, j->step, err));
@@ -309,20 +412,38 @@ static aha_status open_policy(aha__job *j, const char *init_dir, const char *fre
         *err = e2;
         return st;
     }
-    if (init_dir) {
-        AHA_TRY(aha_model_open(init_dir, j->be, &mo, &j->m, err));
-    } else {
-        AHA_ASSERT(fresh_config);
+    AHA_ASSERT(init_dir || fresh_config);
+    return aha__open_policy_as(j, init_dir ? AHA__POLICY_DIR : AHA__POLICY_FRESH, init_dir ? init_dir : fresh_config,
+                               err);
+}
+
+aha_status aha__open_policy_as(aha__job *j, int kind, const char *path, aha_err *err)
+{
+    aha_model_opts mo = {.training = true};
+    if (snprintf(j->policy_path, sizeof j->policy_path, "%s", path) >= (int)sizeof j->policy_path)
+        return aha_errf(err, AHA_EINVAL, "policy path too long: %.200s...", path);
+    j->policy_kind = kind;
+    if (kind == AHA__POLICY_FRESH) {
         char *json = NULL;
         size_t len = 0;
         aha_model_config cfg;
-        AHA_TRY(aha_read_file(fresh_config, 1 << 20, &json, &len, err));
-        st = aha_config_parse(json, len, fresh_config, &cfg, err);
+        AHA_TRY(aha_read_file(path, 1 << 20, &json, &len, err));
+        aha_status st = aha_config_parse(json, len, path, &cfg, err);
         free(json);
         AHA_TRY(st);
         AHA_TRY(aha_model_init_random(&cfg, j->sp->seed, j->be, &mo, &j->m, err));
+        return aha_train_create(j->m, &j->t, err);
     }
-    return aha_train_create(j->m, &j->t, err);
+    if (kind != AHA__POLICY_CKPT && kind != AHA__POLICY_DIR)
+        return aha_errf(err, AHA_EINVAL, "unknown policy source %d for %s", kind, path);
+    AHA_TRY(aha_model_open(path, j->be, &mo, &j->m, err));
+    AHA_TRY(aha_train_create(j->m, &j->t, err));
+    if (kind == AHA__POLICY_CKPT) {
+        char f[4096];
+        AHA_TRY(aha_path_join(f, sizeof f, path, "optimizer.safetensors", err));
+        AHA_TRY(aha_train_load(j->t, f, err));
+    }
+    return AHA_OK;
 }
 
 static aha_status open_tokenizer(aha__job *j, const char *model_dir, aha_err *err)
@@ -359,34 +480,29 @@ typedef struct {
     int n, prompt_len;
 } sft_seq;
 
-static aha_status sft_step(aha__job *j, const sft_seq *seqs, int64_t n_seqs, aha_step_metrics *mt,
-                           aha_err *err)
+/* One update on the B sequences seq[0..B) (every rank holds all of them and trains its
+ * aha_dp_shard; the loss is scaled by the whole step's masked tokens, dp.h's contract). */
+static aha_status sft_train(aha__job *j, const sft_seq *const *seq, int B, aha_step_metrics *mt, aha_err *err)
 {
     const aha_job_spec *sp = j->sp;
-    int B = sp->batch_size;
     int mb = sp->micro_batch > 0 ? sp->micro_batch : B;
-    int64_t idx[4096];
-    if (B > (int)AHA_ARRAY_LEN(idx)) return aha_errf(err, AHA_EINVAL, "spec.batch_size: at most %zu", AHA_ARRAY_LEN(idx));
     double masked = 0;
-    for (int b = 0; b < B; b++) {
-        idx[b] = aha_data_order_next(&j->order);
-        AHA_ASSERT(idx[b] >= 0 && idx[b] < n_seqs);
-        masked += seqs[idx[b]].n - seqs[idx[b]].prompt_len;
-    }
-    AHA_ASSERT(masked > 0);
-    AHA_TRY(aha_train_zero_grad(j->t, err));
+    for (int b = 0; b < B; b++) masked += seq[b]->n - seq[b]->prompt_len;
+    int sb = 0, se = B;
+    if (j->comm) aha_dp_shard(B, j->rank, j->world, &sb, &se);
+    aha_status st = masked > 0 ? AHA_OK : aha_errf(err, AHA_EFORMAT, "sft step %" PRId64 ": no completion token", j->step + 1);
+    if (st == AHA_OK) st = aha_train_zero_grad(j->t, err);
     double loss = 0;
-    aha_status st = AHA_OK;
-    for (int s0 = 0; s0 < B && st == AHA_OK; s0 += mb) {
-        int ns = B - s0 < mb ? B - s0 : mb;
+    for (int s0 = sb; s0 < se && st == AHA_OK; s0 += mb) {
+        int ns = se - s0 < mb ? se - s0 : mb;
         int32_t cu[4097];
         cu[0] = 0;
-        for (int s = 0; s < ns; s++) cu[s + 1] = cu[s] + seqs[idx[s0 + s]].n;
+        for (int s = 0; s < ns; s++) cu[s + 1] = cu[s] + seq[s0 + s]->n;
         int32_t *ids = malloc((size_t)cu[ns] * sizeof *ids);
         float *mask = calloc((size_t)(cu[ns] - ns) + 1, sizeof *mask);
         if (!ids || !mask) st = aha_errf(err, AHA_ENOMEM, "out of memory");
         for (int s = 0; st == AHA_OK && s < ns; s++) {
-            const sft_seq *q = &seqs[idx[s0 + s]];
+            const sft_seq *q = seq[s0 + s];
             memcpy(ids + cu[s], q->ids, (size_t)q->n * sizeof *ids);
             /* logprob entry t-1 predicts token t: completion tokens t >= prompt_len */
             for (int t = q->prompt_len; t < q->n; t++) mask[cu[s] - s + t - 1] = 1.0f;
@@ -400,19 +516,82 @@ static aha_status sft_step(aha__job *j, const sft_seq *seqs, int64_t n_seqs, aha
         free(ids);
         free(mask);
     }
+    /* every rank learns of any rank's failure here, before the all-reduce waits for it */
+    st = aha__dp_sync(j, st, err);
     AHA_TRY(st);
-    double gn = 0;
-    if (sp->optim.grad_clip > 0) AHA_TRY(aha_train_clip(j->t, sp->optim.grad_clip, &gn, err));
-    else AHA_TRY(aha_train_grad_norm(j->t, &gn, err));
     double lr = aha_lr_at(&sp->optim, j->step, j->total);
-    aha_adamw_args a = {(float)lr, (float)sp->optim.adam_beta1, (float)sp->optim.adam_beta2,
-                        (float)sp->optim.adam_eps, (float)sp->optim.weight_decay, true};
-    AHA_TRY(aha_train_adamw_step(j->t, &a, err));
+    aha_dp_opts o = aha__dp_opts(j, lr);
+    aha_dp_info info = {0};
+    AHA_TRY(aha_dp_step(j->comm, j->m, j->t, &o, &info, err));
+    AHA_TRY(aha_dp_sum_host(j->comm, &loss, 1, err));
     mt->loss = loss;
     mt->lr = lr;
-    mt->grad_norm = gn;
+    mt->grad_norm = info.grad_norm;
     mt->tokens = (int64_t)masked;
     return AHA_OK;
+}
+
+static aha_status sft_step(aha__job *j, const sft_seq *seqs, int64_t n_seqs, aha_step_metrics *mt,
+                           aha_err *err)
+{
+    int B = j->sp->batch_size;
+    const sft_seq *pick[4096];
+    if (B > (int)AHA_ARRAY_LEN(pick)) return aha_errf(err, AHA_EINVAL, "spec.batch_size: at most %zu", AHA_ARRAY_LEN(pick));
+    for (int b = 0; b < B; b++) {
+        int64_t x = aha_data_order_next(&j->order);
+        AHA_ASSERT(x >= 0 && x < n_seqs);
+        pick[b] = &seqs[x];
+    }
+    if (j->comm) {
+        /* the other ranks get the step's sequences themselves: no dataset or tokenizer there */
+        aha__wbuf w = {0};
+        aha__wbuf_i64(&w, j->total);
+        aha__wbuf_i64(&w, B);
+        for (int b = 0; b < B; b++) {
+            aha__wbuf_i64(&w, pick[b]->n);
+            aha__wbuf_i64(&w, pick[b]->prompt_len);
+            aha__wbuf_put(&w, pick[b]->ids, (size_t)pick[b]->n * sizeof *pick[b]->ids);
+        }
+        aha_status st = aha__dp_send_step(j, &w, err);
+        aha__wbuf_free(&w);
+        AHA_TRY(st);
+    }
+    return sft_train(j, pick, B, mt, err);
+}
+
+aha_status aha__sft_follow_step(aha__job *j, aha__rbuf *r, aha_err *err)
+{
+    j->total = aha__rbuf_i64(r);
+    int64_t B = aha__rbuf_i64(r);
+    aha_status st = AHA_OK;
+    if (r->bad || B < 1 || B > 4096) st = aha_errf(err, AHA_EFORMAT, "sft step from rank 0: bad batch size %" PRId64, B);
+    sft_seq *seqs = st == AHA_OK ? calloc((size_t)B, sizeof *seqs) : NULL;
+    const sft_seq **pick = st == AHA_OK ? calloc((size_t)B, sizeof *pick) : NULL;
+    if (st == AHA_OK && (!seqs || !pick)) st = aha_errf(err, AHA_ENOMEM, "out of memory");
+    for (int64_t b = 0; st == AHA_OK && b < B; b++) {
+        int64_t n = aha__rbuf_i64(r), pl = aha__rbuf_i64(r);
+        const void *ids = r->bad || n < 1 || n > (1 << 24) || pl < 0 || pl > n ? NULL : aha__rbuf_view(r, (size_t)n * sizeof(int32_t));
+        seqs[b].ids = ids ? malloc((size_t)n * sizeof(int32_t)) : NULL;
+        if (!seqs[b].ids) {
+            st = aha_errf(err, AHA_EFORMAT, "sft step from rank 0: sequence %" PRId64 " malformed", b);
+            break;
+        }
+        memcpy(seqs[b].ids, ids, (size_t)n * sizeof(int32_t));
+        seqs[b].n = (int)n;
+        seqs[b].prompt_len = (int)pl;
+        pick[b] = &seqs[b];
+    }
+    if (st == AHA_OK && r->off != r->n)
+        st = aha_errf(err, AHA_EFORMAT, "sft step from rank 0: %zu bytes after the last sequence", r->n - r->off);
+    aha_step_metrics mt;
+    aha_step_metrics_init(&mt, j->step + 1, j->total);
+    /* a malformed step still takes part in the status agreement, so rank 0 hears of it */
+    if (st == AHA_OK) st = sft_train(j, pick, (int)B, &mt, err);
+    else st = aha__dp_sync(j, st, err);
+    for (int64_t b = 0; seqs && b < B; b++) free(seqs[b].ids);
+    free(seqs);
+    free(pick);
+    return st;
 }
 
 static aha_status run_sft(aha__job *j, aha_err *err)
@@ -431,6 +610,7 @@ static aha_status run_sft(aha__job *j, aha_err *err)
     aha_status st = aha_dataset_load(&sp->dataset, &ds, err);
     if (st == AHA_OK) st = open_tokenizer(j, sp->tokenizer ? sp->tokenizer : (init ? init : NULL), err);
     if (st == AHA_OK) st = open_policy(j, init, fresh, &cur, &have_cur, err);
+    if (st == AHA_OK) st = aha__dp_open(j, err);
     if (st == AHA_OK) {
         seqs = calloc((size_t)ds.n, sizeof *seqs);
         if (!seqs) st = aha_errf(err, AHA_ENOMEM, "out of memory");
@@ -527,6 +707,7 @@ static aha_status run_grpo(aha__job *j, aha_err *err)
     aha_status st = aha_dataset_load(&sp->dataset, &ds, err);
     if (st == AHA_OK) st = open_tokenizer(j, sp->model, err);
     if (st == AHA_OK) st = open_policy(j, sp->model, NULL, &cur, &have_cur, err);
+    if (st == AHA_OK) st = aha__dp_open(j, err);
     if (st == AHA_OK) {
         j->total = sp->steps;
         st = set_order(j, ds.n, &cur, have_cur, err);
@@ -541,14 +722,15 @@ static aha_status run_grpo(aha__job *j, aha_err *err)
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
-aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err)
+/* One attempt at the job; *group_broke when it ended because the learner group broke. */
+static aha_status run_once(aha_job_ctx *ctx, bool *group_broke, aha_err *err)
 {
-    AHA_ASSERT(ctx && ctx->spec && ctx->job_dir);
     aha__job j;
     memset(&j, 0, sizeof j);
     j.ctx = ctx;
     j.sp = ctx->spec;
     j.pushed_version = -1;
+    j.push_path = "grpc";
     aha_status st = aha_mkdirs(ctx->job_dir, err);
     char *norm = NULL;
     if (st == AHA_OK) st = aha_job_spec_to_json(j.sp, &norm, err);
@@ -570,6 +752,9 @@ aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err)
                           aha_job_kind_name(j.sp->kind));
         }
     }
+    aha_weight_group_free(j.wg);
+    *group_broke = j.comm && aha_comm_broken(j.comm) && st != AHA_OK;
+    aha__dp_close(&j, st, err);
     if (j.have_order) aha_data_order_free(&j.order);
     if (j.eval_sets) {
         for (int i = 0; i < j.sp->eval.n_datasets; i++) aha_dataset_free(&j.eval_sets[i]);
@@ -583,4 +768,22 @@ aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err)
     aha_model_free(j.m);
     aha_backend_free(j.be);
     return st;
+}
+
+aha_status aha_job_run(aha_job_ctx *ctx, aha_err *err)
+{
+    AHA_ASSERT(ctx && ctx->spec && ctx->job_dir);
+    int retries = ctx->env && ctx->env->world_size > 1 ? ctx->env->dist_retries : 0;
+    for (int attempt = 0;; attempt++) {
+        bool broke = false;
+        aha_status st = run_once(ctx, &broke, err);
+        if (!broke || attempt >= retries || (ctx->cancel && *ctx->cancel)) return st;
+        /* a rank died or hung: once the ranks are back the job goes on from its last
+         * checkpoint (run_once resumes from it), with nothing after it counted twice */
+        char msg[AHA_ERR_LEN + 128];
+        snprintf(msg, sizeof msg, "learner group failed (%s); re-forming it and resuming from the last checkpoint "
+                 "(retry %d of %d)", aha_err_msg(err), attempt + 1, retries);
+        AHA_WARN("job %s: %s", ctx->job_id ? ctx->job_id : "?", msg);
+        if (ctx->emit) ctx->emit(ctx->user, AHA_EV_LOG, ctx->progress_step ? *ctx->progress_step : 0, NULL, msg);
+    }
 }

@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include "dataset.h"
+#include "dist/comm.h"
+#include "dist/dp.h"
 #include "model/model.h"
 #include "rpc/rpc.h"
 #include "runner.h" /* no include guard: include runner_int.h only */
@@ -41,7 +43,21 @@ typedef struct {
     int timeout_ms;
     /* held-out sets, loaded on first use */
     aha_dataset *eval_sets;
+    /* weight push path: the weights group (NCCL on one node) when every worker joined it,
+     * else gRPC streaming (runner.c, aha__job_push) */
+    struct aha_weight_group *wg;
+    const char *wg_kind;     /* its transport: "nccl" or "tcp" */
+    bool wg_tried;
+    const char *push_path;   /* "grpc", "nccl" or "tcp": how the last push went */
+    /* data-parallel learner group (dprun.c); comm NULL = one rank, the code paths of old */
+    aha_comm *comm;
+    int rank, world;
+    int check_every;         /* weight agreement every K updates: rank 0's, sent to every rank */
+    int policy_kind;         /* where open_policy took the weights (AHA__POLICY_*), for the */
+    char policy_path[4096];  /* other ranks to load the same */
 } aha__job;
+
+enum { AHA__POLICY_CKPT = 1, AHA__POLICY_DIR = 2, AHA__POLICY_FRESH = 3 };
 
 /* logging: the learner's log and a WatchJob log event */
 void aha__job_log(aha__job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -86,6 +102,54 @@ aha_status aha__generate_all(aha__job *j, int n_prompts, int32_t *const *pids, c
 aha_status aha__score_all(aha__job *j, int n_prompts, int n, char *const *prompts, char *const *answers,
                       char *const *langs, const aha__gsample *s, aha__score *out, aha_err *err);
 void aha__gsample_clear(aha__gsample *s);
+
+/* ---- data parallelism (dprun.c) ----------------------------------------------------------
+ * Rank 0 runs the job as with one rank and, at the points below, tells the other ranks what
+ * to do over the group's control channel (aha_comm_broadcast_bytes): the job (spec, job dir,
+ * the checkpoint or model its weights came from), then each optimizer step's sequences. Every
+ * rank trains its aha_dp_shard of them and calls aha_dp_step. */
+
+/* Growable byte buffer of a control message, and a bounds-checked reader. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    bool oom;
+} aha__wbuf;
+typedef struct {
+    const char *p;
+    size_t n, off;
+    bool bad;
+} aha__rbuf;
+void aha__wbuf_put(aha__wbuf *b, const void *x, size_t n);
+void aha__wbuf_i64(aha__wbuf *b, int64_t v);
+void aha__wbuf_str(aha__wbuf *b, const char *s);
+void aha__wbuf_free(aha__wbuf *b);
+bool aha__rbuf_get(aha__rbuf *r, void *x, size_t n);
+int64_t aha__rbuf_i64(aha__rbuf *r);
+/* a pointer to n bytes inside the message (NULL when it is shorter) */
+const void *aha__rbuf_view(aha__rbuf *r, size_t n);
+/* a NUL-terminated copy (NULL when malformed or out of memory) */
+char *aha__rbuf_str(aha__rbuf *r);
+
+/* Rank 0, after open_policy, for grpo/sft/distill: form the group (waits for the other ranks),
+ * hand them the job, check that every rank loaded the same weights. No-op for one rank. */
+aha_status aha__dp_open(aha__job *j, aha_err *err);
+/* Rank 0 at the end of the job: tell the other ranks (best effort) and leave the group. */
+void aha__dp_close(aha__job *j, aha_status st, const aha_err *e);
+/* Rank 0: one step's work (b) to every rank. */
+aha_status aha__dp_send_step(aha__job *j, const aha__wbuf *b, aha_err *err);
+/* Every rank: share the local status; AHA_OK only when every rank is fine, otherwise the
+ * first failing rank's status and message ("learner rank R: ...") on every rank. */
+aha_status aha__dp_sync(aha__job *j, aha_status st, aha_err *err);
+/* the clip + AdamW options of one update (and the group's checks) */
+aha_dp_opts aha__dp_opts(const aha__job *j, double lr);
+/* Loads the weights (and for a checkpoint the optimizer state) of kind/path into j->m, j->t
+ * on j->be; runner.c (open_policy uses it too). */
+aha_status aha__open_policy_as(aha__job *j, int kind, const char *path, aha_err *err);
+
+/* Rank 0 packs, followers train: one GRPO / SFT step message (grpo.c, runner.c). */
+aha_status aha__grpo_follow_step(aha__job *j, aha__rbuf *r, aha_err *err);
+aha_status aha__sft_follow_step(aha__job *j, aha__rbuf *r, aha_err *err);
 
 /* GRPO training loop (grpo.c); j has its model, train state, data and order ready */
 aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err);

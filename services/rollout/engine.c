@@ -33,7 +33,8 @@ typedef struct {
     int used;
     aha_gen *g;
     int prompt, index, prompt_len;
-    aha_rng rng;
+    aha_rng rng;        /* host draws: the stream aha_rng_seed(S, index) */
+    int32_t rng_id;     /* model draws: the identity passed to aha_model_decode_sample */
     int32_t *ids;
     float *lp;
     int n;
@@ -49,6 +50,7 @@ struct aha_engine {
     aha_model *m;
     aha_kv_cache *kv;
     aha_tokenizer *tok;
+    aha_engine_draw draw; /* HOST or MODEL (auto resolved at creation) */
     int V;
     int max_new_cap;    /* max_seq_len */
 
@@ -76,11 +78,16 @@ struct aha_engine {
     /* engine-thread state */
     seq_t *seqs;        /* (max_batch) by slot */
     int n_active;
-    float *logits;      /* (max_batch, V) */
+    float *logits;      /* (max_batch, V), host draws only */
     float *first;       /* (V) prefill logits */
     int *slots;
     int32_t *toks;
     void *work;
+    /* model draws: one decode call per group of equal sampling settings */
+    int *gslots;        /* (max_batch) */
+    int32_t *gtoks, *grng, *gout; /* (max_batch) */
+    float *glp;         /* (max_batch) */
+    char *gdone;        /* (max_batch) by position in slots */
 };
 
 static void seq_free_buffers(seq_t *s)
@@ -279,7 +286,10 @@ static void admit(aha_engine *e, const admission *a)
         s->ids = malloc((size_t)g->r.max_new_tokens * sizeof *s->ids);
         s->lp = malloc((size_t)g->r.max_new_tokens * sizeof *s->lp);
         uint64_t ps = g->r.prompt_seeds ? g->r.prompt_seeds[a->prompt] : 0;
-        aha_rng_seed(&s->rng, ps ? ps : aha_mix64(g->r.seed, (uint64_t)a->prompt), (uint64_t)s->index);
+        uint64_t stream = ps ? ps : aha_mix64(g->r.seed, (uint64_t)a->prompt);
+        aha_rng_seed(&s->rng, stream, (uint64_t)s->index);
+        /* consecutive ids within a group: its samples never share a draw */
+        s->rng_id = (int32_t)(uint32_t)((aha_mix64(stream, 0) >> 32) + (uint64_t)s->index);
         e->n_active++;
         aha_status st = AHA_OK;
         if (!s->ids || !s->lp)
@@ -299,7 +309,15 @@ static void admit(aha_engine *e, const admission *a)
             continue; /* dropped at the next step as cancelled */
         }
         float lp = 0;
-        int tok = aha_sample_token(e->first, e->V, &g->r.sampling, &s->rng, e->work, &lp);
+        int tok;
+        if (e->draw == AHA_DRAW_HOST) {
+            tok = aha_sample_token(e->first, e->V, &g->r.sampling, &s->rng, e->work, &lp);
+        } else {
+            /* as the model's host fallback draws at the last prompt position */
+            aha_rng r0;
+            aha_rng_seed(&r0, aha_mix64(AHA_ENGINE_DRAW_SEED, (uint64_t)(uint32_t)s->rng_id), (uint64_t)(plen - 1));
+            tok = aha_sample_token(e->first, e->V, &g->r.sampling, &r0, e->work, &lp);
+        }
         pthread_mutex_lock(&e->mu);
         e->stats.tokens_generated++;
         pthread_mutex_unlock(&e->mu);
@@ -328,6 +346,56 @@ static void drop_cancelled(aha_engine *e)
     }
 }
 
+static bool same_sampling(const aha_sampling *a, const aha_sampling *b)
+{
+    return a->temperature == b->temperature && a->top_p == b->top_p && a->top_k == b->top_k;
+}
+
+/* One model-drawn step over the n active slots in e->slots / e->toks: a decode call per
+ * distinct sampling setting (one call in the usual case of a single request kind). */
+static void step_model(aha_engine *e, int n)
+{
+    memset(e->gdone, 0, (size_t)n);
+    int calls = 0;
+    for (int j0 = 0; j0 < n; j0++) {
+        if (e->gdone[j0]) continue;
+        const aha_sampling *sp = &e->seqs[e->slots[j0]].g->r.sampling;
+        int gn = 0;
+        for (int j = j0; j < n; j++) {
+            seq_t *s = &e->seqs[e->slots[j]];
+            if (e->gdone[j] || !same_sampling(&s->g->r.sampling, sp)) continue;
+            e->gdone[j] = 1;
+            e->gslots[gn] = e->slots[j];
+            e->gtoks[gn] = e->toks[j];
+            e->grng[gn] = s->rng_id;
+            gn++;
+        }
+        aha_sampling spc = *sp; /* the leader may be delivered (and freed) below */
+        aha_err err = {0};
+        calls++;
+        /* one seed for all: each row's identity is its rng_id, so slots of different
+         * requests and prompts share this call, and the decode graphs the backend records
+         * (keyed on the seed among the rest) are replayed across requests */
+        aha_status st = aha_model_decode_sample(e->m, e->kv, gn, e->gslots, e->gtoks, &spc, AHA_ENGINE_DRAW_SEED,
+                                                e->grng, e->gout, e->glp, &err);
+        if (st != AHA_OK) {
+            AHA_ERROR("decode step failed: %s", aha_err_msg(&err));
+            for (int j = 0; j < gn; j++) fail_gen(e, e->seqs[e->gslots[j]].g, &err);
+            continue;
+        }
+        for (int j = 0; j < gn; j++) {
+            seq_t *s = &e->seqs[e->gslots[j]];
+            const char *why = take_token(e, s, e->gout[j], e->glp[j]);
+            if (why) deliver(e, e->gslots[j], why);
+        }
+    }
+    pthread_mutex_lock(&e->mu);
+    e->stats.tokens_generated += n;
+    e->stats.steps++;
+    e->stats.decode_calls += calls;
+    pthread_mutex_unlock(&e->mu);
+}
+
 static void step(aha_engine *e)
 {
     int n = 0;
@@ -338,6 +406,10 @@ static void step(aha_engine *e)
             n++;
         }
     if (n == 0) return;
+    if (e->draw == AHA_DRAW_MODEL) {
+        step_model(e, n);
+        return;
+    }
     aha_err err = {0};
     aha_status st = aha_model_decode(e->m, e->kv, n, e->slots, e->toks, e->logits, &err);
     if (st != AHA_OK) {
@@ -356,6 +428,8 @@ static void step(aha_engine *e)
     }
     pthread_mutex_lock(&e->mu);
     e->stats.tokens_generated += n;
+    e->stats.steps++;
+    e->stats.decode_calls++;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -415,6 +489,10 @@ aha_status aha_engine_create(const aha_engine_opts *o, aha_engine **out, aha_err
     *out = NULL;
     aha_engine *e = calloc(1, sizeof *e);
     if (!e) return aha_errf(err, AHA_ENOMEM, "rollout: out of memory");
+    if (o->draw < AHA_DRAW_AUTO || o->draw > AHA_DRAW_MODEL) {
+        free(e);
+        return aha_errf(err, AHA_EINVAL, "rollout: draw mode %d is none of auto, host, model", (int)o->draw);
+    }
     e->o = *o;
     if (e->o.max_batch <= 0) e->o.max_batch = 64;
     if (e->o.max_seq_len <= 0) e->o.max_seq_len = 1024;
@@ -445,13 +523,25 @@ aha_status aha_engine_create(const aha_engine_opts *o, aha_engine **out, aha_err
         }
     }
     if (st == AHA_OK) {
-        e->seqs = calloc((size_t)e->o.max_batch, sizeof *e->seqs);
-        e->logits = malloc((size_t)e->o.max_batch * (size_t)e->V * sizeof *e->logits);
+        if (e->o.draw == AHA_DRAW_AUTO)
+            e->draw = e->be->ops->sample ? AHA_DRAW_MODEL : AHA_DRAW_HOST;
+        else
+            e->draw = e->o.draw;
+        size_t mb = (size_t)e->o.max_batch;
+        e->seqs = calloc(mb, sizeof *e->seqs);
+        if (e->draw == AHA_DRAW_HOST) e->logits = malloc(mb * (size_t)e->V * sizeof *e->logits);
         e->first = malloc((size_t)e->V * sizeof *e->first);
-        e->slots = malloc((size_t)e->o.max_batch * sizeof *e->slots);
-        e->toks = malloc((size_t)e->o.max_batch * sizeof *e->toks);
+        e->slots = malloc(mb * sizeof *e->slots);
+        e->toks = malloc(mb * sizeof *e->toks);
         e->work = malloc(aha_sample_work_bytes(e->V));
-        if (!e->seqs || !e->logits || !e->first || !e->slots || !e->toks || !e->work)
+        e->gslots = malloc(mb * sizeof *e->gslots);
+        e->gtoks = malloc(mb * sizeof *e->gtoks);
+        e->grng = malloc(mb * sizeof *e->grng);
+        e->gout = malloc(mb * sizeof *e->gout);
+        e->glp = malloc(mb * sizeof *e->glp);
+        e->gdone = malloc(mb);
+        if (!e->seqs || (e->draw == AHA_DRAW_HOST && !e->logits) || !e->first || !e->slots || !e->toks ||
+            !e->work || !e->gslots || !e->gtoks || !e->grng || !e->gout || !e->glp || !e->gdone)
             st = aha_errf(err, AHA_ENOMEM, "rollout: out of memory for %d slots", e->o.max_batch);
     }
     if (st == AHA_OK) {
@@ -485,6 +575,12 @@ void aha_engine_free(aha_engine *e)
     free(e->slots);
     free(e->toks);
     free(e->work);
+    free(e->gslots);
+    free(e->gtoks);
+    free(e->grng);
+    free(e->gout);
+    free(e->glp);
+    free(e->gdone);
     aha_tokenizer_free(e->tok);
     aha_kv_cache_free(e->kv);
     aha_model_free(e->m);
@@ -642,3 +738,17 @@ void aha_engine_get_stats(aha_engine *e, aha_engine_stats *s)
 
 const aha_model *aha_engine_model(const aha_engine *e) { return e->m; }
 const aha_tokenizer *aha_engine_tokenizer(const aha_engine *e) { return e->tok; }
+aha_engine_draw aha_engine_draw_mode(const aha_engine *e) { return e->draw; }
+
+int aha_engine_draw_parse(const char *s)
+{
+    if (strcmp(s, "auto") == 0) return AHA_DRAW_AUTO;
+    if (strcmp(s, "host") == 0) return AHA_DRAW_HOST;
+    if (strcmp(s, "model") == 0) return AHA_DRAW_MODEL;
+    return -1;
+}
+
+const char *aha_engine_draw_name(aha_engine_draw d)
+{
+    return d == AHA_DRAW_HOST ? "host" : d == AHA_DRAW_MODEL ? "model" : "auto";
+}

@@ -9,9 +9,20 @@
  * at the next step (continuous batching). When fewer slots than a group's samples are free,
  * the part that fits is admitted (one prefill per admitted part).
  *
- * Determinism: sample j of prompt i draws from its own generator stream
- * aha_rng_seed(aha_mix64(seed, i), j) (or aha_rng_seed(prompt_seeds[i], j) when that is
- * nonzero), so its tokens do not depend on which other sequences share the batch. Logprobs are log_softmax of the raw logits at the sampled token.
+ * Drawing. Sample j of prompt i has the stream seed S = prompt_seeds[i] when that is nonzero,
+ * else aha_mix64(seed, i). Two ways to draw, chosen by aha_engine_opts.draw:
+ *  - host: every decode step brings the (n, V) fp32 logits to the host and draws with
+ *    aha_sample_token from the sequence's own generator aha_rng_seed(S, j), advanced token by
+ *    token (the CPU default);
+ *  - model: aha_model_decode_sample draws on the backend (on CUDA: only n ids and logprobs
+ *    cross to the host); the draw at position p is a function of (AHA_ENGINE_DRAW_SEED,
+ *    rng_id, p) with rng_id = (high 32 bits of aha_mix64(S, 0)) + j, so a group's samples
+ *    never share a stream; different prompts collide with probability ~G/2^32 per pair. The
+ *    first token (after the prefill) is drawn on the host the way the model's host fallback
+ *    draws, from the same (seed, rng_id, position). Slots with different sampling settings
+ *    are decoded in one call per setting.
+ * Either way a sample's tokens depend only on its stream and the model, not on which other
+ * sequences share the batch. Logprobs are log_softmax of the raw logits at the sampled token.
  *
  * Weights: aha_engine_update_weights hands a checked upload to the engine, which applies it
  * between two decode steps and bumps the policy version; sequences in flight then report
@@ -30,6 +41,19 @@
 
 typedef struct aha_engine aha_engine;
 
+/* the seed of every model-drawn step (a sequence's identity is its rng_id, above) */
+#define AHA_ENGINE_DRAW_SEED 0x61686172756e7331ull
+
+typedef enum {
+    AHA_DRAW_AUTO = 0, /* model when the backend draws on the device (CUDA), else host */
+    AHA_DRAW_HOST,     /* full logits to the host, aha_sample_token (bitwise the CPU path) */
+    AHA_DRAW_MODEL,    /* aha_model_decode_sample (its host fallback on the CPU backend) */
+} aha_engine_draw;
+
+/* "auto" | "host" | "model" -> the enum; -1 for anything else */
+int aha_engine_draw_parse(const char *s);
+const char *aha_engine_draw_name(aha_engine_draw d);
+
 typedef struct {
     const char *model_dir;   /* config.json, safetensors, tokenizer.json (optional) */
     const char *device;      /* "cpu" | "cuda:N" */
@@ -37,6 +61,7 @@ typedef struct {
     int max_batch;           /* KV slots = sequences decoded together (default 64) */
     int max_seq_len;         /* prompt + completion tokens per slot (default 1024) */
     int max_queue;           /* sequences waiting for a slot, over all requests (default 65536) */
+    aha_engine_draw draw;    /* where tokens are drawn (default auto) */
 } aha_engine_opts;
 
 aha_status aha_engine_create(const aha_engine_opts *o, aha_engine **out, aha_err *err);
@@ -104,10 +129,15 @@ typedef struct {
     int64_t prefill_tokens;
     int64_t prefills;
     int64_t requests;
+    int64_t steps;              /* decode steps (one token for every active sequence) */
+    int64_t decode_calls;       /* model decode calls: > steps when slots of different
+                                   sampling settings shared steps (model draws) */
 } aha_engine_stats;
 void aha_engine_get_stats(aha_engine *e, aha_engine_stats *s);
 
 const aha_model *aha_engine_model(const aha_engine *e);
+/* AHA_DRAW_HOST or AHA_DRAW_MODEL: what auto resolved to */
+aha_engine_draw aha_engine_draw_mode(const aha_engine *e);
 /* NULL when the model directory has no tokenizer.json */
 const aha_tokenizer *aha_engine_tokenizer(const aha_engine *e);
 

@@ -234,7 +234,10 @@ static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *
 static void usage(FILE *f)
 {
     fprintf(f, "usage: aha-rollout --model DIR [--device cpu|cuda:N] [--max-batch N]\n"
-               "                   [--max-seq-len N] [--max-queue N] [--cpu-threads N] [common flags]\n");
+               "                   [--max-seq-len N] [--max-queue N] [--cpu-threads N]\n"
+               "                   [--draw auto|host|model] [common flags]\n"
+               "  --draw  where tokens are drawn: host (full logits to the host), model (the model's\n"
+               "          decode_sample: on the GPU under CUDA), auto (model on CUDA, host on the CPU)\n");
     aha_rpc_service_usage(f);
 }
 
@@ -270,7 +273,12 @@ int main(int argc, char **argv)
             ok = aha_rpc_service_int_flag(&a, f, v, 2, 1 << 20, &x), o.max_seq_len = (int)x;
         else if (ok && strcmp(f, "--max-queue") == 0)
             ok = aha_rpc_service_int_flag(&a, f, v, 1, 1 << 24, &x), o.max_queue = (int)x;
-        else if (ok && strcmp(f, "--cpu-threads") == 0)
+        else if (ok && strcmp(f, "--draw") == 0) {
+            int d = aha_engine_draw_parse(v);
+            if (d < 0) fprintf(stderr, "aha-rollout: --draw %s: expected auto, host or model\n", v);
+            ok = d >= 0;
+            o.draw = (aha_engine_draw)(ok ? d : 0);
+        } else if (ok && strcmp(f, "--cpu-threads") == 0)
             ok = aha_rpc_service_int_flag(&a, f, v, 0, 1024, &x), o.threads = (int)x;
         else {
             fprintf(stderr, "aha-rollout: unknown flag or missing value: %s\n", f);
@@ -295,9 +303,10 @@ int main(int argc, char **argv)
         return 2;
     }
     const aha_model_config *cfg = aha_model_cfg(aha_engine_model(svc.eng));
-    AHA_INFO("policy %s: %s, %d layers, hidden %d, vocab %d on %s; %d slots x %d tokens%s",
+    AHA_INFO("policy %s: %s, %d layers, hidden %d, vocab %d on %s; %d slots x %d tokens; draws on the %s%s",
              o.model_dir, cfg->architecture, cfg->num_layers, cfg->hidden_size, cfg->vocab_size,
              o.device, o.max_batch ? o.max_batch : 64, o.max_seq_len ? o.max_seq_len : 1024,
+             aha_engine_draw_mode(svc.eng) == AHA_DRAW_HOST ? "host" : "model",
              aha_engine_tokenizer(svc.eng) ? "" : " (no tokenizer.json: token ids only)");
 
     const ProtobufCServiceDescriptor *d = &aha__v1__rollout__descriptor;

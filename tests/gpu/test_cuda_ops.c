@@ -221,6 +221,14 @@ static void t_elementwise(void)
             gpu->ops->swiglu_bwd(gpu, gdg, gdu, gd, gbf, gb, n, &e2));
     compare_dev("swiglu_bwd dg", gdg, cdg, n, BF);
     compare_dev("swiglu_bwd du", gdu, cdu, n, BF);
+    /* a multiple of 8 elements: the 16-byte-access kernels */
+    int64_t n8 = n - n % 8;
+    aha_tensor vg = alloc_t(gpu, n8, BF16), vdg = alloc_t(gpu, n8, BF16), vdu = alloc_t(gpu, n8, BF16);
+    OK_BOTH(AHA_OK, gpu->ops->swiglu_fwd(gpu, vg, gbf, gb, n8, &e2));
+    compare_dev("swiglu_fwd (n % 8 == 0)", vg, cg, n8, BF);
+    OK_BOTH(AHA_OK, gpu->ops->swiglu_bwd(gpu, vdg, vdu, gd, gbf, gb, n8, &e2));
+    compare_dev("swiglu_bwd dg (n % 8 == 0)", vdg, cdg, n8, BF);
+    compare_dev("swiglu_bwd du (n % 8 == 0)", vdu, cdu, n8, BF);
     free(a);
     free(b);
     free(d);
@@ -301,6 +309,106 @@ static void t_rmsnorm(int N, int C, const char *what)
     release();
 }
 
+/* the fused residual add + norm against the CPU's add then rmsnorm_fwd, and against the GPU's
+ * own unfused pair (same rounding of the sum: the two must agree to the last bit) */
+static void t_add_rmsnorm(int N, int C)
+{
+    fprintf(stderr, "== add_rmsnorm (N %d, C %d)\n", N, C);
+    CHECK(gpu->ops->add_rmsnorm != NULL, "cuda backend offers add_rmsnorm");
+    if (!gpu->ops->add_rmsnorm) return;
+    int64_t n = (int64_t)N * C;
+    float *a = rnd(n, 2.0f, 0.3f), *b = rnd(n, 1.0f, -0.2f), *w = rnd(C, 0.1f, 1.0f);
+    aha_tensor cw = up(cpu, w, C, FP32);
+    aha_tensor ga = up(gpu, a, n, BF16), gb = up(gpu, b, n, BF16), gw = up(gpu, w, C, BF16);
+    /* the sum is stored as bf16 and the norm reads the stored value: the CPU reference gets
+     * the same rounded sum */
+    float *yh = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) yh[i] = from_bf16(to_bf16(a[i] + b[i]));
+    aha_tensor cy = up(cpu, yh, n, FP32), co = alloc_t(cpu, n, FP32), cr = alloc_t(cpu, N, FP32);
+    aha_tensor gy = alloc_t(gpu, n, BF16), go = alloc_t(gpu, n, BF16), gr = alloc_t(gpu, N, FP32);
+    OK_BOTH(AHA_OK, gpu->ops->add(gpu, gy, ga, gb, n, &e2));
+    compare("add (bf16 sum)", gy, yh, n, BF);
+    OK_BOTH(cpu->ops->rmsnorm_fwd(cpu, co, cr, cy, cw, N, C, 1e-6f, &e1),
+            gpu->ops->rmsnorm_fwd(gpu, go, gr, gy, gw, N, C, 1e-6f, &e2));
+    /* fused, in place on a copy of a (y aliases a, as the model uses it) */
+    aha_tensor fy = up(gpu, a, n, BF16), fo = alloc_t(gpu, n, BF16), fr = alloc_t(gpu, N, FP32);
+    OK_BOTH(AHA_OK, gpu->ops->add_rmsnorm(gpu, fy, fo, fr, fy, gb, gw, N, C, 1e-6f, &e2));
+    compare_dev("add_rmsnorm y", fy, cy, n, BF);
+    compare_dev("add_rmsnorm out", fo, co, n, BF);
+    compare_dev("add_rmsnorm rstd", fr, cr, N, F32);
+    float *u1 = down(gpu, go, n), *u2 = down(gpu, fo, n);
+    CHECK(!memcmp(u1, u2, (size_t)n * sizeof(float)), "add_rmsnorm differs from add + rmsnorm_fwd on the GPU");
+    free(u1);
+    free(u2);
+    free(yh);
+    free(a);
+    free(b);
+    free(w);
+    release();
+}
+
+/* copy2d: rows of a pitched source into a pitched destination; the rest of dst untouched */
+static void t_copy2d(void)
+{
+    fprintf(stderr, "== copy2d\n");
+    CHECK(gpu->ops->copy2d != NULL, "cuda backend offers copy2d");
+    if (!gpu->ops->copy2d) return;
+    int rows = 48, sp = 1000, dp = 700, wdt = 300;
+    float *src = rnd((int64_t)rows * sp, 1.0f, 0.0f), *dst = rnd((int64_t)rows * dp, 1.0f, 5.0f);
+    aha_tensor gs = up(gpu, src, (int64_t)rows * sp, BF16), gd = up(gpu, dst, (int64_t)rows * dp, BF16);
+    OK_BOTH(AHA_OK, gpu->ops->copy2d(gpu, aha_tensor_at(gd, 17), dp, aha_tensor_at(gs, 33), sp, wdt, rows, &e2));
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < wdt; c++) dst[(int64_t)r * dp + 17 + c] = src[(int64_t)r * sp + 33 + c];
+    compare("copy2d", gd, dst, (int64_t)rows * dp, 0.0);
+    free(src);
+    free(dst);
+    release();
+}
+
+/* two products sharing x, operands a fixed stride apart (with a gap, as in the model's
+ * buffers): the strided-batch ops against the CPU's separate products */
+static void t_matmul_batched(int M, int K, int N, bool bias)
+{
+    fprintf(stderr, "== matmul_batched x2 M %d K %d N %d%s\n", M, K, N, bias ? " + bias" : "");
+    CHECK(gpu->ops->matmul_batched && gpu->ops->matmul_bwd_dw_batched, "cuda backend offers batched matmuls");
+    if (!gpu->ops->matmul_batched || !gpu->ops->matmul_bwd_dw_batched) return;
+    int64_t ws = (int64_t)N * K + 64, ys = (int64_t)M * N + 128, bs = N + 64, nw = 2 * ws, ny = 2 * ys;
+    float *x = rnd((int64_t)M * K, 1.0f, 0.0f), *w = rnd(nw, 0.03f, 0.0f), *b = rnd(2 * bs, 0.1f, 0.0f);
+    float *dy = rnd(ny, 1.0f, 0.0f), *dw0 = rnd(nw, 0.1f, 0.0f), *db0 = rnd(2 * bs, 0.1f, 0.0f);
+    aha_tensor cx = up(cpu, x, (int64_t)M * K, FP32), gx = up(gpu, x, (int64_t)M * K, BF16);
+    aha_tensor cw = up(cpu, w, nw, FP32), gw = up(gpu, w, nw, BF16);
+    aha_tensor cb = up(cpu, b, 2 * bs, FP32), gb = up(gpu, b, 2 * bs, BF16);
+    aha_tensor cy = alloc_t(cpu, ny, FP32), gy = alloc_t(gpu, ny, BF16);
+    for (int i = 0; i < 2; i++)
+        OK_BOTH(cpu->ops->matmul(cpu, aha_tensor_at(cy, i * ys), cx, aha_tensor_at(cw, i * ws),
+                                 bias ? aha_tensor_at(cb, i * bs) : aha_tensor_none(), M, K, N, &e1),
+                AHA_OK);
+    OK_BOTH(AHA_OK, gpu->ops->matmul_batched(gpu, gy, ys, gx, gw, ws, bias ? gb : aha_tensor_none(), bias ? bs : 0,
+                                             M, K, N, 2, &e2));
+    compare_dev("matmul_batched y[0]", gy, cy, (int64_t)M * N, BF);
+    compare_dev("matmul_batched y[1]", aha_tensor_at(gy, ys), aha_tensor_at(cy, ys), (int64_t)M * N, BF);
+    aha_tensor cdy = up(cpu, dy, ny, FP32), gdy = up(gpu, dy, ny, BF16);
+    aha_tensor cdw = up(cpu, dw0, nw, FP32), gdw = up(gpu, dw0, nw, FP32);
+    aha_tensor cdb = up(cpu, db0, 2 * bs, FP32), gdb = up(gpu, db0, 2 * bs, FP32);
+    for (int i = 0; i < 2; i++)
+        OK_BOTH(cpu->ops->matmul_bwd_dw(cpu, aha_tensor_at(cdw, i * ws),
+                                        bias ? aha_tensor_at(cdb, i * bs) : aha_tensor_none(),
+                                        aha_tensor_at(cdy, i * ys), cx, M, K, N, &e1),
+                AHA_OK);
+    OK_BOTH(AHA_OK, gpu->ops->matmul_bwd_dw_batched(gpu, gdw, ws, bias ? gdb : aha_tensor_none(), bias ? bs : 0, gdy,
+                                                    ys, gx, M, K, N, 2, &e2));
+    /* the whole buffers: the gaps between the products must be untouched */
+    compare_dev("matmul_bwd_dw_batched dw (+=, fp32, gaps kept)", gdw, cdw, nw, F32);
+    if (bias) compare_dev("matmul_bwd_dw_batched dbias (+=, fp32)", gdb, cdb, 2 * bs, F32);
+    free(x);
+    free(w);
+    free(b);
+    free(dy);
+    free(dw0);
+    free(db0);
+    release();
+}
+
 static void t_matmul(int M, int K, int N, bool bias)
 {
     fprintf(stderr, "== matmul M %d K %d N %d%s\n", M, K, N, bias ? " + bias" : "");
@@ -340,6 +448,63 @@ static void t_matmul(int M, int K, int N, bool bias)
     free(dx0);
     free(dw0);
     free(db0);
+    release();
+}
+
+/* the fused rope of q and k + KV-cache store against the unfused GPU ops (same values to the
+ * bit) and the CPU's rope_fwd */
+static void t_rope_qk_store(int N, int H, int KV, int D)
+{
+    fprintf(stderr, "== rope_qk_store N %d H %d KV %d D %d\n", N, H, KV, D);
+    CHECK(gpu->ops->rope_qk_store != NULL, "cuda backend offers rope_qk_store");
+    if (!gpu->ops->rope_qk_store) return;
+    int64_t nq = (int64_t)N * H * D, nk = (int64_t)N * KV * D;
+    int slots_n = 5, max_seq = N + 7;
+    int64_t nc = (int64_t)slots_n * max_seq * KV * D;
+    float *q = rnd(nq, 1.0f, 0.0f), *k = rnd(nk, 1.0f, 0.0f), *v = rnd(nk, 1.0f, 0.0f);
+    int32_t *pos = malloc((size_t)N * 4), *slot = malloc((size_t)N * 4);
+    for (int i = 0; i < N; i++) {
+        slot[i] = i % slots_n;
+        pos[i] = i / slots_n + (i % 3) * 2; /* distinct (slot, pos) pairs */
+    }
+    aha_tensor gp = up_i32(gpu, pos, N), gs = up_i32(gpu, slot, N), cp = up_i32(cpu, pos, N);
+    aha_tensor cq = up(cpu, q, nq, FP32), ck = up(cpu, k, nk, FP32);
+    aha_tensor uq = up(gpu, q, nq, BF16), uk = up(gpu, k, nk, BF16), uv = up(gpu, v, nk, BF16);
+    aha_tensor fq = up(gpu, q, nq, BF16), fk = up(gpu, k, nk, BF16), fv = up(gpu, v, nk, BF16);
+    float *zero = calloc((size_t)nc, sizeof(float));
+    aha_tensor ukc = up(gpu, zero, nc, BF16), uvc = up(gpu, zero, nc, BF16);
+    aha_tensor fkc = up(gpu, zero, nc, BF16), fvc = up(gpu, zero, nc, BF16);
+    OK_BOTH(cpu->ops->rope_fwd(cpu, cq, cp, N, H, D, 1e6f, &e1), gpu->ops->rope_fwd(gpu, uq, gp, N, H, D, 1e6f, &e2));
+    OK_BOTH(cpu->ops->rope_fwd(cpu, ck, cp, N, KV, D, 1e6f, &e1),
+            gpu->ops->rope_fwd(gpu, uk, gp, N, KV, D, 1e6f, &e2));
+    OK_BOTH(AHA_OK, gpu->ops->kv_store(gpu, ukc, uvc, uk, uv, gs, gp, N, KV, D, max_seq, &e2));
+    OK_BOTH(AHA_OK, gpu->ops->rope_qk_store(gpu, fq, fk, fv, fkc, fvc, gs, gp, N, H, KV, D, max_seq, 1e6f, &e2));
+    compare_dev("rope_qk_store q", fq, cq, nq, BF);
+    compare_dev("rope_qk_store k", fk, ck, nk, BF);
+    float *a = down(gpu, fq, nq), *b = down(gpu, uq, nq);
+    CHECK(!memcmp(a, b, (size_t)nq * sizeof(float)), "rope_qk_store q differs from rope_fwd");
+    free(a);
+    free(b);
+    a = down(gpu, fkc, nc), b = down(gpu, ukc, nc);
+    CHECK(!memcmp(a, b, (size_t)nc * sizeof(float)), "rope_qk_store k cache differs from rope_fwd + kv_store");
+    free(a);
+    free(b);
+    a = down(gpu, fvc, nc), b = down(gpu, uvc, nc);
+    CHECK(!memcmp(a, b, (size_t)nc * sizeof(float)), "rope_qk_store v cache differs from kv_store");
+    free(a);
+    free(b);
+    /* without a cache: only the rotations */
+    aha_tensor gq2 = up(gpu, q, nq, BF16), gk2 = up(gpu, k, nk, BF16);
+    OK_BOTH(AHA_OK, gpu->ops->rope_qk_store(gpu, gq2, gk2, fv, aha_tensor_none(), aha_tensor_none(),
+                                            aha_tensor_none(), gp, N, H, KV, D, 0, 1e6f, &e2));
+    compare_dev("rope_qk_store q (no cache)", gq2, cq, nq, BF);
+    compare_dev("rope_qk_store k (no cache)", gk2, ck, nk, BF);
+    free(q);
+    free(k);
+    free(v);
+    free(pos);
+    free(slot);
+    free(zero);
     release();
 }
 
@@ -666,11 +831,18 @@ int main(void)
     t_rmsnorm(1000, 896, "hidden");
     t_rmsnorm(1000 * 14, 64, "per-head q norm");
     t_rmsnorm(333 * 2, 128, "per-head k norm");
+    t_add_rmsnorm(1000, 896);
+    t_add_rmsnorm(37, 64);
+    t_copy2d();
     t_matmul(300, 896, 1152, true);
     t_matmul(77, 896, 4864, false);
     t_matmul(1, 64, 448, false);
+    t_matmul_batched(256, 896, 128, true);
+    t_matmul_batched(300, 896, 4864, false);
+    t_matmul_batched(77, 96, 40, true);
     t_rope(500, 14, 64, 1e6f);
     t_rope(100, 4, 128, 1e4f);
+    t_rope_qk_store(300, 14, 2, 64);
     const int l1[] = {1, 37, 64, 65, 200, 130};
     t_attention(l1, 6, 14, 2, 64, BF16);
     t_attention(l1, 6, 14, 2, 64, FP32);
@@ -683,6 +855,7 @@ int main(void)
     t_attention(l4, 1, 4, 4, 32, BF16);
     t_logprob(6, 151936);
     t_logprob(33, 448);
+    t_logprob(5, 1001);
     t_losses(100000);
     t_adamw(3000017);
     t_sample();

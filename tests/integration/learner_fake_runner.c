@@ -116,3 +116,12 @@ static aha_status run_steps(aha_job_ctx *ctx, const aha_job_spec *sp, const char
     }
     return AHA_OK;
 }
+
+/* main.c runs this on learner ranks != 0; the API tests start one rank only */
+aha_status aha_job_follow(const aha_learner_env *env, volatile int *stop, bool once, aha_err *err)
+{
+    (void)env;
+    (void)stop;
+    (void)once;
+    return aha_errf(err, AHA_EUNSUPPORTED, "the fake runner has no learner ranks != 0");
+}

@@ -15,9 +15,11 @@
  * attention_tc.cu instead; these remain for the other shapes and as their cross-check.
  *
  * Cached attention: a block owns one query and one KV head (the H/KV query heads of the group
- * share each key read) and walks that slot's cached keys in chunks of 128 with an online
- * softmax. Cache layout per layer (slots, max_seq, KV, D). */
+ * share each key read); its four warps walk disjoint 32-key tiles of the slot's cache with
+ * their own online softmax and merge at the end. Cache layout per layer (slots, max_seq, KV, D). */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
 
@@ -399,116 +401,137 @@ __device__ __forceinline__ void load8(const float *p, float *o)
     o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
 }
 
-/* block = (query i, kv head g), 4 warps. Per chunk of 128 cached keys: scores with one key per
- * thread (16-byte loads of its k row, every query head of the group at once); a warp per head
- * updates the running max and sum; then each warp accumulates 32 of the keys' v rows into its
- * own partial output (lanes over the head dim, coalesced), and the four partials are added in
- * shared memory at the end. */
-template <int D, typename T>
-__global__ void __launch_bounds__(128) k_attn_cached(T *out, const T *q, const T *kc, const T *vc,
+/* block = (query i, kv head g), 4 warps that work independently until the end: warp w takes
+ * the 32-key tiles w, w + 4, ... of the slot. Per tile, lane j scores key j against every
+ * query head of the group (16-byte loads of its k row; the queries are in shared memory),
+ * the warp keeps a running max per head (the sums stay per lane until the end), and the
+ * v rows are read as DV = D / 8 lanes x 8 dims per row, 32 / DV rows at a time, every load of
+ * the tile issued before its use. Only at the end are the lanes' partial sums reduced and
+ * the four warps' (max, sum, output) merged in shared memory. No barrier inside the key
+ * loop: the previous kernel's per-chunk barriers and one-row-at-a-time v reads held it to
+ * ~87 us per layer at 256 slots x ~400 keys, ~5x the cache's streaming time. */
+template <int D, int G, typename T>
+__global__ void __launch_bounds__(128, G <= 8 ? 4 : 1) k_attn_cached(T *out, const T *q, const T *kc, const T *vc,
                                                      const int32_t *slots, const int32_t *lens,
                                                      int H, int KV, int max_seq, float scale)
 {
-    constexpr int DPL = (D + 31) / 32;
+    constexpr int DV = D / 8, KP = 32 / DV;
     int i = blockIdx.x, g = blockIdx.y, hg = H / KV;
-    __shared__ __align__(16) float qs[CA_MAXG * D]; /* the group's queries; the output sum at the end */
-    __shared__ float ps[CA_MAXG * CA_CHUNK];
-    __shared__ float ms[CA_MAXG], ls[CA_MAXG], as[CA_MAXG];
+    __shared__ __align__(16) float qs[G * D];
+    __shared__ float ps[4][G][32];
+    __shared__ float wm[4][G], wl[4][G];
+    __shared__ float wo[G * D];
     int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-    for (int e = t; e < hg * D; e += 128) qs[e] = aha__ld(q, ((int64_t)i * H + g * hg) * D + e) * scale * LOG2E;
-    if (t < hg) {
-        ms[t] = -INFINITY;
-        ls[t] = 0.0f;
+    for (int e = t; e < hg * D; e += 128) {
+        qs[e] = aha__ld(q, ((int64_t)i * H + g * hg) * D + e) * scale * LOG2E;
+        wo[e] = 0.0f;
     }
-    float o[CA_MAXG][DPL];
-#pragma unroll
-    for (int h = 0; h < CA_MAXG; h++)
-#pragma unroll
-        for (int e = 0; e < DPL; e++) o[h][e] = 0.0f;
+    __syncthreads();
     int len = lens[i];
     int64_t slot_base = (int64_t)slots[i] * max_seq;
-    __syncthreads();
-    for (int c0 = 0; c0 < len; c0 += CA_CHUNK) {
-        int j = c0 + t;
-        float sc[CA_MAXG];
+    float m[G], l[G], o[G][8];
 #pragma unroll
-        for (int h = 0; h < CA_MAXG; h++) sc[h] = 0.0f;
+    for (int h = 0; h < G; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[h][e] = 0.0f;
+    }
+    int dl = lane % DV, kl = lane / DV;
+    for (int c0 = warp * 32; c0 < len; c0 += 128) {
+        int j = c0 + lane;
+        float sc[G];
+#pragma unroll
+        for (int h = 0; h < G; h++) sc[h] = 0.0f;
         if (j < len) {
             const T *kr = kc + ((slot_base + j) * KV + g) * D;
-#pragma unroll 2
+#pragma unroll
             for (int d = 0; d < D; d += 8) {
                 float kv[8];
                 load8(kr + d, kv);
 #pragma unroll
-                for (int h = 0; h < CA_MAXG; h++)
+                for (int h = 0; h < G; h++)
                     if (h < hg) {
-                        const float *qh = qs + h * D + d;
-#pragma unroll
-                        for (int e = 0; e < 8; e++) sc[h] += qh[e] * kv[e];
+                        float4 qa = *(const float4 *)(qs + h * D + d), qb = *(const float4 *)(qs + h * D + d + 4);
+                        sc[h] += qa.x * kv[0] + qa.y * kv[1] + qa.z * kv[2] + qa.w * kv[3] + qb.x * kv[4] +
+                                 qb.y * kv[5] + qb.z * kv[6] + qb.w * kv[7];
                     }
             }
         }
 #pragma unroll
-        for (int h = 0; h < CA_MAXG; h++)
-            if (h < hg) ps[h * CA_CHUNK + t] = j < len ? sc[h] : -INFINITY;
-        __syncthreads();
-        for (int h = warp; h < hg; h += 4) {
-            float mx = -INFINITY;
-            for (int e = lane; e < CA_CHUNK; e += 32) mx = fmaxf(mx, ps[h * CA_CHUNK + e]);
-            mx = aha__warp_max(mx);
-            float mn = fmaxf(ms[h], mx); /* finite: the chunk holds at least key c0 */
-            float sum = 0;
-            for (int e = lane; e < CA_CHUNK; e += 32) {
-                float p = exp2f(ps[h * CA_CHUNK + e] - mn);
-                ps[h * CA_CHUNK + e] = p;
-                sum += p;
-            }
-            sum = aha__warp_sum(sum);
-            if (lane == 0) {
-                float a = exp2f(ms[h] - mn);
-                as[h] = a;
-                ls[h] = ls[h] * a + sum;
-                ms[h] = mn;
-            }
-        }
-        __syncthreads();
-#pragma unroll
-        for (int h = 0; h < CA_MAXG; h++)
+        for (int h = 0; h < G; h++)
             if (h < hg) {
-                float a = as[h];
+                float x = j < len ? sc[h] : -INFINITY;
+                float mn = fmaxf(m[h], aha__warp_max(x)); /* finite: key c0 < len */
+                float a = exp2f(m[h] - mn), p = exp2f(x - mn);
+                l[h] = l[h] * a + p;
+                m[h] = mn;
 #pragma unroll
-                for (int e = 0; e < DPL; e++) o[h][e] *= a;
+                for (int e = 0; e < 8; e++) o[h][e] *= a;
+                ps[warp][h][lane] = p;
             }
-        int kb = c0 + warp * 32, ke = min(len, kb + 32);
-        for (int jj = kb; jj < ke; jj++) {
-            const T *vr = vc + ((slot_base + jj) * KV + g) * D;
-            float vv[DPL];
+        __syncwarp();
+        int nk = min(32, len - c0);
+        /* the v rows in two halves of loads issued together (registers: 4 blocks per SM) */
+        constexpr int HALF = DV > 1 ? DV / 2 : 1;
 #pragma unroll
-            for (int e = 0; e < DPL; e++) vv[e] = lane + 32 * e < D ? aha__ld(vr, lane + 32 * e) : 0.0f;
-            const float *pj = ps + (jj - c0);
+        for (int k2 = 0; k2 < DV; k2 += HALF) {
+            float vv[HALF][8];
 #pragma unroll
-            for (int h = 0; h < CA_MAXG; h++)
-                if (h < hg) {
-                    float p = pj[h * CA_CHUNK];
+            for (int kk = 0; kk < HALF; kk++) {
+                int jj = (k2 + kk) * KP + kl;
+                if (jj < nk) load8(vc + ((slot_base + c0 + jj) * KV + g) * D + dl * 8, vv[kk]);
+                else
 #pragma unroll
-                    for (int e = 0; e < DPL; e++) o[h][e] += p * vv[e];
-                }
+                    for (int e = 0; e < 8; e++) vv[kk][e] = 0.0f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < HALF; kk++) {
+                int jj = (k2 + kk) * KP + kl;
+#pragma unroll
+                for (int h = 0; h < G; h++)
+                    if (h < hg) {
+                        float p = ps[warp][h][jj];
+#pragma unroll
+                        for (int e = 0; e < 8; e++) o[h][e] += p * vv[kk][e];
+                    }
+            }
         }
-        __syncthreads();
+        __syncwarp();
     }
-    /* add the four warps' partial outputs */
-    for (int e = t; e < hg * D; e += 128) qs[e] = 0.0f;
+    /* reduce within the warp: sums over all lanes, outputs over the lanes sharing dims */
+#pragma unroll
+    for (int h = 0; h < G; h++)
+        if (h < hg) {
+            l[h] = aha__warp_sum(l[h]);
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+#pragma unroll
+                for (int off = DV; off < 32; off <<= 1) o[h][e] += __shfl_xor_sync(0xffffffffu, o[h][e], off);
+            if (lane == 0) {
+                wm[warp][h] = m[h];
+                wl[warp][h] = l[h];
+            }
+        }
     __syncthreads();
+    /* merge the four warps into wo (zeroed at the start): a warp without keys has max -inf
+     * and weight 0 */
 #pragma unroll
-    for (int h = 0; h < CA_MAXG; h++)
-        if (h < hg)
+    for (int h = 0; h < G; h++)
+        if (h < hg && kl == 0) {
+            float M = fmaxf(fmaxf(wm[0][h], wm[1][h]), fmaxf(wm[2][h], wm[3][h]));
+            float a = m[h] == -INFINITY ? 0.0f : exp2f(m[h] - M);
 #pragma unroll
-            for (int e = 0; e < DPL; e++)
-                if (lane + 32 * e < D) atomicAdd(&qs[h * D + lane + 32 * e], o[h][e]);
+            for (int e = 0; e < 8; e++) atomicAdd(&wo[h * D + dl * 8 + e], a * o[h][e]);
+        }
     __syncthreads();
     for (int e = t; e < hg * D; e += 128) {
-        float l = ls[e / D];
-        aha__st(out, ((int64_t)i * H + g * hg) * D + e, l > 0 ? qs[e] / l : 0.0f);
+        int h = e / D;
+        float M = fmaxf(fmaxf(wm[0][h], wm[1][h]), fmaxf(wm[2][h], wm[3][h]));
+        float den = 0.0f;
+#pragma unroll
+        for (int w = 0; w < 4; w++) den += wm[w][h] == -INFINITY ? 0.0f : exp2f(wm[w][h] - M) * wl[w][h];
+        aha__st(out, ((int64_t)i * H + g * hg) * D + e, den > 0 ? wo[e] / den : 0.0f);
     }
 }
 
@@ -594,6 +617,7 @@ static aha_status attn_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_te
     k_attn_dvec<T><<<aha__blocks(NH, 8, 65535), 256, 0, st>>>(Dv, (const T *)dout.data,
                                                               (const T *)out.data, NH, D);
     AHA_CU_LAUNCHED();
+    aha__cu_prof_seg(be, "attention_bwd: D = rowsum(dO*O)", 0);
     if (aha__cu_attention_tc_ok(q.dt, D) && aligned16(q, k, v, dout) && aligned16(dq, dk, dv, out))
         return aha__cu_attention_bwd_tc(be, dq, dk, dv, dout, q, k, v, lse, Dv, Dv + (size_t)N * H, cu, n_seqs, N, H,
                                         KV, D, max_seqlen, err);
@@ -675,17 +699,33 @@ aha_status aha__cu_attention_cached(aha_backend *be, aha_tensor out, aha_tensor 
     if (slots.dt != AHA_DT_I32 || lens.dt != AHA_DT_I32)
         return aha__cu_bad_dtype(err, "attention_cached", "slots/lens", slots.dt);
     if (n <= 0) return AHA_OK;
+    /* AHA_CUDA_DECODE_SIMT=1 keeps the CUDA-core kernel (a cross-check of the tensor-core one) */
+    static int simt = -1;
+    if (simt < 0) {
+        const char *e = getenv("AHA_CUDA_DECODE_SIMT");
+        simt = e && *e && strcmp(e, "0") != 0;
+    }
+    if (!simt && aha__cu_attention_tc_ok(q.dt, D) && H / KV <= 16 && aligned16(q, kc, vc, out))
+        return aha__cu_attention_cached_tc(be, out, q, kc, vc, slots, lens, n, H, KV, D, max_seq, err);
     dim3 grid(n, KV);
     float scale = 1.0f / sqrtf((float)D);
     cudaStream_t st = aha__cu(be)->stream;
+    int hg = H / KV;
+#define CACHED_G(DD, GG)                                                                          \
+    AHA__DISPATCH_FLOAT(q.dt, T, (k_attn_cached<DD, GG, T><<<grid, 128, 0, st>>>(                 \
+        (T *)out.data, (const T *)q.data, (const T *)kc.data, (const T *)vc.data,                 \
+        (const int32_t *)slots.data, (const int32_t *)lens.data, H, KV, max_seq, scale)))
 #define CACHED(DD)                                                                                \
     case DD:                                                                                      \
-        AHA__DISPATCH_FLOAT(q.dt, T, (k_attn_cached<DD, T><<<grid, 128, 0, st>>>(                \
-            (T *)out.data, (const T *)q.data, (const T *)kc.data, (const T *)vc.data,             \
-            (const int32_t *)slots.data, (const int32_t *)lens.data, H, KV, max_seq, scale)));   \
+        if (hg <= 2) CACHED_G(DD, 2);                                                             \
+        else if (hg <= 4) CACHED_G(DD, 4);                                                        \
+        else if (hg == 7) CACHED_G(DD, 7);                                                        \
+        else if (hg <= 8) CACHED_G(DD, 8);                                                        \
+        else CACHED_G(DD, 16);                                                                    \
         break;
     switch (D) { CACHED(16) CACHED(32) CACHED(64) CACHED(128) }
 #undef CACHED
+#undef CACHED_G
     AHA_CU_LAUNCHED();
     return AHA_OK;
 }

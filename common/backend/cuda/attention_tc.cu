@@ -1,69 +1,145 @@
-/* attention_tc.cu: the tensor-core (WMMA, bf16 in, fp32 accumulate) versions of the packed
- * causal GQA attention forward and backward, for BF16 tensors with head dim 64 or 128 (the
- * Qwen2.5 / Qwen3 / Llama sizes); attention.cu keeps the CUDA-core kernels for the rest and
- * is the reference these are tested against (tests/gpu/test_cuda_ops.c compares both with
- * the CPU backend).
+/* attention_tc.cu: the tensor-core versions of the packed causal GQA attention forward and
+ * backward, for BF16 tensors with head dim 64 or 128 (the Qwen2.5 / Qwen3 / Llama sizes);
+ * attention.cu keeps the CUDA-core kernels for the rest and is the reference these are tested
+ * against (tests/gpu/test_cuda_ops.c compares both with the CPU backend).
  *
- * Structure (FlashAttention-2): a block of 4 warps owns 64 rows (16 per warp) and walks
- * 64-wide tiles of the other operand in shared memory. Fragment element layouts are opaque
- * in WMMA, so every per-row step (mask, online softmax, rescaling) goes through shared
- * memory: a warp stores its 16 x 64 score tile, two lanes per row process it, and the output
- * accumulator lives in shared memory too (loaded into an accumulator fragment, updated by
- * mma, stored back), which lets the rescale by exp(m_old - m_new) be a plain loop.
- * Probabilities and dS are rounded to bf16 for the second product, as FlashAttention does. */
-#include <mma.h>
+ * Structure (FlashAttention-2) on mma.sync.m16n8k16 (bf16 in, fp32 accumulate) with ldmatrix:
+ * a block of 4 warps owns 64 rows (16 per warp) and walks 64-wide tiles of the other operand,
+ * which cp.async double-buffers in shared memory (rows padded by 16 bytes: ldmatrix without
+ * bank conflicts). Scores, probabilities and accumulators stay in registers: the m16n8
+ * accumulator layout (thread = row lane/4 and lane/4 + 8, columns 2 (lane % 4) + {0, 1}) is
+ * the A-operand layout of the next product once packed to bf16, so P (or dS) feeds P.V (or
+ * dS.K) without a trip through shared memory, and the row statistics need only the four
+ * lanes of a quad. The earlier WMMA version stored every score tile to shared memory (fragment
+ * layouts are opaque there) and ran at ~48 TFLOP/s forward, ~16 backward.
+ * Probabilities and dS are rounded to bf16 for the second products, as FlashAttention does.
+ *   forward: S = Q K^T, online softmax in base 2, O += P V; lse = natural logsumexp.
+ *   dq:  per (query tile, head): S, dP = dO V^T, dS = P (dP - Dv), dq += dS K.
+ *   dkv: per (key tile, QUERY head): S^T = K Q^T, dP^T = V dO^T, dv += P^T dO,
+ *        dk += dS^T Q; the group's heads meet in fp32 atomics (more blocks than one per kv head).
+ * Dv (N, H) = rowsum(dout * out) is computed by attention.cu first. */
+#include <stdint.h>
 
 #include "common.cuh"
-
-using namespace nvcuda;
 
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> frag_bt; /* B = X^T */
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> frag_b;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, const uint32_t *b)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
 
-/* rows [r0, r0 + 64) of head h of x (N, heads, D) into s (64, P) bf16, zero past `valid`;
- * 16-byte copies */
+__device__ __forceinline__ void ldsm4(uint32_t *r, const bf16 *p)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+__device__ __forceinline__ void ldsm4t(uint32_t *r, const bf16 *p)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+__device__ __forceinline__ void cp16(bf16 *dst, const bf16 *src, bool valid)
+{
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    int n = valid ? 16 : 0; /* 0: zero-fill, nothing read */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/* rows [r0, r0 + 64) of head h of x (N, heads, D) into s (64, P), zero past `valid` (>= 1) */
 template <int D, int P>
-__device__ __forceinline__ void tile_load(bf16 *s, const bf16 *x, int64_t r0, int valid, int heads, int h)
+__device__ __forceinline__ void tile_async(bf16 *s, const bf16 *x, int64_t r0, int valid, int heads, int h)
 {
     constexpr int V8 = D / 8;
     for (int i = threadIdx.x; i < 64 * V8; i += blockDim.x) {
         int r = i / V8, c = (i % V8) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < valid) v = *(const uint4 *)(x + ((r0 + r) * heads + h) * (int64_t)D + c);
-        *(uint4 *)(s + r * P + c) = v;
+        int rr = r < valid ? r : valid - 1;
+        cp16(s + r * P + c, x + ((r0 + rr) * heads + h) * (int64_t)D + c, r < valid);
     }
 }
 
-/* C (16 x 16k... ) helpers: acc(16 x 16) += A (16 x K, row-major, lda) . B */
-template <int K>
-__device__ __forceinline__ void mma_rowT(frag_c &acc, const bf16 *a, int lda, const bf16 *bt, int ldb)
+/* ldmatrix addresses (lane's row and column inside a 16 x 16 block):
+ *  A operand / non-transposed B pair over rows: see the uses */
+__device__ __forceinline__ int a_row(int lane) { return (lane & 7) + ((lane >> 3) & 1) * 8; }
+__device__ __forceinline__ int a_col(int lane) { return (lane >> 4) * 8; }
+/* B operand from rows = n (two n-tiles of 8), columns = k: */
+__device__ __forceinline__ int bn_row(int lane) { return (lane & 7) + (lane >> 4) * 8; }
+__device__ __forceinline__ int bn_col(int lane) { return ((lane >> 3) & 1) * 8; }
+
+/* acc (16 x NK, NK/8 n-tiles) = A rows (16 x D) of As . B rows (NK x D)^T of Bs */
+template <int D, int P, int NK = 64>
+__device__ __forceinline__ void mma_abt(float (*acc)[4], const bf16 *As, const bf16 *Bs, int lane)
 {
-    /* B^T given as rows: B(k, n) = bt[n * ldb + k] */
 #pragma unroll
-    for (int k = 0; k < K; k += 16) {
-        frag_a fa;
-        frag_bt fb;
-        wmma::load_matrix_sync(fa, a + k, lda);
-        wmma::load_matrix_sync(fb, bt + k, ldb);
-        wmma::mma_sync(acc, fa, fb, acc);
+    for (int nt = 0; nt < NK / 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[nt][e] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t a[4];
+        ldsm4(a, As + a_row(lane) * P + ks * 16 + a_col(lane));
+#pragma unroll
+        for (int np = 0; np < NK / 16; np++) {
+            uint32_t b[4];
+            ldsm4(b, Bs + (np * 16 + bn_row(lane)) * P + ks * 16 + bn_col(lane));
+            mma16816(acc[2 * np], a, b);
+            mma16816(acc[2 * np + 1], a, b + 2);
+        }
     }
 }
-template <int K>
-__device__ __forceinline__ void mma_row(frag_c &acc, const bf16 *a, int lda, const bf16 *b, int ldb)
+
+/* out (16 x D, D/8 n-tiles) += X (16 x NK, in accumulator layout, NK/8 n-tiles) . Bs (NK x D)
+ * where Bs holds the NK rows of the k dimension. SPLIT: X is fed as bf16 hi + lo parts (two
+ * products), so its rounding to bf16 costs ~2^-16 instead of ~2^-9 relative: the forward's
+ * P, whose rounding error otherwise reaches the output's elementwise tolerance where a row's
+ * weighted sum of v cancels. */
+template <int D, int P, int NK = 64, bool SPLIT = false>
+__device__ __forceinline__ void mma_xb(float (*out)[4], const float (*x)[4], const bf16 *Bs, int lane)
 {
-    /* B given as rows: B(k, n) = b[k * ldb + n] */
 #pragma unroll
-    for (int k = 0; k < K; k += 16) {
-        frag_a fa;
-        frag_b fb;
-        wmma::load_matrix_sync(fa, a + k, lda);
-        wmma::load_matrix_sync(fb, b + (int64_t)k * ldb, ldb);
-        wmma::mma_sync(acc, fa, fb, acc);
+    for (int kk = 0; kk < NK / 16; kk++) {
+        uint32_t a[4] = {pack_bf16(x[2 * kk][0], x[2 * kk][1]), pack_bf16(x[2 * kk][2], x[2 * kk][3]),
+                         pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]), pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3])};
+        uint32_t lo[4];
+        if (SPLIT) {
+            const float *xs[4][2] = {{&x[2 * kk][0], &x[2 * kk][1]}, {&x[2 * kk][2], &x[2 * kk][3]},
+                                     {&x[2 * kk + 1][0], &x[2 * kk + 1][1]}, {&x[2 * kk + 1][2], &x[2 * kk + 1][3]}};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                __nv_bfloat162 hv = *(__nv_bfloat162 *)&a[j];
+                float2 hf = __bfloat1622float2(hv);
+                lo[j] = pack_bf16(*xs[j][0] - hf.x, *xs[j][1] - hf.y);
+            }
+        }
+#pragma unroll
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t b[4];
+            ldsm4t(b, Bs + (kk * 16 + a_row(lane)) * P + dp * 16 + a_col(lane));
+            mma16816(out[2 * dp], a, b);
+            mma16816(out[2 * dp + 1], a, b + 2);
+            if (SPLIT) {
+                mma16816(out[2 * dp], lo, b);
+                mma16816(out[2 * dp + 1], lo, b + 2);
+            }
+        }
     }
 }
 
@@ -73,249 +149,294 @@ template <int D>
 __global__ void __launch_bounds__(128) k_attn_fwd_tc(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
                                                      const bf16 *v, const int32_t *cu, int H, int KV, float scale)
 {
-    constexpr int P = D + 8, SP = 64 + 4, PP = 64 + 8, OP = D + 4;
-    extern __shared__ __align__(32) unsigned char smraw[];
-    bf16 *Qs = (bf16 *)smraw;                 /* (64, P) */
-    bf16 *Ks = Qs + 64 * P;                   /* (64, P) */
-    bf16 *Vs = Ks + 64 * P;                   /* (64, P) */
-    float *Ss = (float *)(Vs + 64 * P);       /* (4, 16, SP) */
-    float *Os = Ss + 4 * 16 * SP;             /* (4, 16, OP) */
-    bf16 *Ps = (bf16 *)(Os + 4 * 16 * OP);    /* (4, 16, PP) */
+    constexpr int P = D + 8;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16 *Qs = (bf16 *)smraw; /* (64, P) */
+    bf16 *Ks = Qs + 64 * P;   /* 2 x (64, P) */
+    bf16 *Vs = Ks + 2 * 64 * P;
     int s = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
     int start = cu[s], len = cu[s + 1] - start;
     int q0 = blockIdx.x * 64;
     if (q0 >= len) return;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *Sw = Ss + warp * 16 * SP, *Ow = Os + warp * 16 * OP;
-    bf16 *Pw = Ps + warp * 16 * PP;
-    tile_load<D, P>(Qs, q, start + q0, min(64, len - q0), H, h);
-    for (int i = lane; i < 16 * OP; i += 32) Ow[i] = 0.0f;
-    /* two lanes per row: row r = lane / 2, columns half * 32 .. + 32 */
-    int r = lane >> 1, half = lane & 1;
-    int qi = q0 + warp * 16 + r;
-    float m = -INFINITY, l = 0.0f;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+    int ntiles = (min(len, q0 + 64) + 63) / 64;
+    tile_async<D, P>(Qs, q, start + q0, min(64, len - q0), H, h);
+    tile_async<D, P>(Ks, k, start, min(64, len), KV, g);
+    tile_async<D, P>(Vs, v, start, min(64, len), KV, g);
+    cp_commit();
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
     const float sl = scale * LOG2E;
-    int kend = min(len, q0 + 64);
-    for (int k0 = 0; k0 < kend; k0 += 64) {
-        __syncthreads();
-        tile_load<D, P>(Ks, k, start + k0, min(64, len - k0), KV, g);
-        tile_load<D, P>(Vs, v, start + k0, min(64, len - k0), KV, g);
-        __syncthreads();
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            frag_c acc;
-            wmma::fill_fragment(acc, 0.0f);
-            mma_rowT<D>(acc, Qs + warp * 16 * P, P, Ks + j * 16 * P, P);
-            wmma::store_matrix_sync(Sw + j * 16, acc, SP, wmma::mem_row_major);
-        }
-        __syncwarp();
-        float sv[32], mx = -INFINITY;
-#pragma unroll
-        for (int c = 0; c < 32; c++) {
-            int kj = k0 + half * 32 + c;
-            float x = (kj <= qi && kj < len) ? Sw[r * SP + half * 32 + c] * sl : -INFINITY;
-            sv[c] = x;
-            mx = fmaxf(mx, x);
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        float mn = fmaxf(m, mx);
-        float alpha = 1.0f, sum = 0.0f;
-        if (mn != -INFINITY) {
-            alpha = exp2f(m - mn);
-#pragma unroll
-            for (int c = 0; c < 32; c++) {
-                float p = exp2f(sv[c] - mn);
-                sum += p;
-                Pw[r * PP + half * 32 + c] = __float2bfloat16(p);
-            }
+    int r0 = q0 + warp * 16 + gr, r1 = r0 + 8;
+    const bf16 *Qw = Qs + warp * 16 * P;
+    for (int kt = 0; kt < ntiles; kt++) {
+        int buf = kt & 1;
+        if (kt + 1 < ntiles) {
+            int k1 = (kt + 1) * 64;
+            tile_async<D, P>(Ks + (buf ^ 1) * 64 * P, k, start + k1, min(64, len - k1), KV, g);
+            tile_async<D, P>(Vs + (buf ^ 1) * 64 * P, v, start + k1, min(64, len - k1), KV, g);
+            cp_commit();
+            cp_wait<1>();
         } else {
-#pragma unroll
-            for (int c = 0; c < 32; c++) Pw[r * PP + half * 32 + c] = __float2bfloat16(0.0f);
+            cp_wait<0>();
         }
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        l = l * alpha + sum;
-        m = mn;
-        for (int c = half; c < D; c += 2) Ow[r * OP + c] *= alpha;
-        __syncwarp();
+        __syncthreads();
+        const bf16 *Kb = Ks + buf * 64 * P, *Vb = Vs + buf * 64 * P;
+        float sc[8][4];
+        mma_abt<D, P>(sc, Qw, Kb, lane);
+        int k0 = kt * 64;
+        bool mask = k0 + 63 > q0 + warp * 16 || k0 + 64 > len;
+        float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int jd = 0; jd < D / 16; jd++) {
-            frag_c acc;
-            wmma::load_matrix_sync(acc, Ow + jd * 16, OP, wmma::mem_row_major);
-            mma_row<64>(acc, Pw, PP, Vs + jd * 16, P);
-            wmma::store_matrix_sync(Ow + jd * 16, acc, OP, wmma::mem_row_major);
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int kj = k0 + nt * 8 + 2 * tq + e;
+                float x0 = sc[nt][e] * sl, x1 = sc[nt][2 + e] * sl;
+                if (mask) {
+                    if (kj > r0 || kj >= len) x0 = -INFINITY;
+                    if (kj > r1 || kj >= len) x1 = -INFINITY;
+                }
+                sc[nt][e] = x0;
+                sc[nt][2 + e] = x1;
+                mx0 = fmaxf(mx0, x0);
+                mx1 = fmaxf(mx1, x1);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        /* a row with nothing visible yet (past the sequence end) keeps m = -inf: use 0 as the
+         * reference so no inf - inf appears */
+        float u0 = mn0 == -INFINITY ? 0.0f : mn0, u1 = mn1 == -INFINITY ? 0.0f : mn1;
+        float a0 = exp2f(m0 - u0), a1 = exp2f(m1 - u1);
+        m0 = mn0;
+        m1 = mn1;
+        float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float p0 = exp2f(sc[nt][e] - u0), p1 = exp2f(sc[nt][2 + e] - u1);
+                sc[nt][e] = p0;
+                sc[nt][2 + e] = p1;
+                ps0 += p0;
+                ps1 += p1;
+            }
+        l0 = l0 * a0 + ps0;
+        l1 = l1 * a1 + ps1;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+            o[i][0] *= a0;
+            o[i][1] *= a0;
+            o[i][2] *= a1;
+            o[i][3] *= a1;
         }
-        __syncwarp();
+        mma_xb<D, P, 64, true>(o, sc, Vb, lane);
+        __syncthreads();
     }
-    if (qi < len) {
-        int64_t row = (int64_t)start + qi;
-        float inv = l > 0 ? 1.0f / l : 0.0f;
-        for (int c = half; c < D; c += 2) out[(row * H + h) * D + c] = __float2bfloat16(Ow[r * OP + c] * inv);
-        if (!half) lse[row * H + h] = (m + log2f(l)) * LN2;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+    if (r0 < len) {
+        bf16 *orow = out + ((int64_t)(start + r0) * H + h) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            *(__nv_bfloat162 *)(orow + i * 8 + 2 * tq) = __floats2bfloat162_rn(o[i][0] * i0, o[i][1] * i0);
+        if (tq == 0) lse[(int64_t)(start + r0) * H + h] = (m0 + log2f(l0)) * LN2;
+    }
+    if (r1 < len) {
+        bf16 *orow = out + ((int64_t)(start + r1) * H + h) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            *(__nv_bfloat162 *)(orow + i * 8 + 2 * tq) = __floats2bfloat162_rn(o[i][2] * i1, o[i][3] * i1);
+        if (tq == 0) lse[(int64_t)(start + r1) * H + h] = (m1 + log2f(l1)) * LN2;
     }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* backward: dq per (query tile, head); dk, dv per (key tile, query head) over the query tiles
- * at or after it, the group's heads meeting in fp32 atomics. Dv (N, H) = rowsum(dout * out)
- * is computed by attention.cu first. */
 
 template <int D>
 __global__ void __launch_bounds__(128) k_attn_bwd_dq_tc(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                                                         const bf16 *v, const float *lse, const float *Dv,
                                                         const int32_t *cu, int H, int KV, float scale)
 {
-    constexpr int P = D + 8, SP = 64 + 4, PP = 64 + 8, OP = D + 4;
-    extern __shared__ __align__(32) unsigned char smraw[];
-    bf16 *Qs = (bf16 *)smraw;               /* (64, P) */
-    bf16 *dOs = Qs + 64 * P;                /* (64, P) */
-    bf16 *Ks = dOs + 64 * P;                /* (64, P) */
-    bf16 *Vs = Ks + 64 * P;                 /* (64, P) */
-    float *Ss = (float *)(Vs + 64 * P);     /* (4, 16, SP): S, then dP */
-    float *Ts = Ss + 4 * 16 * SP;           /* (4, 16, SP) */
-    float *As = Ts + 4 * 16 * SP;           /* (4, 16, OP): dq accumulator */
-    bf16 *Ps = (bf16 *)(As + 4 * 16 * OP);  /* (4, 16, PP): dS */
+    constexpr int P = D + 8;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16 *Qs = (bf16 *)smraw;  /* (64, P) */
+    bf16 *dOs = Qs + 64 * P;   /* (64, P) */
+    bf16 *Ks = dOs + 64 * P;   /* 2 x (64, P) */
+    bf16 *Vs = Ks + 2 * 64 * P;
     int s = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
     int start = cu[s], len = cu[s + 1] - start;
     int q0 = blockIdx.x * 64;
     if (q0 >= len) return;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *Sw = Ss + warp * 16 * SP, *Tw = Ts + warp * 16 * SP, *Aw = As + warp * 16 * OP;
-    bf16 *Pw = Ps + warp * 16 * PP;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+    int ntiles = (min(len, q0 + 64) + 63) / 64;
     int qvalid = min(64, len - q0);
-    tile_load<D, P>(Qs, q, start + q0, qvalid, H, h);
-    tile_load<D, P>(dOs, dout, start + q0, qvalid, H, h);
-    for (int i = lane; i < 16 * OP; i += 32) Aw[i] = 0.0f;
-    int r = lane >> 1, half = lane & 1;
-    int qi = q0 + warp * 16 + r;
-    int64_t qrow = (int64_t)start + min(qi, len - 1);
-    float lr = lse[qrow * H + h], dr = Dv[qrow * H + h];
-    int kend = min(len, q0 + 64);
-    for (int k0 = 0; k0 < kend; k0 += 64) {
-        __syncthreads();
-        tile_load<D, P>(Ks, k, start + k0, min(64, len - k0), KV, g);
-        tile_load<D, P>(Vs, v, start + k0, min(64, len - k0), KV, g);
-        __syncthreads();
+    tile_async<D, P>(Qs, q, start + q0, qvalid, H, h);
+    tile_async<D, P>(dOs, dout, start + q0, qvalid, H, h);
+    tile_async<D, P>(Ks, k, start, min(64, len), KV, g);
+    tile_async<D, P>(Vs, v, start, min(64, len), KV, g);
+    cp_commit();
+    int r0 = q0 + warp * 16 + gr, r1 = r0 + 8;
+    int64_t x0 = (int64_t)start + min(r0, len - 1), x1 = (int64_t)start + min(r1, len - 1);
+    float L0 = lse[x0 * H + h] * LOG2E, L1 = lse[x1 * H + h] * LOG2E;
+    float D0 = Dv[x0 * H + h], D1 = Dv[x1 * H + h];
+    float acc[D / 8][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            frag_c acc, acc2;
-            wmma::fill_fragment(acc, 0.0f);
-            wmma::fill_fragment(acc2, 0.0f);
-            mma_rowT<D>(acc, Qs + warp * 16 * P, P, Ks + j * 16 * P, P);
-            mma_rowT<D>(acc2, dOs + warp * 16 * P, P, Vs + j * 16 * P, P);
-            wmma::store_matrix_sync(Sw + j * 16, acc, SP, wmma::mem_row_major);
-            wmma::store_matrix_sync(Tw + j * 16, acc2, SP, wmma::mem_row_major);
+    for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+    const float sl = scale * LOG2E;
+    const bf16 *Qw = Qs + warp * 16 * P, *dOw = dOs + warp * 16 * P;
+    for (int kt = 0; kt < ntiles; kt++) {
+        int buf = kt & 1;
+        if (kt + 1 < ntiles) {
+            int k1 = (kt + 1) * 64;
+            tile_async<D, P>(Ks + (buf ^ 1) * 64 * P, k, start + k1, min(64, len - k1), KV, g);
+            tile_async<D, P>(Vs + (buf ^ 1) * 64 * P, v, start + k1, min(64, len - k1), KV, g);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
         }
-        __syncwarp();
-#pragma unroll 8
-        for (int c = 0; c < 32; c++) {
-            int col = half * 32 + c, kj = k0 + col;
-            float p = (qi < len && kj <= qi) ? expf(Sw[r * SP + col] * scale - lr) : 0.0f;
-            Pw[r * PP + col] = __float2bfloat16(p * (Tw[r * SP + col] - dr));
-        }
-        __syncwarp();
-        /* dq += dS (16 x 64) . K (64 x D) */
+        __syncthreads();
+        const bf16 *Kb = Ks + buf * 64 * P, *Vb = Vs + buf * 64 * P;
+        float sc[8][4], dp[8][4];
+        mma_abt<D, P>(sc, Qw, Kb, lane);
+        mma_abt<D, P>(dp, dOw, Vb, lane);
+        int k0 = kt * 64;
 #pragma unroll
-        for (int jd = 0; jd < D / 16; jd++) {
-            frag_c acc;
-            wmma::load_matrix_sync(acc, Aw + jd * 16, OP, wmma::mem_row_major);
-            mma_row<64>(acc, Pw, PP, Ks + jd * 16, P);
-            wmma::store_matrix_sync(Aw + jd * 16, acc, OP, wmma::mem_row_major);
-        }
-        __syncwarp();
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int kj = k0 + nt * 8 + 2 * tq + e;
+                float p0 = (r0 < len && kj <= r0) ? exp2f(sc[nt][e] * sl - L0) : 0.0f;
+                float p1 = (r1 < len && kj <= r1) ? exp2f(sc[nt][2 + e] * sl - L1) : 0.0f;
+                sc[nt][e] = p0 * (dp[nt][e] - D0);
+                sc[nt][2 + e] = p1 * (dp[nt][2 + e] - D1);
+            }
+        mma_xb<D, P>(acc, sc, Kb, lane);
+        __syncthreads();
     }
-    if (qi < len) {
-        int64_t row = (int64_t)start + qi;
-        for (int c = half; c < D; c += 2) dq[(row * H + h) * D + c] = __float2bfloat16(Aw[r * OP + c] * scale);
+    if (r0 < len) {
+        bf16 *row = dq + ((int64_t)(start + r0) * H + h) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            *(__nv_bfloat162 *)(row + i * 8 + 2 * tq) = __floats2bfloat162_rn(acc[i][0] * scale, acc[i][1] * scale);
+    }
+    if (r1 < len) {
+        bf16 *row = dq + ((int64_t)(start + r1) * H + h) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            *(__nv_bfloat162 *)(row + i * 8 + 2 * tq) = __floats2bfloat162_rn(acc[i][2] * scale, acc[i][3] * scale);
     }
 }
 
 /* One block per (key tile, QUERY head): the heads of a GQA group add their dk, dv shares into
- * fp32 accumulators (dkacc, dvacc (N, KV, D), zeroed first) with atomics, which gives the
- * launch H / KV times more blocks than one per kv head would; k_dkv_finish converts. */
+ * fp32 accumulators (dkacc, dvacc (N, KV, D), zeroed first) with atomics; k_dkv_finish
+ * converts. Rows of the accumulator layout here are keys, columns queries. */
 template <int D>
 __global__ void __launch_bounds__(128) k_attn_bwd_dkv_tc(float *dkacc, float *dvacc, const bf16 *dout, const bf16 *q,
                                                          const bf16 *k, const bf16 *v, const float *lse,
                                                          const float *Dv, const int32_t *cu, int H, int KV,
                                                          float scale)
 {
-    constexpr int P = D + 8, SP = 64 + 4, PP = 64 + 8, OP = D + 4;
-    extern __shared__ __align__(32) unsigned char smraw[];
-    bf16 *Ks = (bf16 *)smraw;               /* (64, P) this block's keys */
-    bf16 *Vs = Ks + 64 * P;                 /* (64, P) */
-    bf16 *Qs = Vs + 64 * P;                 /* (64, P) query tile */
-    bf16 *dOs = Qs + 64 * P;                /* (64, P) */
-    float *Ls = (float *)(dOs + 64 * P);    /* (64) lse of the query tile */
-    float *Ds = Ls + 64;                    /* (64) Dv of the query tile */
-    float *Ss = Ds + 64;                    /* (4, 16, SP): S^T */
-    float *Ts = Ss + 4 * 16 * SP;           /* (4, 16, SP): dP^T */
-    float *AK = Ts + 4 * 16 * SP;           /* (4, 16, OP) dk accumulator */
-    float *AV = AK + 4 * 16 * OP;           /* (4, 16, OP) dv accumulator */
-    bf16 *Pp = (bf16 *)(AV + 4 * 16 * OP);  /* (4, 16, PP): P^T */
-    bf16 *Pd = Pp + 4 * 16 * PP;            /* (4, 16, PP): dS^T */
+    constexpr int P = D + 8;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16 *Ks = (bf16 *)smraw;   /* (64, P) this block's keys */
+    bf16 *Vs = Ks + 64 * P;     /* (64, P) */
+    bf16 *Qs = Vs + 64 * P;     /* 2 x (64, P) query tiles */
+    bf16 *dOs = Qs + 2 * 64 * P;
+    float *Ls = (float *)(dOs + 2 * 64 * P); /* 2 x (64): lse * log2(e) of the query tile */
+    float *Ds = Ls + 2 * 64;                 /* 2 x (64): Dv */
     int s = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
     int start = cu[s], len = cu[s + 1] - start;
     int k0 = blockIdx.x * 64;
     if (k0 >= len) return;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *Sw = Ss + warp * 16 * SP, *Tw = Ts + warp * 16 * SP, *AKw = AK + warp * 16 * OP, *AVw = AV + warp * 16 * OP;
-    bf16 *Ppw = Pp + warp * 16 * PP, *Pdw = Pd + warp * 16 * PP;
-    tile_load<D, P>(Ks, k, start + k0, min(64, len - k0), KV, g);
-    tile_load<D, P>(Vs, v, start + k0, min(64, len - k0), KV, g);
-    for (int i = lane; i < 16 * OP; i += 32) AKw[i] = AVw[i] = 0.0f;
-    int r = lane >> 1, half = lane & 1;
-    int kj = k0 + warp * 16 + r; /* this lane pair's key */
-    {
-        for (int q0 = k0; q0 < len; q0 += 64) {
-            __syncthreads();
-            int qvalid = min(64, len - q0);
-            tile_load<D, P>(Qs, q, start + q0, qvalid, H, h);
-            tile_load<D, P>(dOs, dout, start + q0, qvalid, H, h);
-            for (int i = threadIdx.x; i < 64; i += blockDim.x) {
-                int64_t row = (int64_t)start + min(q0 + i, len - 1);
-                Ls[i] = lse[row * H + h];
-                Ds[i] = Dv[row * H + h];
-            }
-            __syncthreads();
-            /* S^T (16 keys x 64 queries) = K_w Q^T;  dP^T = V_w dO^T */
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                frag_c acc, acc2;
-                wmma::fill_fragment(acc, 0.0f);
-                wmma::fill_fragment(acc2, 0.0f);
-                mma_rowT<D>(acc, Ks + warp * 16 * P, P, Qs + j * 16 * P, P);
-                mma_rowT<D>(acc2, Vs + warp * 16 * P, P, dOs + j * 16 * P, P);
-                wmma::store_matrix_sync(Sw + j * 16, acc, SP, wmma::mem_row_major);
-                wmma::store_matrix_sync(Tw + j * 16, acc2, SP, wmma::mem_row_major);
-            }
-            __syncwarp();
-#pragma unroll 8
-            for (int c = 0; c < 32; c++) {
-                int col = half * 32 + c, qi = q0 + col;
-                float p = (kj < len && qi < len && kj <= qi) ? expf(Sw[r * SP + col] * scale - Ls[col]) : 0.0f;
-                Ppw[r * PP + col] = __float2bfloat16(p);
-                Pdw[r * PP + col] = __float2bfloat16(p * (Tw[r * SP + col] - Ds[col]));
-            }
-            __syncwarp();
-            /* dv += P^T (16 x 64) . dO (64 x D);  dk += dS^T . Q */
-#pragma unroll
-            for (int jd = 0; jd < D / 16; jd++) {
-                frag_c acc;
-                wmma::load_matrix_sync(acc, AVw + jd * 16, OP, wmma::mem_row_major);
-                mma_row<64>(acc, Ppw, PP, dOs + jd * 16, P);
-                wmma::store_matrix_sync(AVw + jd * 16, acc, OP, wmma::mem_row_major);
-                wmma::load_matrix_sync(acc, AKw + jd * 16, OP, wmma::mem_row_major);
-                mma_row<64>(acc, Pdw, PP, Qs + jd * 16, P);
-                wmma::store_matrix_sync(AKw + jd * 16, acc, OP, wmma::mem_row_major);
-            }
-            __syncwarp();
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+    int kvalid = min(64, len - k0);
+    tile_async<D, P>(Ks, k, start + k0, kvalid, KV, g);
+    tile_async<D, P>(Vs, v, start + k0, kvalid, KV, g);
+    /* query tiles from the key tile's own (causal: earlier queries see none of these keys) */
+    int qt0 = blockIdx.x, nq = (len + 63) / 64;
+    auto load_q = [&](int qt, int buf) {
+        int qq = qt * 64, qv = min(64, len - qq);
+        tile_async<D, P>(Qs + buf * 64 * P, q, start + qq, qv, H, h);
+        tile_async<D, P>(dOs + buf * 64 * P, dout, start + qq, qv, H, h);
+        for (int i = threadIdx.x; i < 64; i += blockDim.x) {
+            int64_t row = (int64_t)start + min(qq + i, len - 1);
+            Ls[buf * 64 + i] = lse[row * H + h] * LOG2E;
+            Ds[buf * 64 + i] = Dv[row * H + h];
         }
+    };
+    load_q(qt0, 0);
+    cp_commit();
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.0f;
+    const float sl = scale * LOG2E;
+    int kr0 = k0 + warp * 16 + gr, kr1 = kr0 + 8;
+    const bf16 *Kw = Ks + warp * 16 * P, *Vw = Vs + warp * 16 * P;
+    for (int qt = qt0; qt < nq; qt++) {
+        int buf = (qt - qt0) & 1;
+        if (qt + 1 < nq) {
+            load_q(qt + 1, buf ^ 1);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Qb = Qs + buf * 64 * P, *dOb = dOs + buf * 64 * P;
+        const float *Lb = Ls + buf * 64, *Db = Ds + buf * 64;
+        float st[8][4], dp[8][4];
+        mma_abt<D, P>(st, Kw, Qb, lane);  /* S^T: keys x queries */
+        mma_abt<D, P>(dp, Vw, dOb, lane); /* dP^T */
+        int q0 = qt * 64;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int c = nt * 8 + 2 * tq + e, qi = q0 + c;
+                float L = Lb[c], Dd = Db[c];
+                bool qok = qi < len;
+                float p0 = (qok && kr0 < len && kr0 <= qi) ? exp2f(st[nt][e] * sl - L) : 0.0f;
+                float p1 = (qok && kr1 < len && kr1 <= qi) ? exp2f(st[nt][2 + e] * sl - L) : 0.0f;
+                st[nt][e] = p0;
+                st[nt][2 + e] = p1;
+                dp[nt][e] = p0 * (dp[nt][e] - Dd);
+                dp[nt][2 + e] = p1 * (dp[nt][2 + e] - Dd);
+            }
+        mma_xb<D, P>(dv, st, dOb, lane); /* dv += P^T dO */
+        mma_xb<D, P>(dk, dp, Qb, lane);  /* dk += dS^T Q */
+        __syncthreads();
     }
-    if (kj < len) {
-        int64_t row = (int64_t)start + kj;
-        for (int c = half; c < D; c += 2) {
-            atomicAdd(dkacc + (row * KV + g) * D + c, AKw[r * OP + c] * scale);
-            atomicAdd(dvacc + (row * KV + g) * D + c, AVw[r * OP + c]);
-        }
+    if (kr0 < len) {
+        int64_t base = ((int64_t)(start + kr0) * KV + g) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                atomicAdd(dkacc + base + i * 8 + 2 * tq + e, dk[i][e] * scale);
+                atomicAdd(dvacc + base + i * 8 + 2 * tq + e, dv[i][e]);
+            }
+    }
+    if (kr1 < len) {
+        int64_t base = ((int64_t)(start + kr1) * KV + g) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                atomicAdd(dkacc + base + i * 8 + 2 * tq + e, dk[i][2 + e] * scale);
+                atomicAdd(dvacc + base + i * 8 + 2 * tq + e, dv[i][2 + e]);
+            }
     }
 }
 
@@ -324,6 +445,138 @@ __global__ void k_dkv_finish(bf16 *dk, bf16 *dv, const float *dkacc, const float
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         dk[i] = __float2bfloat16(dkacc[i]);
         dv[i] = __float2bfloat16(dvacc[i]);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* decode / chunked prefill over the KV cache: block = (query i, kv head g), 4 warps. The
+ * group's query heads are the 16 rows of the A operand (rows >= H/KV zero), so one pass over
+ * a key tile serves every head of the group on the tensor cores; each warp owns the 32-key
+ * tiles w, w + 4, ... of the slot, copies them (k and v) into its own shared memory with
+ * cp.async and runs S = Q K^T, the online softmax and O += P V like the forward; the four
+ * warps merge at the end. The CUDA-core kernel in attention.cu spent ~900 FMA-issue slots
+ * per lane per 32 keys and reached ~1 TB/s of the cache; here that work is 32 mma.sync. */
+template <int D>
+__global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
+                                                        const int32_t *slots, const int32_t *lens, int H, int KV,
+                                                        int max_seq, float scale)
+{
+    constexpr int P = D + 8, NK = 32;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    bf16 *Qs = (bf16 *)smraw;          /* (16, P) */
+    bf16 *Ks = Qs + 16 * P;            /* 4 warps x (NK, P) */
+    bf16 *Vs = Ks + 4 * NK * P;        /* 4 warps x (NK, P) */
+    float *Ms = (float *)(Vs + 4 * NK * P); /* (4, 16) per-warp row maxima */
+    float *Ls = Ms + 64;                    /* (4, 16) per-warp row sums */
+    float *Os = Ls + 64;                    /* (16, D) merged output */
+    int i = blockIdx.x, g = blockIdx.y, hg = H / KV;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+    const bf16 *qrow = q + ((int64_t)i * H + (int64_t)g * hg) * D;
+    for (int e = threadIdx.x; e < 16 * (D / 8); e += blockDim.x) {
+        int r = e / (D / 8), c = (e % (D / 8)) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < hg) v = *(const uint4 *)(qrow + r * D + c);
+        *(uint4 *)(Qs + r * P + c) = v;
+    }
+    for (int e = threadIdx.x; e < 16 * D; e += blockDim.x) Os[e] = 0.0f;
+    __syncthreads();
+    int len = lens[i];
+    int64_t base = (int64_t)slots[i] * max_seq;
+    bf16 *Kw = Ks + warp * NK * P, *Vw = Vs + warp * NK * P;
+    float o[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const float sl = scale * LOG2E;
+    for (int c0 = warp * NK; c0 < len; c0 += 4 * NK) {
+        int valid = min(NK, len - c0);
+        for (int e = lane; e < NK * (D / 8); e += 32) {
+            int r = e / (D / 8), c = (e % (D / 8)) * 8;
+            int64_t row = ((base + c0 + (r < valid ? r : valid - 1)) * KV + g) * (int64_t)D + c;
+            cp16(Kw + r * P + c, kc + row, r < valid);
+            cp16(Vw + r * P + c, vc + row, r < valid);
+        }
+        cp_commit();
+        cp_wait<0>();
+        __syncwarp();
+        float sc[NK / 8][4];
+        mma_abt<D, P, NK>(sc, Qs, Kw, lane);
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NK / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                bool ok = nt * 8 + 2 * tq + e < valid;
+                float x0 = ok ? sc[nt][e] * sl : -INFINITY, x1 = ok ? sc[nt][2 + e] * sl : -INFINITY;
+                sc[nt][e] = x0;
+                sc[nt][2 + e] = x1;
+                mx0 = fmaxf(mx0, x0);
+                mx1 = fmaxf(mx1, x1);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        /* key c0 < len is always visible: the new maxima are finite */
+        float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        float a0 = exp2f(m0 - mn0), a1 = exp2f(m1 - mn1);
+        m0 = mn0;
+        m1 = mn1;
+        float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < NK / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float p0 = exp2f(sc[nt][e] - mn0), p1 = exp2f(sc[nt][2 + e] - mn1);
+                sc[nt][e] = p0;
+                sc[nt][2 + e] = p1;
+                ps0 += p0;
+                ps1 += p1;
+            }
+        l0 = l0 * a0 + ps0;
+        l1 = l1 * a1 + ps1;
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) {
+            o[j][0] *= a0;
+            o[j][1] *= a0;
+            o[j][2] *= a1;
+            o[j][3] *= a1;
+        }
+        mma_xb<D, P, NK, true>(o, sc, Vw, lane);
+        __syncwarp(); /* the next tile's copies overwrite Kw, Vw */
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    int h0 = gr, h1 = gr + 8;
+    if (tq == 0) {
+        Ms[warp * 16 + h0] = m0;
+        Ls[warp * 16 + h0] = l0;
+        Ms[warp * 16 + h1] = m1;
+        Ls[warp * 16 + h1] = l1;
+    }
+    __syncthreads();
+    /* a warp without keys has max -inf and weight 0 */
+    float M0 = fmaxf(fmaxf(Ms[h0], Ms[16 + h0]), fmaxf(Ms[32 + h0], Ms[48 + h0]));
+    float M1 = fmaxf(fmaxf(Ms[h1], Ms[16 + h1]), fmaxf(Ms[32 + h1], Ms[48 + h1]));
+    float w0 = m0 == -INFINITY ? 0.0f : exp2f(m0 - M0), w1 = m1 == -INFINITY ? 0.0f : exp2f(m1 - M1);
+#pragma unroll
+    for (int j = 0; j < D / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            if (h0 < hg) atomicAdd(&Os[h0 * D + j * 8 + 2 * tq + e], w0 * o[j][e]);
+            if (h1 < hg) atomicAdd(&Os[h1 * D + j * 8 + 2 * tq + e], w1 * o[j][2 + e]);
+        }
+    __syncthreads();
+    bf16 *orow = out + ((int64_t)i * H + (int64_t)g * hg) * D;
+    for (int e = threadIdx.x; e < hg * D; e += blockDim.x) {
+        int h = e / D;
+        float M = fmaxf(fmaxf(Ms[h], Ms[16 + h]), fmaxf(Ms[32 + h], Ms[48 + h]));
+        float den = 0.0f;
+#pragma unroll
+        for (int w = 0; w < 4; w++) den += Ms[w * 16 + h] == -INFINITY ? 0.0f : exp2f(Ms[w * 16 + h] - M) * Ls[w * 16 + h];
+        orow[e] = __float2bfloat16(den > 0 ? Os[e] / den : 0.0f);
     }
 }
 
@@ -342,8 +595,8 @@ template <int D>
 static aha_status fwd_tc(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q, aha_tensor k, aha_tensor v,
                          aha_tensor cu, int n_seqs, int H, int KV, int max_seqlen, aha_err *err)
 {
-    constexpr int P = D + 8, SP = 64 + 4, PP = 64 + 8, OP = D + 4;
-    size_t smem = 3 * 64 * P * 2 + 4 * 16 * SP * 4 + 4 * 16 * OP * 4 + 4 * 16 * PP * 2;
+    constexpr int P = D + 8;
+    size_t smem = 5 * 64 * P * 2;
     AHA_TRY(tc_smem(k_attn_fwd_tc<D>, smem, be, err));
     dim3 grid((max_seqlen + 63) / 64, H, n_seqs);
     k_attn_fwd_tc<D><<<grid, 128, smem, aha__cu(be)->stream>>>((bf16 *)out.data, (float *)lse.data,
@@ -359,17 +612,18 @@ static aha_status bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tens
                          aha_tensor k, aha_tensor v, aha_tensor lse, const float *Dv, float *dkacc, int64_t nkv,
                          aha_tensor cu, int n_seqs, int H, int KV, int max_seqlen, aha_err *err)
 {
-    constexpr int P = D + 8, SP = 64 + 4, PP = 64 + 8, OP = D + 4;
+    constexpr int P = D + 8;
     cudaStream_t st = aha__cu(be)->stream;
     float scale = 1.0f / sqrtf((float)D);
-    size_t smq = 4 * 64 * P * 2 + 2 * 4 * 16 * SP * 4 + 4 * 16 * OP * 4 + 4 * 16 * PP * 2;
+    size_t smq = 6 * 64 * P * 2;
     AHA_TRY(tc_smem(k_attn_bwd_dq_tc<D>, smq, be, err));
     dim3 gq((max_seqlen + 63) / 64, H, n_seqs);
     k_attn_bwd_dq_tc<D><<<gq, 128, smq, st>>>((bf16 *)dq.data, (const bf16 *)dout.data, (const bf16 *)q.data,
                                               (const bf16 *)k.data, (const bf16 *)v.data, (const float *)lse.data,
                                               Dv, (const int32_t *)cu.data, H, KV, scale);
     AHA_CU_LAUNCHED();
-    size_t smk = 4 * 64 * P * 2 + 2 * 64 * 4 + 2 * 4 * 16 * SP * 4 + 2 * 4 * 16 * OP * 4 + 2 * 4 * 16 * PP * 2;
+    aha__cu_prof_seg(be, "attention_bwd: dq kernel", 0);
+    size_t smk = 6 * 64 * P * 2 + 4 * 64 * 4;
     AHA_TRY(tc_smem(k_attn_bwd_dkv_tc<D>, smk, be, err));
     AHA_CU_CHECK(cudaMemsetAsync(dkacc, 0, 2 * nkv * sizeof(float), st));
     dim3 gk((max_seqlen + 63) / 64, H, n_seqs);
@@ -377,13 +631,38 @@ static aha_status bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tens
                                                (const bf16 *)k.data, (const bf16 *)v.data, (const float *)lse.data,
                                                Dv, (const int32_t *)cu.data, H, KV, scale);
     AHA_CU_LAUNCHED();
+    aha__cu_prof_seg(be, "attention_bwd: zero + dk/dv kernel", 0);
     k_dkv_finish<<<aha__blocks(nkv, 256, 8192), 256, 0, st>>>((bf16 *)dk.data, (bf16 *)dv.data, dkacc, dkacc + nkv,
                                                                nkv);
     AHA_CU_LAUNCHED();
+    aha__cu_prof_seg(be, "attention_bwd: dk/dv to bf16", 0);
     return AHA_OK;
 }
 
 bool aha__cu_attention_tc_ok(aha_dtype dt, int D) { return dt == AHA_DT_BF16 && (D == 64 || D == 128); }
+
+template <int D>
+static aha_status cached_tc(aha_backend *be, aha_tensor out, aha_tensor q, aha_tensor kc, aha_tensor vc,
+                            aha_tensor slots, aha_tensor lens, int n, int H, int KV, int max_seq, aha_err *err)
+{
+    constexpr int P = D + 8, NK = 32;
+    size_t smem = (16 * P + 8 * NK * P) * 2 + (128 + 16 * D) * 4;
+    AHA_TRY(tc_smem(k_attn_cached_tc<D>, smem, be, err));
+    dim3 grid(n, KV);
+    k_attn_cached_tc<D><<<grid, 128, smem, aha__cu(be)->stream>>>(
+        (bf16 *)out.data, (const bf16 *)q.data, (const bf16 *)kc.data, (const bf16 *)vc.data,
+        (const int32_t *)slots.data, (const int32_t *)lens.data, H, KV, max_seq, 1.0f / sqrtf((float)D));
+    AHA_CU_LAUNCHED();
+    return AHA_OK;
+}
+
+aha_status aha__cu_attention_cached_tc(aha_backend *be, aha_tensor out, aha_tensor q, aha_tensor kc, aha_tensor vc,
+                                       aha_tensor slots, aha_tensor lens, int n, int H, int KV, int D, int max_seq,
+                                       aha_err *err)
+{
+    if (D == 64) return cached_tc<64>(be, out, q, kc, vc, slots, lens, n, H, KV, max_seq, err);
+    return cached_tc<128>(be, out, q, kc, vc, slots, lens, n, H, KV, max_seq, err);
+}
 
 aha_status aha__cu_attention_fwd_tc(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q, aha_tensor k,
                                     aha_tensor v, aha_tensor cu, int n_seqs, int H, int KV, int D, int max_seqlen,

@@ -127,10 +127,13 @@ static aha_status cu_synchronize(aha_backend *be, aha_err *err)
 }
 
 /* ---- op profile (AHA_CUDA_PROFILE=1) -------------------------------------------------------
- * Every op of the table is wrapped: the stream is drained before and after it and the wall time
- * between is charged to the op (outside graph recording). This serialises the GPU and adds
- * ~20 us per op, so it ranks where the time goes; it is not a throughput figure. The table is
- * printed to stderr when the backend is freed. */
+ * Every op of the table is wrapped and timed with CUDA events: outside graph recording the
+ * stream is drained before the op (so its time is its own, not the queue's) and read after it;
+ * inside a recording the events become event-record nodes of the graph (cudaEventRecordExternal)
+ * and are read after every replay, so decode steps are timed as they really run (no per-op
+ * synchronisation, no launch gaps). Ops may add sub-segments (aha__cu_prof_seg: cuBLASLt GEMMs
+ * by shape with their TFLOP/s, the attention kernels one by one). The table goes to stderr
+ * when the backend is freed. */
 enum {
 #define AHA__PROF_ID(name) PROF_##name,
 #define AHA__PROF_OPS(X)                                                                        \
@@ -138,7 +141,7 @@ enum {
     X(rmsnorm_bwd) X(matmul) X(matmul_bwd_dx) X(matmul_bwd_dw) X(rope_fwd) X(rope_bwd)          \
     X(attention_fwd) X(attention_bwd) X(kv_store) X(attention_cached) X(swiglu_fwd)              \
     X(swiglu_bwd) X(logprob_fwd) X(logprob_bwd) X(grpo_loss) X(sft_loss) X(adamw)                \
-    X(scatter_rows) X(sample)
+    X(scatter_rows) X(sample) X(add_rmsnorm) X(copy2d) X(rope_qk_store) X(matmul_batched) X(matmul_bwd_dw_batched)
     AHA__PROF_OPS(AHA__PROF_ID) PROF_COUNT
 #undef AHA__PROF_ID
 };
@@ -148,16 +151,108 @@ static const char *const prof_names[] = {
 #undef AHA__PROF_NAME
 };
 
+#define PROF_LABELS 512
+#define PROF_POOL 16384
+enum { PT_OP_BEGIN, PT_OP_END, PT_SEG };
+
 typedef struct {
-    double t[PROF_COUNT];
-    long n[PROF_COUNT];
+    short type, lab;
+    int ev; /* index into the event pool */
+} prof_pt;
+
+typedef struct {
+    prof_pt *pts;
+    int n, cap;
+} prof_list;
+
+typedef struct {
+    int nlab;
+    char lab[PROF_LABELS][64];
+    double t[PROF_LABELS], flop[PROF_LABELS];
+    long n[PROF_LABELS];
+    cudaEvent_t pool[PROF_POOL];
+    int pool_used;   /* events [0, pool_fixed) belong to recorded graphs; the rest is reused */
+    int pool_fixed;
+    prof_list cur;   /* the points of the op being timed (outside recording) */
+    prof_list cap;   /* the points of the recording under way */
+    prof_list graph[AHA__CU_GRAPHS]; /* per recorded graph, same index as ctx->graphs */
+    bool broken;     /* an event call failed: stop timing, keep running */
 } cu_prof;
 
-static double prof_now(void)
+static int prof_label(cu_prof *p, const char *name, double flop)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    for (int i = 0; i < p->nlab; i++)
+        if (!strcmp(p->lab[i], name)) return i;
+    if (p->nlab == PROF_LABELS) return -1;
+    snprintf(p->lab[p->nlab], sizeof p->lab[0], "%s", name);
+    p->flop[p->nlab] = flop;
+    return p->nlab++;
+}
+
+static void prof_push(cu_prof *p, prof_list *l, int type, int lab, int ev)
+{
+    if (l->n == l->cap) {
+        int nc = l->cap ? 2 * l->cap : 256;
+        prof_pt *np = (prof_pt *)realloc(l->pts, (size_t)nc * sizeof *np);
+        if (!np) {
+            p->broken = true;
+            return;
+        }
+        l->pts = np;
+        l->cap = nc;
+    }
+    l->pts[l->n++] = (prof_pt){(short)type, (short)lab, ev};
+}
+
+/* record one event on the stream and remember it as a point of the current list */
+static void prof_point(aha__cu_ctx *c, int type, int lab)
+{
+    cu_prof *p = (cu_prof *)c->prof;
+    if (p->broken) return;
+    if (p->pool_used == PROF_POOL) {
+        p->broken = true;
+        return;
+    }
+    int ev = p->pool_used++;
+    cudaError_t e = c->capturing ? cudaEventRecordWithFlags(p->pool[ev], c->stream, cudaEventRecordExternal)
+                                 : cudaEventRecord(p->pool[ev], c->stream);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        p->broken = true;
+        return;
+    }
+    prof_push(p, c->capturing ? &p->cap : &p->cur, type, lab, ev);
+}
+
+/* charge the times between the (completed) events of l to their labels */
+static void prof_account(cu_prof *p, const prof_list *l)
+{
+    int op_start = -1, prev = -1;
+    for (int i = 0; i < l->n && !p->broken; i++) {
+        const prof_pt *x = &l->pts[i];
+        float ms = 0;
+        if (x->type == PT_OP_BEGIN) {
+            op_start = prev = x->ev;
+            continue;
+        }
+        int from = x->type == PT_OP_END ? op_start : prev;
+        if (from < 0 || x->lab < 0) continue;
+        if (cudaEventElapsedTime(&ms, p->pool[from], p->pool[x->ev]) != cudaSuccess) {
+            cudaGetLastError();
+            continue;
+        }
+        p->t[x->lab] += 1e-3 * ms;
+        p->n[x->lab]++;
+        if (x->type == PT_SEG) prev = x->ev;
+    }
+}
+
+void aha__cu_prof_seg(aha_backend *be, const char *label, double flop)
+{
+    aha__cu_ctx *c = aha__cu(be);
+    cu_prof *p = (cu_prof *)c->prof;
+    if (!p || p->broken) return;
+    prof_point(c, PT_SEG, prof_label(p, label, flop));
 }
 
 template <typename Fn, Fn F, int ID> struct prof_wrap;
@@ -167,38 +262,76 @@ struct prof_wrap<aha_status (*)(aha_backend *, A...), F, ID> {
     {
         aha__cu_ctx *c = aha__cu(be);
         cu_prof *p = (cu_prof *)c->prof;
-        if (!p || c->capturing) return F(be, a...);
+        if (!p || p->broken) return F(be, a...);
+        int lab = prof_label(p, prof_names[ID], 0);
+        if (c->capturing) {
+            prof_point(c, PT_OP_BEGIN, lab);
+            aha_status st = F(be, a...);
+            prof_point(c, PT_OP_END, lab);
+            return st;
+        }
         cudaStreamSynchronize(c->stream);
-        double t0 = prof_now();
+        p->cur.n = 0;
+        p->pool_used = p->pool_fixed;
+        prof_point(c, PT_OP_BEGIN, lab);
         aha_status st = F(be, a...);
+        prof_point(c, PT_OP_END, lab);
         cudaStreamSynchronize(c->stream);
-        p->t[ID] += prof_now() - t0;
-        p->n[ID]++;
+        prof_account(p, &p->cur);
         return st;
     }
 };
 
 static void prof_print(const char *device, const cu_prof *p)
 {
-    int order[PROF_COUNT];
-    double total = 0;
-    for (int i = 0; i < PROF_COUNT; i++) {
-        order[i] = i;
-        total += p->t[i];
-    }
-    for (int i = 1; i < PROF_COUNT; i++)
+    int order[PROF_LABELS];
+    for (int i = 0; i < p->nlab; i++) order[i] = i;
+    for (int i = 1; i < p->nlab; i++)
         for (int j = i; j > 0 && p->t[order[j]] > p->t[order[j - 1]]; j--) {
             int x = order[j];
             order[j] = order[j - 1];
             order[j - 1] = x;
         }
-    fprintf(stderr, "cuda op profile (%s, synchronised per op): %.3f s in ops\n", device, total);
+    double total = 0;
     for (int i = 0; i < PROF_COUNT; i++) {
+        for (int k = 0; k < p->nlab; k++)
+            if (!strcmp(p->lab[k], prof_names[i])) total += p->t[k];
+    }
+    fprintf(stderr, "cuda op profile (%s, CUDA events; graphs timed inside replays)%s: %.3f s in ops\n", device,
+            p->broken ? " [profiling stopped early]" : "", total);
+    fprintf(stderr, "  %-40s %9s %6s %9s %10s %8s\n", "op / segment", "s", "% ops", "calls", "us/call", "TFLOP/s");
+    for (int i = 0; i < p->nlab; i++) {
         int k = order[i];
         if (!p->n[k]) continue;
-        fprintf(stderr, "  %-18s %9.3f s %6.1f%% %9ld calls %9.1f us/call\n", prof_names[k], p->t[k],
-                total > 0 ? 100 * p->t[k] / total : 0.0, p->n[k], 1e6 * p->t[k] / (double)p->n[k]);
+        double us = 1e6 * p->t[k] / (double)p->n[k];
+        fprintf(stderr, "  %-40s %9.4f %6.1f %9ld %10.1f", p->lab[k], p->t[k], total > 0 ? 100 * p->t[k] / total : 0.0,
+                p->n[k], us);
+        if (p->flop[k] > 0) fprintf(stderr, " %8.1f", p->flop[k] / (us * 1e-6) / 1e12);
+        fprintf(stderr, "\n");
     }
+}
+
+static void prof_free(cu_prof *p)
+{
+    for (int i = 0; i < PROF_POOL; i++)
+        if (p->pool[i]) cudaEventDestroy(p->pool[i]);
+    free(p->cur.pts);
+    free(p->cap.pts);
+    for (int i = 0; i < AHA__CU_GRAPHS; i++) free(p->graph[i].pts);
+    free(p);
+}
+
+static cu_prof *prof_new(void)
+{
+    cu_prof *p = (cu_prof *)calloc(1, sizeof(cu_prof));
+    if (!p) return NULL;
+    for (int i = 0; i < PROF_POOL; i++)
+        if (cudaEventCreate(&p->pool[i]) != cudaSuccess) {
+            cudaGetLastError();
+            prof_free(p);
+            return NULL;
+        }
+    return p;
 }
 
 static aha_status cu_graph_begin(aha_backend *be, aha_err *err)
@@ -207,12 +340,17 @@ static aha_status cu_graph_begin(aha_backend *be, aha_err *err)
     if (c->capturing) return aha_errf(err, AHA_EINVAL, "cuda graph_begin: already recording");
     AHA_CU_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
     c->capturing = true;
+    if (c->prof) ((cu_prof *)c->prof)->cap.n = 0;
     return AHA_OK;
 }
 
 static void graph_drop(aha__cu_ctx *c, int i)
 {
     cudaGraphExecDestroy(c->graphs[i].exec);
+    if (c->graphs[i].prof) {
+        free(((prof_list *)c->graphs[i].prof)->pts);
+        free(c->graphs[i].prof);
+    }
     memmove(&c->graphs[i], &c->graphs[i + 1], sizeof c->graphs[0] * (size_t)(c->n_graphs - i - 1));
     c->n_graphs--;
 }
@@ -243,6 +381,18 @@ static aha_status cu_graph_end(aha_backend *be, uint64_t key, aha_err *err)
     if (c->n_graphs == AHA__CU_GRAPHS) graph_drop(c, 0);
     c->graphs[c->n_graphs].key = key;
     c->graphs[c->n_graphs].exec = x;
+    c->graphs[c->n_graphs].prof = NULL;
+    if (c->prof) {
+        /* the recording's events now belong to the graph: never reused for single ops */
+        cu_prof *p = (cu_prof *)c->prof;
+        prof_list *l = (prof_list *)calloc(1, sizeof *l);
+        if (l) {
+            *l = p->cap;
+            memset(&p->cap, 0, sizeof p->cap);
+        }
+        p->pool_fixed = p->pool_used;
+        c->graphs[c->n_graphs].prof = l;
+    }
     c->n_graphs++;
     return AHA_OK;
 }
@@ -253,7 +403,22 @@ static aha_status cu_graph_launch(aha_backend *be, uint64_t key, bool *found, ah
     *found = false;
     for (int i = 0; i < c->n_graphs; i++)
         if (c->graphs[i].key == key) {
-            AHA_CU_CHECK(cudaGraphLaunch(c->graphs[i].exec, c->stream));
+            cu_prof *p = (cu_prof *)c->prof;
+            if (p && !p->broken && c->graphs[i].prof) {
+                /* whole replay under its own label, then every op inside it */
+                cudaStreamSynchronize(c->stream);
+                p->cur.n = 0;
+                p->pool_used = p->pool_fixed;
+                int lab = prof_label(p, "(graph replay, total)", 0);
+                prof_point(c, PT_OP_BEGIN, lab);
+                AHA_CU_CHECK(cudaGraphLaunch(c->graphs[i].exec, c->stream));
+                prof_point(c, PT_OP_END, lab);
+                cudaStreamSynchronize(c->stream);
+                prof_account(p, &p->cur);
+                prof_account(p, (const prof_list *)c->graphs[i].prof);
+            } else {
+                AHA_CU_CHECK(cudaGraphLaunch(c->graphs[i].exec, c->stream));
+            }
             *found = true;
             return AHA_OK;
         }
@@ -266,11 +431,12 @@ static void cu_free(aha_backend *be)
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    while (c->n_graphs > 0) graph_drop(c, c->n_graphs - 1);
     if (c->prof) {
         prof_print(be->device, (const cu_prof *)c->prof);
-        free(c->prof);
+        prof_free((cu_prof *)c->prof);
+        c->prof = NULL;
     }
-    for (int i = 0; i < c->n_graphs; i++) cudaGraphExecDestroy(c->graphs[i].exec);
     if (c->scratch) cudaFree(c->scratch);
     for (int i = 0; i < c->n_algos; i++) {
         aha__cu_algo_entry *a = &c->algos[i];
@@ -328,6 +494,11 @@ static const aha_backend_ops cu_ops_prof = {
     .graph_begin = cu_graph_begin,
     .graph_end = cu_graph_end,
     .graph_launch = cu_graph_launch,
+    .add_rmsnorm = PROF(add_rmsnorm, aha__cu_add_rmsnorm),
+    .copy2d = PROF(copy2d, aha__cu_copy2d),
+    .rope_qk_store = PROF(rope_qk_store, aha__cu_rope_qk_store),
+    .matmul_batched = PROF(matmul_batched, aha__cu_matmul_batched),
+    .matmul_bwd_dw_batched = PROF(matmul_bwd_dw_batched, aha__cu_matmul_bwd_dw_batched),
 };
 
 static const aha_backend_ops cu_ops = {
@@ -370,6 +541,11 @@ static const aha_backend_ops cu_ops = {
     .graph_begin = cu_graph_begin,
     .graph_end = cu_graph_end,
     .graph_launch = cu_graph_launch,
+    .add_rmsnorm = aha__cu_add_rmsnorm,
+    .copy2d = aha__cu_copy2d,
+    .rope_qk_store = aha__cu_rope_qk_store,
+    .matmul_batched = aha__cu_matmul_batched,
+    .matmul_bwd_dw_batched = aha__cu_matmul_bwd_dw_batched,
 };
 
 static aha_status cu_init(aha__cu_ctx *c, int device, aha_err *err)
@@ -414,11 +590,12 @@ extern "C" aha_status aha_backend_cuda_create(int device, aha_backend **out, aha
     be->act_dtype = AHA_DT_BF16;
     snprintf(be->device, sizeof be->device, "cuda:%d", device);
     const char *pe = getenv("AHA_CUDA_PROFILE");
-    if (pe && *pe && strcmp(pe, "0") != 0) {
-        c->prof = calloc(1, sizeof(cu_prof));
+    aha_status st = cu_init(c, device, err);
+    if (st == AHA_OK && pe && *pe && strcmp(pe, "0") != 0) {
+        /* after cu_init: the events belong to the device */
+        c->prof = prof_new();
         if (c->prof) be->ops = &cu_ops_prof;
     }
-    aha_status st = cu_init(c, device, err);
     if (st != AHA_OK) {
         cu_free(be);
         free(be);

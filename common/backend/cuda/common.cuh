@@ -21,7 +21,7 @@ extern "C" {
 
 /* one cached matmul configuration: descriptors and the heuristic's algorithm for a shape */
 typedef struct {
-    uint64_t key[4];
+    uint64_t key[8];
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
@@ -48,13 +48,24 @@ typedef struct {
     struct {
         uint64_t key;
         cudaGraphExec_t exec;
+        void *prof; /* the recording's profile points (AHA_CUDA_PROFILE) */
     } graphs[AHA__CU_GRAPHS];
     int n_graphs;
     bool capturing;
     void *prof; /* per-op times when AHA_CUDA_PROFILE is set (backend_cuda.cu) */
 } aha__cu_ctx;
 
-static inline aha__cu_ctx *aha__cu(aha_backend *be) { return (aha__cu_ctx *)be->ctx; }
+/* Every entry into the backend goes through here, so it also makes the backend's device the
+ * calling thread's current one: CUDA's current device is per thread (device 0 until chosen),
+ * and the services call the model from engine and handler threads that never chose one. A
+ * service on cuda:1 otherwise queues its work against device 0 ("invalid argument"). */
+static inline aha__cu_ctx *aha__cu(aha_backend *be)
+{
+    aha__cu_ctx *c = (aha__cu_ctx *)be->ctx;
+    int cur = -1;
+    if (c && (cudaGetDevice(&cur) != cudaSuccess || cur != c->device)) cudaSetDevice(c->device);
+    return c;
+}
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
@@ -81,6 +92,10 @@ const char *aha__cublas_str(cublasStatus_t s);
 
 /* A dtype the op does not handle. */
 aha_status aha__cu_bad_dtype(aha_err *err, const char *op, const char *arg, aha_dtype dt);
+
+/* AHA_CUDA_PROFILE: charge the device time since the op began (or since the previous
+ * segment of the op) to label; flop > 0 adds a TFLOP/s column. No-op when not profiling. */
+void aha__cu_prof_seg(aha_backend *be, const char *label, double flop);
 
 /* Scratch of at least n bytes (device), valid until the next call that asks for scratch. */
 aha_status aha__cu_scratch(aha_backend *be, size_t n, void **out, aha_err *err);
@@ -166,6 +181,8 @@ static inline unsigned aha__blocks(int64_t n, int threads, int64_t cap)
 aha_status aha__cu_fill(aha_backend *be, aha_tensor x, int64_t n, float value, aha_err *err);
 aha_status aha__cu_copy(aha_backend *be, aha_tensor dst, aha_tensor src, int64_t n, aha_err *err);
 aha_status aha__cu_scale(aha_backend *be, aha_tensor x, int64_t n, float s, aha_err *err);
+aha_status aha__cu_copy2d(aha_backend *be, aha_tensor dst, int64_t dst_pitch, aha_tensor src, int64_t src_pitch,
+                          int64_t width, int64_t rows, aha_err *err);
 aha_status aha__cu_add(aha_backend *be, aha_tensor y, aha_tensor a, aha_tensor b, int64_t n,
                        aha_err *err);
 aha_status aha__cu_sumsq(aha_backend *be, aha_tensor acc, aha_tensor x, int64_t n, aha_err *err);
@@ -183,12 +200,17 @@ aha_status aha__cu_scatter_rows(aha_backend *be, aha_tensor dst, aha_tensor idx,
 /* rmsnorm.cu */
 aha_status aha__cu_rmsnorm_fwd(aha_backend *be, aha_tensor out, aha_tensor rstd, aha_tensor x,
                                aha_tensor w, int N, int C, float eps, aha_err *err);
+aha_status aha__cu_add_rmsnorm(aha_backend *be, aha_tensor y, aha_tensor out, aha_tensor rstd, aha_tensor a,
+                               aha_tensor b, aha_tensor w, int N, int C, float eps, aha_err *err);
 aha_status aha__cu_rmsnorm_bwd(aha_backend *be, aha_tensor dx, aha_tensor dw, aha_tensor dout,
                                aha_tensor x, aha_tensor w, aha_tensor rstd, int N, int C,
                                bool accumulate, aha_err *err);
 /* rope.cu */
 aha_status aha__cu_rope_fwd(aha_backend *be, aha_tensor x, aha_tensor pos, int N, int nh, int D,
                             float theta, aha_err *err);
+aha_status aha__cu_rope_qk_store(aha_backend *be, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
+                                 aha_tensor vc, aha_tensor slots, aha_tensor pos, int N, int H, int KV, int D,
+                                 int max_seq, float theta, aha_err *err);
 aha_status aha__cu_rope_bwd(aha_backend *be, aha_tensor dx, aha_tensor pos, int N, int nh, int D,
                             float theta, aha_err *err);
 /* gemm.cu */
@@ -198,6 +220,12 @@ aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, 
                                  int K, int N, bool accumulate, aha_err *err);
 aha_status aha__cu_matmul_bwd_dw(aha_backend *be, aha_tensor dw, aha_tensor dbias, aha_tensor dy,
                                  aha_tensor x, int M, int K, int N, aha_err *err);
+aha_status aha__cu_matmul_batched(aha_backend *be, aha_tensor y, int64_t y_stride, aha_tensor x, aha_tensor w,
+                                  int64_t w_stride, aha_tensor bias, int64_t bias_stride, int M, int K, int N, int nb,
+                                  aha_err *err);
+aha_status aha__cu_matmul_bwd_dw_batched(aha_backend *be, aha_tensor dw, int64_t dw_stride, aha_tensor dbias,
+                                         int64_t dbias_stride, aha_tensor dy, int64_t dy_stride, aha_tensor x, int M,
+                                         int K, int N, int nb, aha_err *err);
 /* attention.cu */
 aha_status aha__cu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q,
                                  aha_tensor k, aha_tensor v, aha_tensor cu_seqlens, int n_seqs,
@@ -217,6 +245,10 @@ bool aha__cu_attention_tc_ok(aha_dtype dt, int D);
 aha_status aha__cu_attention_fwd_tc(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q, aha_tensor k,
                                     aha_tensor v, aha_tensor cu, int n_seqs, int H, int KV, int D, int max_seqlen,
                                     aha_err *err);
+/* attention over the KV cache on tensor cores: BF16, D 64 / 128, H / KV <= 16, 16-byte rows */
+aha_status aha__cu_attention_cached_tc(aha_backend *be, aha_tensor out, aha_tensor q, aha_tensor kc, aha_tensor vc,
+                                       aha_tensor slots, aha_tensor lens, int n, int H, int KV, int D, int max_seq,
+                                       aha_err *err);
 /* Dv (N, H) as attention.cu computes it; dkacc: 2 * N * KV * D floats of scratch */
 aha_status aha__cu_attention_bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tensor dv, aha_tensor dout,
                                     aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor lse, const float *Dv,

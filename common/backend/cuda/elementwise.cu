@@ -74,6 +74,64 @@ __global__ void k_swiglu_bwd(T *dg, T *du, const T *dout, const T *g, const T *u
     }
 }
 
+/* bf16 versions over 8 elements (16 bytes) per access, for aligned tensors of n % 8 == 0: the
+ * element-at-a-time loops moved 2-byte words and reached ~60% of the bandwidth on the
+ * (tokens x intermediate) tensors of training */
+__device__ __forceinline__ void ew_ld8(const bf16 *p, float *o)
+{
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void ew_st8(bf16 *p, const float *v)
+{
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    *(uint4 *)p = u;
+}
+
+__global__ void k_swiglu_fwd8(bf16 *out, const bf16 *g, const bf16 *u, int64_t n8)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+        float gv[8], uv[8], o[8];
+        ew_ld8(g + i * 8, gv);
+        ew_ld8(u + i * 8, uv);
+#pragma unroll
+        for (int e = 0; e < 8; e++) o[e] = silu(gv[e]) * uv[e];
+        ew_st8(out + i * 8, o);
+    }
+}
+
+__global__ void k_swiglu_bwd8(bf16 *dg, bf16 *du, const bf16 *dout, const bf16 *g, const bf16 *u, int64_t n8)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+        float gv[8], uv[8], d[8], a[8], b[8];
+        ew_ld8(g + i * 8, gv);
+        ew_ld8(u + i * 8, uv);
+        ew_ld8(dout + i * 8, d);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float s = 1.0f / (1.0f + expf(-gv[e]));
+            a[e] = d[e] * uv[e] * s * (1.0f + gv[e] * (1.0f - s));
+            b[e] = d[e] * gv[e] * s;
+        }
+        ew_st8(dg + i * 8, a);
+        ew_st8(du + i * 8, b);
+    }
+}
+
+static bool al16(const void *a, const void *b, const void *c, const void *d, const void *e)
+{
+    return (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d | (uintptr_t)e) & 15) == 0;
+}
+
 aha_status aha__cu_fill(aha_backend *be, aha_tensor x, int64_t n, float value, aha_err *err)
 {
     if (!aha__is_float(x.dt)) return aha__cu_bad_dtype(err, "fill", "x", x.dt);
@@ -100,6 +158,19 @@ aha_status aha__cu_copy(aha_backend *be, aha_tensor dst, aha_tensor src, int64_t
     AHA__DISPATCH_FLOAT(dst.dt, TD, AHA__DISPATCH_FLOAT(src.dt, TS,
         (k_copy<TD, TS><<<nb, EW_THREADS, 0, st>>>((TD *)dst.data, (const TS *)src.data, n))));
     AHA_CU_LAUNCHED();
+    return AHA_OK;
+}
+
+aha_status aha__cu_copy2d(aha_backend *be, aha_tensor dst, int64_t dst_pitch, aha_tensor src, int64_t src_pitch,
+                          int64_t width, int64_t rows, aha_err *err)
+{
+    if (dst.dt != src.dt) return aha__cu_bad_dtype(err, "copy2d", "dst (must match src)", dst.dt);
+    if (width <= 0 || rows <= 0) return AHA_OK;
+    if (width > dst_pitch || width > src_pitch)
+        return aha_errf(err, AHA_EINVAL, "cuda copy2d: width %lld exceeds a pitch", (long long)width);
+    size_t es = aha_dtype_size(dst.dt);
+    AHA_CU_CHECK(cudaMemcpy2DAsync(dst.data, (size_t)dst_pitch * es, src.data, (size_t)src_pitch * es,
+                                   (size_t)width * es, (size_t)rows, cudaMemcpyDeviceToDevice, aha__cu(be)->stream));
     return AHA_OK;
 }
 
@@ -151,6 +222,12 @@ aha_status aha__cu_swiglu_fwd(aha_backend *be, aha_tensor out, aha_tensor g, aha
         return aha__cu_bad_dtype(err, "swiglu_fwd", "g/u (must match out)", g.dt != out.dt ? g.dt : u.dt);
     if (n <= 0) return AHA_OK;
     cudaStream_t st = aha__cu(be)->stream;
+    if (out.dt == AHA_DT_BF16 && n % 8 == 0 && al16(out.data, g.data, u.data, u.data, u.data)) {
+        k_swiglu_fwd8<<<aha__blocks(n / 8, EW_THREADS, EW_MAX_BLOCKS), EW_THREADS, 0, st>>>(
+            (bf16 *)out.data, (const bf16 *)g.data, (const bf16 *)u.data, n / 8);
+        AHA_CU_LAUNCHED();
+        return AHA_OK;
+    }
     unsigned nb = aha__blocks(n, EW_THREADS, EW_MAX_BLOCKS);
     AHA__DISPATCH_FLOAT(out.dt, T, (k_swiglu_fwd<T><<<nb, EW_THREADS, 0, st>>>(
         (T *)out.data, (const T *)g.data, (const T *)u.data, n)));
@@ -167,6 +244,13 @@ aha_status aha__cu_swiglu_bwd(aha_backend *be, aha_tensor dg, aha_tensor du, aha
         return aha__cu_bad_dtype(err, "swiglu_bwd", "dg/du/g/u (must match dout)", dg.dt);
     if (n <= 0) return AHA_OK;
     cudaStream_t st = aha__cu(be)->stream;
+    if (dt == AHA_DT_BF16 && n % 8 == 0 && al16(dg.data, du.data, dout.data, g.data, u.data)) {
+        k_swiglu_bwd8<<<aha__blocks(n / 8, EW_THREADS, EW_MAX_BLOCKS), EW_THREADS, 0, st>>>(
+            (bf16 *)dg.data, (bf16 *)du.data, (const bf16 *)dout.data, (const bf16 *)g.data, (const bf16 *)u.data,
+            n / 8);
+        AHA_CU_LAUNCHED();
+        return AHA_OK;
+    }
     unsigned nb = aha__blocks(n, EW_THREADS, EW_MAX_BLOCKS);
     AHA__DISPATCH_FLOAT(dt, T, (k_swiglu_bwd<T><<<nb, EW_THREADS, 0, st>>>(
         (T *)dg.data, (T *)du.data, (const T *)dout.data, (const T *)g.data, (const T *)u.data, n)));

@@ -6,7 +6,12 @@
  * cuBLAS is column-major: a row-major (R, C) matrix is a column-major (C, R) one, so each
  * product is issued transposed (y^T = w . x^T etc.). Inputs BF16 (or F32), fp32 accumulation
  * (CUBLAS_COMPUTE_32F: no TF32 for fp32 inputs). The algorithm chosen by the heuristic is
- * cached per shape, because decode issues hundreds of small products per step. */
+ * cached per shape, because decode issues hundreds of small products per step. (Timing the
+ * heuristic's other candidates once per shape and keeping the fastest was tried: timed on
+ * operands warm in L2 it chose algorithms that ran slower in the real flow, e.g. the decode
+ * lm_head 110 -> 151 us; docs/gpu-notes.md, call 3.) */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.cuh"
@@ -16,18 +21,27 @@ static cudaDataType_t cu_type(aha_dtype dt) { return dt == AHA_DT_BF16 ? CUDA_R_
 /* D (m, n) col-major = alpha op(A) op(B) + beta C, C = D. A is (m, k) after op, B (k, n).
  * Descriptors, layouts and the algorithm are made once per configuration and kept in the
  * context's cache (only the bias pointer changes between calls). */
+/* a strided batch: count products, operand b at base + b * stride elements (stride 0: shared) */
+typedef struct {
+    int count;
+    int64_t sa, sb, sd, sbias;
+} lt_batch;
+
 static aha_status lt_matmul(aha_backend *be, bool ta, bool tb, int m, int n, int k, const void *A,
                             aha_dtype adt, int lda, const void *B, aha_dtype bdt, int ldb, float beta,
                             void *D, aha_dtype ddt, int ldd, const void *bias, aha_dtype biasdt,
-                            aha_err *err)
+                            const lt_batch *bt, aha_err *err)
 {
     aha__cu_ctx *c = aha__cu(be);
     float alpha = 1.0f;
-    uint64_t key[4] = {((uint64_t)(unsigned)m << 32) | (unsigned)n,
+    lt_batch one = {1, 0, 0, 0, 0};
+    if (!bt) bt = &one;
+    uint64_t key[8] = {((uint64_t)(unsigned)m << 32) | (unsigned)n,
                        ((uint64_t)(unsigned)k << 32) | ((unsigned)lda << 1) | (ta ? 1u : 0u),
                        ((uint64_t)(unsigned)ldb << 32) | ((unsigned)ldd << 1) | (tb ? 1u : 0u),
                        ((uint64_t)adt << 24) | ((uint64_t)bdt << 16) | ((uint64_t)ddt << 8) |
-                           (bias ? 0x80u | (unsigned)biasdt : 0u)};
+                           (bias ? 0x80u | (unsigned)biasdt : 0u) | ((uint64_t)(unsigned)bt->count << 32),
+                       (uint64_t)bt->sa, (uint64_t)bt->sb, (uint64_t)bt->sd, (uint64_t)bt->sbias};
     aha__cu_algo_entry *e = NULL;
     for (int i = 0; i < c->n_algos; i++)
         if (!memcmp(c->algos[i].key, key, sizeof key)) {
@@ -65,6 +79,19 @@ static aha_status lt_matmul(aha_backend *be, bool ta, bool tb, int m, int n, int
         LT(cublasLtMatrixLayoutCreate(&ne.la, cu_type(adt), ta ? k : m, ta ? m : k, lda));
         LT(cublasLtMatrixLayoutCreate(&ne.lb, cu_type(bdt), tb ? n : k, tb ? k : n, ldb));
         LT(cublasLtMatrixLayoutCreate(&ne.ld, cu_type(ddt), m, n, ldd));
+        if (bt->count > 1) {
+            int32_t cnt = bt->count;
+            cublasLtMatrixLayout_t lays[3] = {ne.la, ne.lb, ne.ld};
+            int64_t strides[3] = {bt->sa, bt->sb, bt->sd};
+            for (int li = 0; li < 3; li++) {
+                LT(cublasLtMatrixLayoutSetAttribute(lays[li], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &cnt, sizeof cnt));
+                LT(cublasLtMatrixLayoutSetAttribute(lays[li], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                    &strides[li], sizeof strides[li]));
+            }
+            if (bias)
+                LT(cublasLtMatmulDescSetAttribute(ne.op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bt->sbias,
+                                                  sizeof bt->sbias));
+        }
         LT(cublasLtMatmulPreferenceCreate(&pref));
         LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_size,
                                                 sizeof c->lt_ws_size));
@@ -106,6 +133,15 @@ run:
     return AHA_OK;
 }
 
+/* profile segment named by the ops-table shape (M, K, N) */
+static void prof_gemm(aha_backend *be, const char *what, int M, int K, int N)
+{
+    if (!aha__cu(be)->prof) return;
+    char l[80];
+    snprintf(l, sizeof l, "gemm %s M%d K%d N%d", what, M, K, N);
+    aha__cu_prof_seg(be, l, 2.0 * M * K * N);
+}
+
 aha_status aha__cu_matmul(aha_backend *be, aha_tensor y, aha_tensor x, aha_tensor w, aha_tensor bias,
                           int M, int K, int N, aha_err *err)
 {
@@ -116,8 +152,10 @@ aha_status aha__cu_matmul(aha_backend *be, aha_tensor y, aha_tensor x, aha_tenso
         return aha__cu_bad_dtype(err, "matmul", "bias (must match y)", bias.dt);
     if (M <= 0 || N <= 0) return AHA_OK;
     /* y^T (N, M) = w (N, K) [col-major (K, N), transposed] . x^T [col-major (K, M)] */
-    return lt_matmul(be, true, false, N, M, K, w.data, w.dt, K, x.data, x.dt, K, 0.0f, y.data, y.dt, N,
-                     aha_tensor_is_none(bias) ? NULL : bias.data, bias.dt, err);
+    AHA_TRY(lt_matmul(be, true, false, N, M, K, w.data, w.dt, K, x.data, x.dt, K, 0.0f, y.data, y.dt, N,
+                      aha_tensor_is_none(bias) ? NULL : bias.data, bias.dt, NULL, err));
+    prof_gemm(be, "fwd", M, K, N);
+    return AHA_OK;
 }
 
 aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, aha_tensor w, int M,
@@ -128,8 +166,10 @@ aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, 
     if (!aha__is_float(dx.dt)) return aha__cu_bad_dtype(err, "matmul_bwd_dx", "dx", dx.dt);
     if (M <= 0 || K <= 0) return AHA_OK;
     /* dx^T (K, M) = w^T [col-major view of w is (K, N)] . dy^T [col-major (N, M)] */
-    return lt_matmul(be, false, false, K, M, N, w.data, w.dt, K, dy.data, dy.dt, N,
-                     accumulate ? 1.0f : 0.0f, dx.data, dx.dt, K, NULL, AHA_DT_F32, err);
+    AHA_TRY(lt_matmul(be, false, false, K, M, N, w.data, w.dt, K, dy.data, dy.dt, N,
+                      accumulate ? 1.0f : 0.0f, dx.data, dx.dt, K, NULL, AHA_DT_F32, NULL, err));
+    prof_gemm(be, "dx", M, K, N);
+    return AHA_OK;
 }
 
 template <typename T> __global__ void k_colsum(float *db, const T *dy, int M, int N)
@@ -155,12 +195,115 @@ aha_status aha__cu_matmul_bwd_dw(aha_backend *be, aha_tensor dw, aha_tensor dbia
     if (M <= 0 || N <= 0 || K <= 0) return AHA_OK;
     /* dw^T (K, N) col-major += x^T [col-major (K, M)] . dy [col-major view (N, M), transposed] */
     AHA_TRY(lt_matmul(be, false, true, K, N, M, x.data, x.dt, K, dy.data, dy.dt, N, 1.0f, dw.data,
-                      AHA_DT_F32, K, NULL, AHA_DT_F32, err));
+                      AHA_DT_F32, K, NULL, AHA_DT_F32, NULL, err));
+    prof_gemm(be, "dw", M, K, N);
     if (!aha_tensor_is_none(dbias)) {
         dim3 grid((N + 255) / 256, (unsigned)(M < 64 ? 1 : (M + 63) / 64 > 256 ? 256 : (M + 63) / 64));
         AHA__DISPATCH_FLOAT(dy.dt, T, (k_colsum<T><<<grid, 256, 0, aha__cu(be)->stream>>>(
             (float *)dbias.data, (const T *)dy.data, M, N)));
         AHA_CU_LAUNCHED();
+        aha__cu_prof_seg(be, "dw bias column sums", 0);
+    }
+    return AHA_OK;
+}
+
+/* ---- strided batches of products sharing x (k and v; gate and up) -----------------------
+ * One launch instead of nb: at decode sizes (M = 256) each product is a few microseconds of
+ * fixed cost. AHA_CUDA_NO_BATCHED=1 issues them one by one instead (a cross-check). */
+static bool batched_off(void)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("AHA_CUDA_NO_BATCHED");
+        off = e && *e && strcmp(e, "0") != 0;
+    }
+    return off;
+}
+
+aha_status aha__cu_matmul_batched(aha_backend *be, aha_tensor y, int64_t y_stride, aha_tensor x, aha_tensor w,
+                                  int64_t w_stride, aha_tensor bias, int64_t bias_stride, int M, int K, int N, int nb,
+                                  aha_err *err)
+{
+    if (nb < 1 || w_stride < (int64_t)N * K || y_stride < (int64_t)M * N ||
+        (!aha_tensor_is_none(bias) && bias_stride < N))
+        return aha_errf(err, AHA_EINVAL, "cuda matmul_batched: %d products with overlapping strides", nb);
+    if (nb == 1 || batched_off()) {
+        for (int b = 0; b < nb; b++)
+            AHA_TRY(aha__cu_matmul(be, aha_tensor_at(y, b * y_stride), x, aha_tensor_at(w, b * w_stride),
+                                   aha_tensor_is_none(bias) ? bias : aha_tensor_at(bias, b * bias_stride), M, K, N,
+                                   err));
+        return AHA_OK;
+    }
+    if (!aha__is_float(x.dt)) return aha__cu_bad_dtype(err, "matmul_batched", "x", x.dt);
+    if (w.dt != x.dt) return aha__cu_bad_dtype(err, "matmul_batched", "w (must match x)", w.dt);
+    if (!aha__is_float(y.dt)) return aha__cu_bad_dtype(err, "matmul_batched", "y", y.dt);
+    if (!aha_tensor_is_none(bias) && bias.dt != y.dt)
+        return aha__cu_bad_dtype(err, "matmul_batched", "bias (must match y)", bias.dt);
+    if (M <= 0 || N <= 0) return AHA_OK;
+    lt_batch bt = {nb, w_stride, 0, y_stride, aha_tensor_is_none(bias) ? 0 : bias_stride};
+    aha_status st = lt_matmul(be, true, false, N, M, K, w.data, w.dt, K, x.data, x.dt, K, 0.0f, y.data, y.dt, N,
+                              aha_tensor_is_none(bias) ? NULL : bias.data, bias.dt, &bt, err);
+    if (st == AHA_EUNSUPPORTED) {
+        /* no batched algorithm for this shape: one by one */
+        for (int b = 0; b < nb; b++)
+            AHA_TRY(aha__cu_matmul(be, aha_tensor_at(y, b * y_stride), x, aha_tensor_at(w, b * w_stride),
+                                   aha_tensor_is_none(bias) ? bias : aha_tensor_at(bias, b * bias_stride), M, K, N,
+                                   err));
+        return AHA_OK;
+    }
+    AHA_TRY(st);
+    if (aha__cu(be)->prof) {
+        char l[80];
+        snprintf(l, sizeof l, "gemm fwd x%d M%d K%d N%d", nb, M, K, N);
+        aha__cu_prof_seg(be, l, 2.0 * nb * M * K * N);
+    }
+    return AHA_OK;
+}
+
+aha_status aha__cu_matmul_bwd_dw_batched(aha_backend *be, aha_tensor dw, int64_t dw_stride, aha_tensor dbias,
+                                         int64_t dbias_stride, aha_tensor dy, int64_t dy_stride, aha_tensor x, int M,
+                                         int K, int N, int nb, aha_err *err)
+{
+    if (nb < 1 || dw_stride < (int64_t)N * K || dy_stride < (int64_t)M * N ||
+        (!aha_tensor_is_none(dbias) && dbias_stride < N))
+        return aha_errf(err, AHA_EINVAL, "cuda matmul_bwd_dw_batched: %d products with overlapping strides", nb);
+    if (nb == 1 || batched_off()) {
+        for (int b = 0; b < nb; b++)
+            AHA_TRY(aha__cu_matmul_bwd_dw(be, aha_tensor_at(dw, b * dw_stride),
+                                          aha_tensor_is_none(dbias) ? dbias : aha_tensor_at(dbias, b * dbias_stride),
+                                          aha_tensor_at(dy, b * dy_stride), x, M, K, N, err));
+        return AHA_OK;
+    }
+    if (!aha__is_float(dy.dt)) return aha__cu_bad_dtype(err, "matmul_bwd_dw_batched", "dy", dy.dt);
+    if (x.dt != dy.dt) return aha__cu_bad_dtype(err, "matmul_bwd_dw_batched", "x (must match dy)", x.dt);
+    if (dw.dt != AHA_DT_F32) return aha__cu_bad_dtype(err, "matmul_bwd_dw_batched", "dw", dw.dt);
+    if (!aha_tensor_is_none(dbias) && dbias.dt != AHA_DT_F32)
+        return aha__cu_bad_dtype(err, "matmul_bwd_dw_batched", "dbias", dbias.dt);
+    if (M <= 0 || N <= 0 || K <= 0) return AHA_OK;
+    lt_batch bt = {nb, 0, dy_stride, dw_stride, 0};
+    aha_status st = lt_matmul(be, false, true, K, N, M, x.data, x.dt, K, dy.data, dy.dt, N, 1.0f, dw.data, AHA_DT_F32,
+                              K, NULL, AHA_DT_F32, &bt, err);
+    if (st == AHA_EUNSUPPORTED) {
+        for (int b = 0; b < nb; b++)
+            AHA_TRY(aha__cu_matmul_bwd_dw(be, aha_tensor_at(dw, b * dw_stride),
+                                          aha_tensor_is_none(dbias) ? dbias : aha_tensor_at(dbias, b * dbias_stride),
+                                          aha_tensor_at(dy, b * dy_stride), x, M, K, N, err));
+        return AHA_OK;
+    }
+    AHA_TRY(st);
+    if (aha__cu(be)->prof) {
+        char l[80];
+        snprintf(l, sizeof l, "gemm dw x%d M%d K%d N%d", nb, M, K, N);
+        aha__cu_prof_seg(be, l, 2.0 * nb * M * K * N);
+    }
+    if (!aha_tensor_is_none(dbias)) {
+        dim3 grid((N + 255) / 256, (unsigned)(M < 64 ? 1 : (M + 63) / 64 > 256 ? 256 : (M + 63) / 64));
+        for (int b = 0; b < nb; b++) {
+            AHA__DISPATCH_FLOAT(dy.dt, T, (k_colsum<T><<<grid, 256, 0, aha__cu(be)->stream>>>(
+                (float *)dbias.data + b * dbias_stride, (const T *)dy.data + b * dy_stride, M, N)));
+            AHA_CU_LAUNCHED();
+        }
+        aha__cu_prof_seg(be, "dw bias column sums", 0);
     }
     return AHA_OK;
 }

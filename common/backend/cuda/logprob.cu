@@ -1,7 +1,7 @@
 /* logprob.cu: per-token logprobs from a chunk of logits rows and the backward of that
  * log-softmax + gather, in fp32 whatever the logits dtype. One block per row; the forward
  * is one pass with an online (max, sum) per thread merged across the block, so a row of
- * 151,936 bf16 logits is read once. The model feeds row chunks, so (tokens, V) fp32 is never
+ * 151,936 bf16 logits is read once, 16 bytes per access. The model feeds row chunks, so (tokens, V) fp32 is never
  * materialised. */
 #include "common.cuh"
 
@@ -15,21 +15,73 @@ __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2
     m = mn;
 }
 
+/* 8 consecutive elements as floats, and back (16-byte accesses for bf16) */
+__device__ __forceinline__ void lp_ld8(const bf16 *p, float *o)
+{
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void lp_ld8(const float *p, float *o)
+{
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+}
+__device__ __forceinline__ void lp_st8(bf16 *p, const float *v)
+{
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    *(uint4 *)p = u;
+}
+__device__ __forceinline__ void lp_st8(float *p, const float *v)
+{
+    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+    *(float4 *)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+#define LP_LOG2E 1.4426950408889634f
+
+/* Rows are read 8 elements at a time when vec (V % 8 == 0 and 16-byte aligned rows); the
+ * running sum is rescaled once per 8 elements, and exponentials are exp2f of pre-scaled
+ * values (2 ulp, the hardware unit) instead of expf's longer accurate sequence: the scalar
+ * version ran at ~1.1 TB/s, a quarter of the bandwidth. */
 template <typename T>
 __global__ void __launch_bounds__(LP_THREADS) k_logprob_fwd(float *lp, float *lse, const T *logits,
-                                                            const int32_t *targets, int V)
+                                                            const int32_t *targets, int V, int vec)
 {
     __shared__ float shm[32], shs[32];
     int64_t row = blockIdx.x;
     const T *x = logits + row * V;
-    float m = -INFINITY, s = 0.0f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    float m = -INFINITY, s = 0.0f; /* m in natural units; s = sum exp(x - m) */
+    int v8 = vec ? V / 8 : 0;
+    for (int gi = threadIdx.x; gi < v8; gi += blockDim.x) {
+        float f[8];
+        lp_ld8(x + (int64_t)gi * 8, f);
+        float mx = f[0];
+#pragma unroll
+        for (int e = 1; e < 8; e++) mx = fmaxf(mx, f[e]);
+        if (mx > m) {
+            s *= exp2f((m - mx) * LP_LOG2E);
+            m = mx;
+        }
+        float ml = m * LP_LOG2E;
+#pragma unroll
+        for (int e = 0; e < 8; e++) s += exp2f(fmaf(f[e], LP_LOG2E, -ml));
+    }
+    for (int i = v8 * 8 + threadIdx.x; i < V; i += blockDim.x) {
         float v = aha__ld(x, i);
         if (v > m) {
-            s = s * expf(m - v) + 1.0f;
+            s = s * exp2f((m - v) * LP_LOG2E) + 1.0f;
             m = v;
         } else {
-            s += expf(v - m);
+            s += exp2f((v - m) * LP_LOG2E);
         }
     }
 #pragma unroll
@@ -54,20 +106,37 @@ __global__ void __launch_bounds__(LP_THREADS) k_logprob_fwd(float *lp, float *ls
 }
 
 template <typename T>
-__global__ void k_logprob_bwd(T *dlogits, const T *logits, const float *lse, const int32_t *targets,
-                              const float *dlp, int V)
+__global__ void __launch_bounds__(LP_THREADS) k_logprob_bwd(T *dlogits, const T *logits, const float *lse,
+                                                            const int32_t *targets, const float *dlp, int V, int vec)
 {
     int64_t row = blockIdx.x;
     int t = targets[row];
     float g = (t >= 0 && t < V) ? dlp[row] : 0.0f;
-    float l = lse[row];
+    float ll = lse[row] * LP_LOG2E;
     const T *x = logits + row * V;
     T *dx = dlogits + row * V;
     /* in place (dlogits == logits) is safe: each element is read then written by one thread */
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        float p = g != 0.0f ? expf(aha__ld(x, i) - l) : 0.0f;
+    int v8 = vec ? V / 8 : 0;
+    for (int gi = threadIdx.x; gi < v8; gi += blockDim.x) {
+        float f[8];
+        lp_ld8(x + (int64_t)gi * 8, f);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float p = g != 0.0f ? exp2f(fmaf(f[e], LP_LOG2E, -ll)) : 0.0f;
+            f[e] = g * ((gi * 8 + e == t ? 1.0f : 0.0f) - p);
+        }
+        lp_st8(dx + (int64_t)gi * 8, f);
+    }
+    for (int i = v8 * 8 + threadIdx.x; i < V; i += blockDim.x) {
+        float p = g != 0.0f ? exp2f(fmaf(aha__ld(x, i), LP_LOG2E, -ll)) : 0.0f;
         aha__st(dx, i, g * ((i == t ? 1.0f : 0.0f) - p));
     }
+}
+
+static int lp_vec(aha_tensor a, aha_tensor b, int V)
+{
+    size_t es = aha_dtype_size(a.dt);
+    return V % 8 == 0 && ((V * es) % 16) == 0 && (((uintptr_t)a.data | (uintptr_t)b.data) % 16) == 0;
 }
 
 aha_status aha__cu_logprob_fwd(aha_backend *be, aha_tensor lp, aha_tensor lse, aha_tensor logits,
@@ -78,8 +147,9 @@ aha_status aha__cu_logprob_fwd(aha_backend *be, aha_tensor lp, aha_tensor lse, a
         return aha__cu_bad_dtype(err, "logprob_fwd", "lp/lse", lp.dt != AHA_DT_F32 ? lp.dt : lse.dt);
     if (targets.dt != AHA_DT_I32) return aha__cu_bad_dtype(err, "logprob_fwd", "targets", targets.dt);
     if (n <= 0 || V <= 0) return AHA_OK;
+    int vec = lp_vec(logits, logits, V);
     AHA__DISPATCH_FLOAT(logits.dt, T, (k_logprob_fwd<T><<<n, LP_THREADS, 0, aha__cu(be)->stream>>>(
-        (float *)lp.data, (float *)lse.data, (const T *)logits.data, (const int32_t *)targets.data, V)));
+        (float *)lp.data, (float *)lse.data, (const T *)logits.data, (const int32_t *)targets.data, V, vec)));
     AHA_CU_LAUNCHED();
     return AHA_OK;
 }
@@ -96,7 +166,7 @@ aha_status aha__cu_logprob_bwd(aha_backend *be, aha_tensor dlogits, aha_tensor l
     if (n <= 0 || V <= 0) return AHA_OK;
     AHA__DISPATCH_FLOAT(logits.dt, T, (k_logprob_bwd<T><<<n, LP_THREADS, 0, aha__cu(be)->stream>>>(
         (T *)dlogits.data, (const T *)logits.data, (const float *)lse.data,
-        (const int32_t *)targets.data, (const float *)dlp.data, V)));
+        (const int32_t *)targets.data, (const float *)dlp.data, V, lp_vec(logits, dlogits, V))));
     AHA_CU_LAUNCHED();
     return AHA_OK;
 }

@@ -58,6 +58,47 @@ __global__ void k_rmsnorm_bwd(TX *dx, float *dw, const TX *dout, const TX *x, co
         for (int c = threadIdx.x; c < C; c += blockDim.x) atomicAdd(dw + c, sdw[c]);
 }
 
+/* y = a + b rounded to TX, then the norm of the rounded y: the same values as add followed by
+ * rmsnorm_fwd, in one pass (each lane rereads only what it wrote) */
+template <typename TX, typename TW>
+__global__ void k_add_rmsnorm(TX *y, TX *out, float *rstd, const TX *a, const TX *b, const TW *w, int N, int C,
+                              float eps)
+{
+    int lane = threadIdx.x & 31;
+    for (int64_t r = blockIdx.x * (int64_t)RN_WARPS + (threadIdx.x >> 5); r < N;
+         r += (int64_t)gridDim.x * RN_WARPS) {
+        float ss = 0;
+        for (int c = lane; c < C; c += 32) {
+            aha__st(y + r * C, c, aha__ld(a + r * C, c) + aha__ld(b + r * C, c));
+            float v = aha__ld(y + r * C, c);
+            ss += v * v;
+        }
+        ss = aha__warp_sum(ss);
+        float rs = rsqrtf(ss / C + eps);
+        if (rstd && lane == 0) rstd[r] = rs;
+        for (int c = lane; c < C; c += 32) aha__st(out + r * C, c, aha__ld(y + r * C, c) * rs * aha__ld(w, c));
+    }
+}
+
+aha_status aha__cu_add_rmsnorm(aha_backend *be, aha_tensor y, aha_tensor out, aha_tensor rstd, aha_tensor a,
+                               aha_tensor b, aha_tensor w, int N, int C, float eps, aha_err *err)
+{
+    if (!aha__is_float(y.dt)) return aha__cu_bad_dtype(err, "add_rmsnorm", "y", y.dt);
+    if (out.dt != y.dt || a.dt != y.dt || b.dt != y.dt)
+        return aha__cu_bad_dtype(err, "add_rmsnorm", "out/a/b (must match y)", out.dt);
+    if (!aha__is_float(w.dt)) return aha__cu_bad_dtype(err, "add_rmsnorm", "w", w.dt);
+    if (!aha_tensor_is_none(rstd) && rstd.dt != AHA_DT_F32)
+        return aha__cu_bad_dtype(err, "add_rmsnorm", "rstd", rstd.dt);
+    if (N <= 0 || C <= 0) return AHA_OK;
+    cudaStream_t st = aha__cu(be)->stream;
+    unsigned nb = aha__blocks(N, RN_WARPS, 65535);
+    AHA__DISPATCH_FLOAT(y.dt, TX, AHA__DISPATCH_FLOAT(w.dt, TW,
+        (k_add_rmsnorm<TX, TW><<<nb, 32 * RN_WARPS, 0, st>>>((TX *)y.data, (TX *)out.data, (float *)rstd.data,
+            (const TX *)a.data, (const TX *)b.data, (const TW *)w.data, N, C, eps))));
+    AHA_CU_LAUNCHED();
+    return AHA_OK;
+}
+
 aha_status aha__cu_rmsnorm_fwd(aha_backend *be, aha_tensor out, aha_tensor rstd, aha_tensor x,
                                aha_tensor w, int N, int C, float eps, aha_err *err)
 {

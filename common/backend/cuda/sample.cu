@@ -198,6 +198,146 @@ __global__ void __launch_bounds__(SP_THREADS) k_sample(int32_t *tokens, float *l
     }
 }
 
+/* ---- the plain draw: temperature only (no top-k / top-p), or greedy --------------------------
+ * The rollout's usual setting (temperature 1, nothing filtered) needs no threshold, so the
+ * row is read ONCE: each thread keeps a running raw max m, the sum of exp(x - m) (for the
+ * reported logprob), its argmax, and the best of the exponential race
+ *   token = argmax_i exp(z_i - zmax) / E_i,  E_i = -log(u_i) ~ Exp(1),  z = x / T,
+ * which is the Gumbel-max draw (argmax z_i - log E_i) without its second logarithm; the race
+ * ratios are kept relative to the thread's running max and rescaled when it moves, so they
+ * stay comparable. Rows are read 8 elements (16 bytes of bf16) at a time. The uniforms are a
+ * 32-bit hash of (row key, i): draws depend on (seed, rng_id, rng_pos) only. The general
+ * kernel above read the row three times and hashed with 64-bit products (~300 us per step of
+ * 256 rows at V = 151,936). */
+__device__ __forceinline__ uint32_t fmix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+__device__ __forceinline__ void ld8(const bf16 *p, float *o)
+{
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void ld8(const float *p, float *o)
+{
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+}
+
+struct plain_state {
+    float m, s, r; /* running max, sum exp(x - m), best race ratio (relative to m) */
+    int am, bi;    /* argmax, race winner */
+};
+
+__device__ __forceinline__ void plain_elem(plain_state &st, float x, int i, float inv_t, bool draw, uint32_t k0,
+                                           uint32_t k1)
+{
+    if (x > st.m) {
+        float a = __expf(st.m - x); /* 0 when m = -inf */
+        st.s *= a;
+        st.r *= inv_t == 1.0f ? a : __expf((st.m - x) * inv_t);
+        st.m = x;
+        st.am = i;
+    }
+    float e = __expf(x - st.m);
+    st.s += e;
+    if (draw) {
+        float p = inv_t == 1.0f ? e : __expf((x - st.m) * inv_t);
+        uint32_t h = fmix32(fmix32((uint32_t)i * 0x9e3779b9u + k0) ^ k1);
+        float u = ((float)(h >> 8) + 0.5f) * (1.0f / 16777216.0f);
+        float r = p / -logf(u);
+        if (r > st.r) {
+            st.r = r;
+            st.bi = i;
+        }
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(SP_THREADS) k_sample_plain(int32_t *tokens, float *logprobs, const T *logits,
+                                                             const int32_t *rng_ids, const int32_t *rng_pos, int V,
+                                                             float inv_t, int draw, int vec, uint64_t seed)
+{
+    __shared__ float sm_m[32], sm_s[32], sm_r[32];
+    __shared__ int sm_am[32], sm_bi[32];
+    int64_t row = blockIdx.x;
+    const T *x = logits + row * V;
+    uint64_t base = mix64(seed ^ mix64(((uint64_t)(uint32_t)rng_ids[row] << 32) | (uint32_t)rng_pos[row]));
+    uint32_t k0 = (uint32_t)base, k1 = (uint32_t)(base >> 32);
+    plain_state st = {-INFINITY, 0.0f, 0.0f, 0x7fffffff, 0x7fffffff};
+    int v8 = vec ? V / 8 : 0;
+    for (int gi = threadIdx.x; gi < v8; gi += blockDim.x) {
+        float f[8];
+        ld8(x + (int64_t)gi * 8, f);
+#pragma unroll
+        for (int e = 0; e < 8; e++) plain_elem(st, f[e], gi * 8 + e, inv_t, draw, k0, k1);
+    }
+    for (int i = v8 * 8 + threadIdx.x; i < V; i += blockDim.x) plain_elem(st, aha__ld(x, i), i, inv_t, draw, k0, k1);
+    /* merge (m, s, r, am, bi) over the warp, then over the warps */
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int o = 16; o > 0; o >>= 1) {
+            float m2 = __shfl_xor_sync(0xffffffffu, st.m, o), s2 = __shfl_xor_sync(0xffffffffu, st.s, o),
+                  r2 = __shfl_xor_sync(0xffffffffu, st.r, o);
+            int am2 = __shfl_xor_sync(0xffffffffu, st.am, o), bi2 = __shfl_xor_sync(0xffffffffu, st.bi, o);
+            float M = fmaxf(st.m, m2);
+            float a1 = st.m == -INFINITY ? 0.0f : __expf(st.m - M), a2 = m2 == -INFINITY ? 0.0f : __expf(m2 - M);
+            float b1 = a1, b2 = a2;
+            if (inv_t != 1.0f) {
+                b1 = st.m == -INFINITY ? 0.0f : __expf((st.m - M) * inv_t);
+                b2 = m2 == -INFINITY ? 0.0f : __expf((m2 - M) * inv_t);
+            }
+            float r1 = st.r * b1, rr2 = r2 * b2;
+            int am = (m2 > st.m || (m2 == st.m && am2 < st.am)) ? am2 : st.am;
+            if (rr2 > r1 || (rr2 == r1 && bi2 < st.bi)) {
+                st.r = rr2;
+                st.bi = bi2;
+            } else {
+                st.r = r1;
+            }
+            st.s = st.s * a1 + s2 * a2;
+            st.m = M;
+            st.am = am;
+        }
+        if (pass == 1) break;
+        if (lane == 0) {
+            sm_m[w] = st.m;
+            sm_s[w] = st.s;
+            sm_r[w] = st.r;
+            sm_am[w] = st.am;
+            sm_bi[w] = st.bi;
+        }
+        __syncthreads();
+        if (lane < nw) {
+            st.m = sm_m[lane];
+            st.s = sm_s[lane];
+            st.r = sm_r[lane];
+            st.am = sm_am[lane];
+            st.bi = sm_bi[lane];
+        } else {
+            st = {-INFINITY, 0.0f, 0.0f, 0x7fffffff, 0x7fffffff};
+        }
+    }
+    if (threadIdx.x == 0) {
+        int token = draw && st.bi < V ? st.bi : st.am;
+        float lse = st.m + logf(st.s);
+        tokens[row] = token;
+        logprobs[row] = aha__ld(x, token) - lse;
+    }
+}
+
 aha_status aha__cu_sample(aha_backend *be, aha_tensor tokens, aha_tensor logprobs, aha_tensor logits,
                           aha_tensor rng_ids, aha_tensor rng_pos, int n, int V, float temperature,
                           int top_k, float top_p, uint64_t seed, aha_err *err)
@@ -210,6 +350,18 @@ aha_status aha__cu_sample(aha_backend *be, aha_tensor tokens, aha_tensor logprob
     if (!(temperature >= 0.0f) || isinf(temperature))
         return aha_errf(err, AHA_EINVAL, "cuda sample: temperature %g", temperature);
     if (n <= 0 || V <= 0) return AHA_OK;
+    bool no_k = top_k <= 0 || top_k >= V, no_p = !(top_p > 0.0f && top_p < 1.0f);
+    if (temperature == 0.0f || (no_k && no_p)) {
+        /* 16-byte loads need every row 16-byte aligned */
+        size_t es = aha_dtype_size(logits.dt);
+        int vec = V % 8 == 0 && ((uintptr_t)logits.data % 16) == 0 && (V * es) % 16 == 0;
+        float inv_t = temperature > 0.0f ? 1.0f / temperature : 1.0f;
+        AHA__DISPATCH_FLOAT(logits.dt, T, (k_sample_plain<T><<<n, 512, 0, aha__cu(be)->stream>>>(
+            (int32_t *)tokens.data, (float *)logprobs.data, (const T *)logits.data, (const int32_t *)rng_ids.data,
+            (const int32_t *)rng_pos.data, V, inv_t, temperature > 0.0f, vec, seed)));
+        AHA_CU_LAUNCHED();
+        return AHA_OK;
+    }
     AHA__DISPATCH_FLOAT(logits.dt, T, (k_sample<T><<<n, SP_THREADS, 0, aha__cu(be)->stream>>>(
         (int32_t *)tokens.data, (float *)logprobs.data, (const T *)logits.data,
         (const int32_t *)rng_ids.data, (const int32_t *)rng_pos.data, V, temperature, top_k, top_p, seed)));
