@@ -88,7 +88,9 @@ timeout ${JOB_TIMEOUT:-120} "$BIN/aha-job" "$W/spec.json" --job-dir "$W/job2" $S
   --rank 0 --world-size 2 --rendezvous 127.0.0.1:51010 --dist-check-every 2 --dist-retries 0 \
   --weights-rendezvous 127.0.0.1:51020 ${WT:+--weights-transport $WT} \
   > "$OUT/grpo2.jsonl" 2> "$OUT/grpo2.log"
-log "grpo 2 ranks rc=$? (rank 1 rc=$(wait $R1; echo $?))"
+RC0=$?
+wait $R1
+log "grpo 2 ranks rc=$RC0 (rank 1 rc=$?)"
 for k in 1 2; do
   python3 - "$OUT/grpo$k.jsonl" <<'PY' 2>/dev/null | tee -a "$OUT/summary.txt"
 import json, sys

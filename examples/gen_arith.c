@@ -4,6 +4,7 @@
  *
  *   sft.jsonl    prompt -> completion in the R1 format, the worked steps inside <think>:
  *                "<think> 45 - 7 = 38. 23 + 38 = 61. </think> <answer> 61 </answer>"
+ *                or, for a --guess-share of them, a guess without steps (below)
  *   train.jsonl  prompt + answer (+ lang, id) for RL
  *   eval.jsonl   prompt + answer (+ lang, id), held out
  *
@@ -13,7 +14,14 @@
  * bytes on every machine (aha_rng; no libc randomness, no locale-dependent formatting).
  *
  * Products bind tighter than sums and differences; the worked steps do the products first,
- * then go left to right. Below difficulty 3, every intermediate result is >= 0. */
+ * then go left to right. Below difficulty 3, every intermediate result is >= 0.
+ *
+ * Guesses (--guess-share, --guess-spread K) make a "think or guess" corpus: the teacher
+ * sometimes skips the steps and writes a number near the answer, "<think> </think> <answer>
+ * 58 </answer>", off by a uniform offset in [-K, K] (so right 1 time in 2K+1). A model SFT'd
+ * on it answers both ways and is accurate only when it works the steps: the weak base of the
+ * demo, from which RL has to learn that thinking pays. The guess decisions and offsets come
+ * from their own random stream, so the problems are the same whatever the share. */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -32,7 +40,9 @@ typedef struct {
     int min_terms, max_terms, max_digits;
     char ops[4]; /* subset of "+-*" */
     bool allow_negative;
-    double word_share; /* share of word problems among 2-term problems */
+    double word_share;  /* share of word problems among 2-term problems */
+    double guess_share; /* share of SFT completions that guess instead of working */
+    long guess_spread;  /* a guess is the answer plus an offset in [-spread, spread] */
 } gen_opts;
 
 typedef struct {
@@ -231,10 +241,12 @@ static int usage(void)
     fprintf(stderr,
             "usage: aha-gen-arith --out DIR [--seed N] [--difficulty 1|2|3] [--sft N] [--train N]\n"
             "                     [--eval N] [--max-terms T] [--max-digits D] [--ops \"+-*\"]\n"
-            "                     [--word-share F]\n"
+            "                     [--word-share F] [--guess-share F] [--guess-spread K]\n"
             "  difficulty 1: a + b, a - b with 1-2 digit numbers (default)\n"
             "  difficulty 2: 2-3 numbers of 1-2 digits, + and -\n"
-            "  difficulty 3: 2-3 numbers of 1-3 digits, + - and *, negatives allowed\n");
+            "  difficulty 3: 2-3 numbers of 1-3 digits, + - and *, negatives allowed\n"
+            "  --guess-share F: that share of the SFT completions skip the steps and guess a\n"
+            "  number within K of the answer (--guess-spread, default 5)\n");
     return 2;
 }
 
@@ -248,13 +260,34 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
     return true;
 }
 
+static bool parse_share(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !(v >= 0 && v <= 1)) return false;
+    *out = v;
+    return true;
+}
+
+/* The guess of one SFT completion: the answer moved by a uniform offset, drawn again while
+ * it would be negative in a task without negatives (the answer itself always qualifies). */
+static long guess_of(long answer, const gen_opts *o, aha_rng *rng)
+{
+    for (;;) {
+        long g = answer - o->guess_spread + (long)aha_rng_below(rng, (uint64_t)(2 * o->guess_spread + 1));
+        if (g >= 0 || o->allow_negative) return g;
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *out = NULL;
     long seed = 1, difficulty = 1, n_sft = 1000, n_train = 2000, n_eval = 200;
     long max_terms = -1, max_digits = -1;
     const char *ops = NULL;
-    double word_share = 0.5;
+    double word_share = 0.5, guess_share = 0;
+    long guess_spread = 5;
     for (int i = 1; i < argc; i += 2) { /* every flag takes one value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -269,11 +302,10 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--max-terms") == 0) ok = ok && parse_long(v, 2, MAX_TERMS, &max_terms);
         else if (strcmp(a, "--max-digits") == 0) ok = ok && parse_long(v, 1, 4, &max_digits);
         else if (strcmp(a, "--ops") == 0) ops = v;
-        else if (strcmp(a, "--word-share") == 0) {
-            char *end;
-            word_share = ok ? strtod(v, &end) : -1;
-            ok = ok && !*end && word_share >= 0 && word_share <= 1;
-        } else {
+        else if (strcmp(a, "--guess-spread") == 0) ok = ok && parse_long(v, 0, 1000, &guess_spread);
+        else if (strcmp(a, "--word-share") == 0) ok = ok && parse_share(v, &word_share);
+        else if (strcmp(a, "--guess-share") == 0) ok = ok && parse_share(v, &guess_share);
+        else {
             fprintf(stderr, "aha-gen-arith: unknown flag %s\n", a);
             return usage();
         }
@@ -286,7 +318,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "aha-gen-arith: --out DIR is required\n");
         return usage();
     }
-    gen_opts o = {2, 2, 2, "+-", false, word_share};
+    gen_opts o = {2, 2, 2, "+-", false, word_share, guess_share, guess_spread};
     if (difficulty == 2) o.max_terms = 3;
     if (difficulty == 3) {
         o.max_terms = 3;
@@ -310,10 +342,11 @@ int main(int argc, char **argv)
         return 1;
     }
     /* separate streams, so changing one set's size leaves the others' problems alone */
-    aha_rng r_eval, r_train, r_sft;
+    aha_rng r_eval, r_train, r_sft, r_guess;
     aha_rng_seed(&r_eval, (uint64_t)seed, 1);
     aha_rng_seed(&r_train, (uint64_t)seed, 2);
     aha_rng_seed(&r_sft, (uint64_t)seed, 3);
+    aha_rng_seed(&r_guess, (uint64_t)seed, 4);
     strset held = {0};
     sbuf b_eval = {0}, b_train = {0}, b_sft = {0};
     int rc = 0;
@@ -365,8 +398,12 @@ int main(int argc, char **argv)
                 j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "prompt", p.prompt, "answer",
                               answer, "lang", "en", "expr", p.expr);
             } else {
-                snprintf(completion, sizeof completion, "<think> %s </think> <answer> %ld </answer>",
-                         p.steps, p.result);
+                if (o.guess_share > 0 && aha_rng_f64(&r_guess) < o.guess_share)
+                    snprintf(completion, sizeof completion, "<think> </think> <answer> %ld </answer>",
+                             guess_of(p.result, &o, &r_guess));
+                else
+                    snprintf(completion, sizeof completion, "<think> %s </think> <answer> %ld </answer>",
+                             p.steps, p.result);
                 j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "prompt", p.prompt,
                               "completion", completion, "answer", answer, "expr", p.expr);
             }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Distillation vs RL at toy scale: the shape of DeepSeek-R1's Table 6 on a CPU.
 #
-# The same small student (examples/models/distill-student.json, ~0.1M parameters) is trained
+# The task and the SFT corpus are the demo's (scripts/demo.sh): one-digit sums of 2-3 terms, and
+# a "think or guess" corpus where 60 % of the answers skip the steps and guess. The same small
+# student (examples/models/distill-student.json, ~0.1M parameters) is trained
 #   (a) by GRPO alone, from its own weak SFT base, and
 #   (b) by distillation: SFT of that same base on samples of a larger GRPO-trained teacher
 #       (examples/models/distill-teacher.json, ~0.8M parameters), rejection-sampled (correct
@@ -46,8 +48,8 @@ T1=$(date +%s)
 # ---- task, tokenizer, models ------------------------------------------------------------------
 rm -rf "$D"
 mkdir -p "$D/models" "$D/jobs"
-"$B/examples/aha-gen-arith" --out "$D/data" --seed 1 --difficulty 1 --sft 20000 --train 2000 \
-  --eval 100 >/dev/null
+"$B/examples/aha-gen-arith" --out "$D/data" --seed 1 --difficulty 2 --max-digits 1 --word-share 0 \
+  --sft 12000 --guess-share 0.6 --guess-spread 5 --train 4000 --eval 200 >/dev/null
 TPL_HEAD='A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>. User:'
 for m in teacher student; do
   "$B/cli/aha-tool/aha-tool" init-model --config "examples/models/distill-$m.json" \

@@ -1,7 +1,8 @@
 /* test_gen_arith: the demo data generator (argv[1] = the aha-gen-arith executable): same
  * seed → same bytes, another seed → other problems, every answer right (checked by an
  * independent recursive-descent evaluator), eval disjoint from train and sft, the SFT
- * completions in the R1 format, and the files readable by the learner's loaders. */
+ * completions in the R1 format, guesses (--guess-share) where asked and nowhere else, and
+ * the files readable by the learner's loaders. */
 #include <jansson.h>
 #include <stdint.h>
 #include <sys/wait.h>
@@ -12,11 +13,11 @@
 
 static char root[] = "/tmp/aha_gen_XXXXXX";
 
-static int run(const char *exe, const char *dir, const char *seed, const char *difficulty)
+static int run(const char *exe, const char *dir, const char *seed, const char *difficulty, const char *extra)
 {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "'%s' --out '%s/%s' --seed %s --difficulty %s --sft 300 --train 400 "
-             "--eval 100 >/dev/null", exe, root, dir, seed, difficulty);
+             "--eval 100 %s >/dev/null", exe, root, dir, seed, difficulty, extra);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
@@ -122,6 +123,71 @@ static void list_free(list *l)
     free(l->v);
 }
 
+/* Line i of a JSONL buffer as an object (NULL past the end). */
+static json_t *line_at(const char *buf, int i)
+{
+    const char *p = buf;
+    for (; i > 0 && p; i--) {
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    if (!p || !*p) return NULL;
+    const char *nl = strchr(p, '\n');
+    return json_loadb(p, nl ? (size_t)(nl - p) : strlen(p), 0, NULL);
+}
+
+/* Run g (--guess-share 0.5 --guess-spread 3) against run a (same seed, no guesses): the same
+ * problems in every file, train and eval unchanged, each SFT line either a's worked completion
+ * or a guess within 3 of the answer and not negative, about half of them guesses, and the same
+ * bytes again in run h. */
+static void check_guesses(const char *exe)
+{
+    const char *files[] = {"train.jsonl", "eval.jsonl", "sft.jsonl"};
+    for (int f = 0; f < 3; f++) {
+        char *g = slurp("g", files[f]), *h = slurp("h", files[f]), *a = slurp("a", files[f]);
+        CHECK(g && h && strcmp(g, h) == 0, "guesses %s: same seed, same bytes", files[f]);
+        if (f < 2) CHECK(g && a && strcmp(g, a) == 0, "guesses leave %s alone", files[f]);
+        free(h);
+        if (f < 2 || !g || !a) {
+            free(g);
+            free(a);
+            continue;
+        }
+        int n = 0, guesses = 0, exact = 0, bad = 0;
+        for (json_t *og, *oa; (og = line_at(g, n)) && (oa = line_at(a, n)); n++) {
+            const char *cg = json_string_value(json_object_get(og, "completion"));
+            const char *ca = json_string_value(json_object_get(oa, "completion"));
+            const char *ans = json_string_value(json_object_get(og, "answer"));
+            bad += !cg || !ca || !ans ||
+                   !json_equal(json_object_get(og, "expr"), json_object_get(oa, "expr"));
+            long guess;
+            char tail[8];
+            if (cg && ca && ans && strcmp(cg, ca) != 0) {
+                guesses++;
+                long want = strtol(ans, NULL, 10);
+                if (sscanf(cg, "<think> </think> <answer> %ld </answer>%7s", &guess, tail) != 1 || guess < 0 ||
+                    labs(guess - want) > 3) {
+                    fprintf(stderr, "  bad guess for %s: %s\n", ans, cg);
+                    bad++;
+                }
+                exact += guess == want;
+            }
+            json_decref(og);
+            json_decref(oa);
+        }
+        CHECK(n == 300 && bad == 0, "guesses: %d lines, %d bad", n, bad);
+        /* 300 draws at 0.5: the standard deviation is 8.7 lines */
+        CHECK(guesses >= 110 && guesses <= 190, "guesses: %d of 300 at share 0.5", guesses);
+        CHECK(exact > 0 && exact < guesses / 2, "guesses: %d of %d exact", exact, guesses);
+        free(g);
+        free(a);
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' --out '%s/x' --guess-share 1.5 2>/dev/null", exe, root);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2, "bad guess share refused");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !mkdtemp(root)) {
@@ -129,10 +195,12 @@ int main(int argc, char **argv)
         return 1;
     }
     const char *exe = argv[1];
-    CHECK(run(exe, "a", "7", "1") == 0, "run a");
-    CHECK(run(exe, "b", "7", "1") == 0, "run b");
-    CHECK(run(exe, "c", "8", "1") == 0, "run c");
-    CHECK(run(exe, "d", "7", "3") == 0, "run d");
+    CHECK(run(exe, "a", "7", "1", "") == 0, "run a");
+    CHECK(run(exe, "b", "7", "1", "") == 0, "run b");
+    CHECK(run(exe, "c", "8", "1", "") == 0, "run c");
+    CHECK(run(exe, "d", "7", "3", "") == 0, "run d");
+    CHECK(run(exe, "g", "7", "1", "--guess-share 0.5 --guess-spread 3") == 0, "run g");
+    CHECK(run(exe, "h", "7", "1", "--guess-share 0.5 --guess-spread 3") == 0, "run h");
     const char *files[] = {"sft.jsonl", "train.jsonl", "eval.jsonl"};
     for (int f = 0; f < 3; f++) {
         char *a = slurp("a", files[f]), *b = slurp("b", files[f]), *c = slurp("c", files[f]);
@@ -165,6 +233,7 @@ int main(int argc, char **argv)
         free(train);
         free(ev);
     }
+    check_guesses(exe);
     /* the learner's loaders read them */
     char path[1024];
     snprintf(path, sizeof path, "%s/a/train.jsonl", root);
