@@ -7,7 +7,6 @@
  * new_tokens tokens (no EOS in the config) with all prompts x n sequences in one decode batch.
  * Prints new tokens/s, then the time of one prefill + (n-1) prefix copies against n separate
  * prefills of the same prompt (the shared-prefix speed-up). */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,19 +14,7 @@
 #include "backend/backend.h"
 #include "base/fs.h"
 #include "base/log.h"
-#include "base/rng.h"
-#include "engine.h"
-
-static long done_tokens;
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void on_done(void *user, const aha_completion *c)
-{
-    (void)user;
-    pthread_mutex_lock(&mu);
-    done_tokens += c->n_ids;
-    pthread_mutex_unlock(&mu);
-}
+#include "rollout_bench.h"
 
 int main(int argc, char **argv)
 {
@@ -54,16 +41,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_rollout: %s\n", err.msg);
         return 1;
     }
-    aha_rng rng;
-    aha_rng_seed(&rng, 7, 0);
-    int32_t *prompts = malloc((size_t)P * PL * 4);
-    const int32_t **pp = malloc((size_t)P * sizeof *pp);
-    int *lens = malloc((size_t)P * sizeof *lens);
-    for (int i = 0; i < P * PL; i++) prompts[i] = (int32_t)aha_rng_below(&rng, 2048);
-    for (int i = 0; i < P; i++) {
-        pp[i] = prompts + (size_t)i * PL;
-        lens[i] = PL;
-    }
+    rb_prompts pr;
+    rb_prompts_random(&pr, P, PL, 2048);
     aha_engine_opts o = {.model_dir = dir, .device = "cpu", .threads = threads,
                          .max_batch = P * N, .max_seq_len = PL + NT};
     aha_engine *e;
@@ -71,16 +50,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_rollout: %s\n", err.msg);
         return 1;
     }
-    aha_gen_request r = {.n_prompts = P, .prompt_ids = pp, .prompt_lens = lens, .n = N,
+    aha_gen_request r = {.n_prompts = P, .prompt_ids = pr.ptr, .prompt_lens = pr.lens, .n = N,
                          .sampling = {.temperature = 1.0f}, .max_new_tokens = NT, .seed = 1,
-                         .on_done = on_done};
+                         .on_done = rb_count_tokens};
     /* warm-up */
     aha_gen_request w = r;
     w.max_new_tokens = 4;
     aha_gen *g;
     aha_engine_submit(e, &w, &g, &err);
     aha_gen_wait(g, NULL, NULL, &err);
-    done_tokens = 0;
+    rb_done_tokens = 0;
     double t0 = aha_now_s();
     if (aha_engine_submit(e, &r, &g, &err) != AHA_OK || aha_gen_wait(g, NULL, NULL, &err) != AHA_OK) {
         fprintf(stderr, "bench_rollout: %s\n", err.msg);
@@ -90,7 +69,7 @@ int main(int argc, char **argv)
     printf("model: qwen2 hidden 256, 4 layers, vocab 2048 (%.2fM params), CPU fp32\n",
            (double)aha_model_numel(m) / 1e6);
     printf("generate: %d prompts x n=%d x %d new tokens (prompt %d): %ld tokens in %.2f s = %.0f new tokens/s\n",
-           P, N, NT, PL, done_tokens, dt, (double)done_tokens / dt);
+           P, N, NT, PL, rb_done_tokens, dt, (double)rb_done_tokens / dt);
     aha_engine_free(e);
 
     /* shared-prefix prefill vs separate prefills, on the model directly */
@@ -100,12 +79,12 @@ int main(int argc, char **argv)
     double best_shared = 1e9, best_sep = 1e9;
     for (int rep = 0; rep < 5; rep++) {
         t0 = aha_now_s();
-        aha_model_prefill(m, kv, 0, pp[0], PL, logits, &err);
+        aha_model_prefill(m, kv, 0, pr.ptr[0], PL, logits, &err);
         for (int j = 1; j < N; j++) aha_kv_cache_copy_prefix(kv, 0, j, PL, &err);
         double a = aha_now_s() - t0;
         for (int j = 0; j < N; j++) aha_kv_cache_reset_slot(kv, j);
         t0 = aha_now_s();
-        for (int j = 0; j < N; j++) aha_model_prefill(m, kv, j, pp[0], PL, logits, &err);
+        for (int j = 0; j < N; j++) aha_model_prefill(m, kv, j, pr.ptr[0], PL, logits, &err);
         double b = aha_now_s() - t0;
         for (int j = 0; j < N; j++) aha_kv_cache_reset_slot(kv, j);
         if (a < best_shared) best_shared = a;
@@ -118,8 +97,6 @@ int main(int argc, char **argv)
     aha_backend_free(be);
     aha_remove_tree(dir, NULL);
     free(logits);
-    free(prompts);
-    free(pp);
-    free(lens);
+    rb_prompts_free(&pr);
     return 0;
 }

@@ -11,7 +11,6 @@
  * config; temperature 1, no top-k / top-p, so the host draw is a softmax and one categorical
  * per row) with all sequences in one decode batch. One warm-up request per mode (CUDA graph
  * recordings, allocations) precedes the timed one. Prints new tokens/s and ms per step. */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,25 +18,13 @@
 #include "backend/backend.h"
 #include "base/fs.h"
 #include "base/log.h"
-#include "base/rng.h"
-#include "engine.h"
-
-static long done_tokens;
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void on_done(void *user, const aha_completion *c)
-{
-    (void)user;
-    pthread_mutex_lock(&mu);
-    done_tokens += c->n_ids;
-    pthread_mutex_unlock(&mu);
-}
+#include "rollout_bench.h"
 
 static int generate(aha_engine *e, aha_gen_request *r, double *secs)
 {
     aha_err err = {0};
     aha_gen *g = NULL;
-    done_tokens = 0;
+    rb_done_tokens = 0;
     double t0 = aha_now_s();
     if (aha_engine_submit(e, r, &g, &err) != AHA_OK || aha_gen_wait(g, NULL, NULL, &err) != AHA_OK) {
         fprintf(stderr, "bench_rollout_draw: %s\n", err.msg);
@@ -80,16 +67,8 @@ int main(int argc, char **argv)
     }
     aha_model_free(m);
     aha_backend_free(cpu);
-    aha_rng rng;
-    aha_rng_seed(&rng, 7, 0);
-    int32_t *prompts = malloc((size_t)P * PL * 4);
-    const int32_t **pp = malloc((size_t)P * sizeof *pp);
-    int *pl = malloc((size_t)P * sizeof *pl);
-    for (int p = 0; p < P; p++) {
-        for (int t = 0; t < PL; t++) prompts[(size_t)p * PL + t] = (int32_t)aha_rng_below(&rng, 151936);
-        pp[p] = prompts + (size_t)p * PL;
-        pl[p] = PL;
-    }
+    rb_prompts pr;
+    rb_prompts_random(&pr, P, PL, 151936);
     printf("bench_rollout_draw on %s: %d layers of the Qwen2.5-0.5B shape, vocabulary 151,936; %d prompts x %d "
            "samples, prompt %d, %d new tokens, temperature 1\n",
            dev, L, P, N, PL, NT);
@@ -105,21 +84,19 @@ int main(int argc, char **argv)
             rc = 1;
             break;
         }
-        aha_gen_request r = {.n_prompts = P, .prompt_ids = pp, .prompt_lens = pl, .n = N,
+        aha_gen_request r = {.n_prompts = P, .prompt_ids = pr.ptr, .prompt_lens = pr.lens, .n = N,
                              .sampling = {.temperature = 1.0f}, .max_new_tokens = NT, .seed = 3,
-                             .on_done = on_done};
+                             .on_done = rb_count_tokens};
         double warm = 0, secs = 0;
         rc = generate(e, &r, &warm);
         r.seed = 4;
         if (rc == 0) rc = generate(e, &r, &secs);
         if (rc == 0)
-            printf("%-6s %10.3f %14.0f %12.2f\n", aha_engine_draw_name(modes[k]), secs, (double)done_tokens / secs,
-                   1e3 * secs / NT);
+            printf("%-6s %10.3f %14.0f %12.2f\n", aha_engine_draw_name(modes[k]), secs,
+                   (double)rb_done_tokens / secs, 1e3 * secs / NT);
         aha_engine_free(e);
     }
     aha_remove_tree(dir, NULL);
-    free(prompts);
-    free(pp);
-    free(pl);
+    rb_prompts_free(&pr);
     return rc;
 }

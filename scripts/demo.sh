@@ -25,6 +25,7 @@
 # data, the initial weights, SFT and GRPO; default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/topology.sh
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 
@@ -72,30 +73,10 @@ PY
 }
 
 # ---- services -----------------------------------------------------------------------------
-cat >"$D/topology.json" <<EOF
-{
-  "format": "aha.topology/v1",
-  "about": "written by scripts/demo.sh",
-  "services": [
-    {"name": "reward", "binary": "$B/services/reward/aha-reward",
-     "args": ["--listen", "127.0.0.1:$((P + 1))", "--log-level", "warn"],
-     "port": $((P + 1)), "restart": true, "health": "127.0.0.1:$((P + 1))"},
-    {"name": "rollout", "binary": "$B/services/rollout/aha-rollout",
-     "args": ["--listen", "127.0.0.1:$((P + 2))", "--model", "$D/models/base", "--device", "cpu",
-              "--max-batch", "64", "--max-seq-len", "256", "--log-level", "warn"],
-     "port": $((P + 2)), "restart": true, "health": "127.0.0.1:$((P + 2))"},
-    {"name": "refpolicy", "binary": "$B/services/refpolicy/aha-refpolicy",
-     "args": ["--listen", "127.0.0.1:$((P + 3))", "--model", "$D/models/base", "--device", "cpu",
-              "--log-level", "warn"],
-     "port": $((P + 3)), "restart": true, "health": "127.0.0.1:$((P + 3))"},
-    {"name": "learner", "binary": "$B/services/learner/aha-learner",
-     "args": ["--listen", "127.0.0.1:$P", "--jobs-dir", "$D/jobs",
-              "--rollout", "127.0.0.1:$((P + 2))", "--reward", "127.0.0.1:$((P + 1))",
-              "--refpolicy", "127.0.0.1:$((P + 3))", "--device", "cpu", "--log-level", "warn"],
-     "port": $P, "restart": true, "health": "127.0.0.1:$P"}
-  ]
-}
-EOF
+write_topology "$D/topology.json" about="written by scripts/demo.sh" port="$P" device=cpu \
+  model="$D/models/base" jobs="$D/jobs" reward="$B/services/reward/aha-reward" \
+  rollout="$B/services/rollout/aha-rollout" refpolicy="$B/services/refpolicy/aha-refpolicy" \
+  learner="$B/services/learner/aha-learner" max_batch=64 max_seq_len=256 restart=true log=warn
 "${AHACTL[@]}" up "$D/topology.json" --detach --run-dir "$D/run"
 trap '"${AHACTL[@]}" down --run-dir "$D/run" >/dev/null 2>&1 || true' EXIT
 

@@ -27,6 +27,7 @@
 # 16 new tokens: checks the whole script on a CPU in a few minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/topology.sh
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 
@@ -115,30 +116,9 @@ PY
 SLOTS=$(python3 -c 'import json,sys; g=json.load(open(sys.argv[1])); print(g["questions_per_step"]*g["G"])' "$D/grpo.json")
 
 # ---- services: all on one device ----------------------------------------------------------
-cat >"$D/topology.json" <<EOF
-{
-  "format": "aha.topology/v1",
-  "about": "written by scripts/gpu-demo.sh: every service on $DEV",
-  "services": [
-    {"name": "reward", "binary": "$REWARD",
-     "args": ["--listen", "127.0.0.1:$((P + 1))", "--log-level", "warn"],
-     "port": $((P + 1)), "restart": false, "health": "127.0.0.1:$((P + 1))"},
-    {"name": "rollout", "binary": "$ROLLOUT",
-     "args": ["--listen", "127.0.0.1:$((P + 2))", "--model", "$D/models/base", "--device", "$DEV",
-              "--max-batch", "$SLOTS", "--max-seq-len", "320", "--log-level", "info"],
-     "port": $((P + 2)), "restart": false, "health": "127.0.0.1:$((P + 2))"},
-    {"name": "refpolicy", "binary": "$REFPOL",
-     "args": ["--listen", "127.0.0.1:$((P + 3))", "--model", "$D/models/base", "--device", "$DEV",
-              "--log-level", "warn"],
-     "port": $((P + 3)), "restart": false, "health": "127.0.0.1:$((P + 3))"},
-    {"name": "learner", "binary": "$LEARNER",
-     "args": ["--listen", "127.0.0.1:$P", "--jobs-dir", "$D/jobs",
-              "--rollout", "127.0.0.1:$((P + 2))", "--reward", "127.0.0.1:$((P + 1))",
-              "--refpolicy", "127.0.0.1:$((P + 3))", "--device", "$DEV", "--log-level", "info"],
-     "port": $P, "restart": false, "health": "127.0.0.1:$P"}
-  ]
-}
-EOF
+write_topology "$D/topology.json" about="written by scripts/gpu-demo.sh: every service on $DEV" port="$P" \
+  device="$DEV" model="$D/models/base" jobs="$D/jobs" reward="$REWARD" rollout="$ROLLOUT" refpolicy="$REFPOL" \
+  learner="$LEARNER" max_batch="$SLOTS" max_seq_len=320 restart=false log=info
 "${AHACTL[@]}" up "$D/topology.json" --detach --run-dir "$D/run" --start-timeout-s 120
 trap '"${AHACTL[@]}" down --run-dir "$D/run" >/dev/null 2>&1 || true' EXIT
 trap 'exit 143' INT TERM # a killed run (timeout) still stops the services

@@ -24,24 +24,6 @@
 static aha_backend *gpu, *cpu;
 static const char *device = "cuda:0";
 
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int entered, open;
-} gate_t;
-
-/* holds the engine thread (outside its lock) until the test opens the gate */
-static void gate_on_done(void *user, const aha_completion *c)
-{
-    (void)c;
-    gate_t *g = user;
-    pthread_mutex_lock(&g->mu);
-    g->entered = 1;
-    pthread_cond_broadcast(&g->cv);
-    while (!g->open) pthread_cond_wait(&g->cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
 /* relative error of the reported logprobs against full forwards on ref, over all of s */
 static double lp_rel(aha_model *ref, const eu_sink *s, const int32_t *const *prompts, const int *lens)
 {
@@ -127,15 +109,9 @@ static void check_model(const char *dir, const char *what, bool chi)
     CHECK(rel_c <= 2e-2, "logprobs vs aha_model_token_logprobs on the CPU: %.3e", rel_c);
 
     /* greedy beside a sampled request, admitted in the same step */
-    gate_t gate = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    aha_gen_request rgate = {.n_prompts = 1, .prompt_ids = prompts, .prompt_lens = lens, .n = 1,
-                             .sampling = {.temperature = 0}, .max_new_tokens = 1, .on_done = gate_on_done,
-                             .user = &gate};
+    eu_gate gate = EU_GATE_INIT;
     aha_gen *gg = NULL, *ga = NULL, *gb = NULL;
-    CHECK(aha_engine_submit(e, &rgate, &gg, &err) == AHA_OK, "%s", err.msg);
-    pthread_mutex_lock(&gate.mu);
-    while (!gate.entered) pthread_cond_wait(&gate.cv, &gate.mu);
-    pthread_mutex_unlock(&gate.mu);
+    eu_gate_hold(e, &gate, prompts, lens, &gg);
     aha_engine_stats st0, st1;
     aha_engine_get_stats(e, &st0);
     aha_gen_request ra = r, rb = r;
@@ -152,10 +128,7 @@ static void check_model(const char *dir, const char *what, bool chi)
     s2.n = 0;
     CHECK(aha_engine_submit(e, &ra, &ga, &err) == AHA_OK, "%s", err.msg);
     CHECK(aha_engine_submit(e, &rb, &gb, &err) == AHA_OK, "%s", err.msg);
-    pthread_mutex_lock(&gate.mu);
-    gate.open = 1;
-    pthread_cond_broadcast(&gate.cv);
-    pthread_mutex_unlock(&gate.mu);
+    eu_gate_open(&gate);
     CHECK(gg && aha_gen_wait(gg, NULL, NULL, &err) == AHA_OK, "gate");
     CHECK(ga && aha_gen_wait(ga, NULL, NULL, &err) == AHA_OK, "greedy request: %s", err.msg);
     CHECK(gb && aha_gen_wait(gb, NULL, NULL, &err) == AHA_OK, "sampled request: %s", err.msg);
@@ -178,11 +151,7 @@ static void check_model(const char *dir, const char *what, bool chi)
         long *c1 = malloc((size_t)V * sizeof *c1), *c2 = malloc((size_t)V * sizeof *c2);
         for (int k = 0; k < 2 && e; k++) {
             const int N = 20000;
-            const int32_t *pp[5] = {pa, pa, pa, pa, pa};
-            int pl[5] = {7, 7, 7, 7, 7};
-            aha_gen_request rq = {.n_prompts = 5, .prompt_ids = pp, .prompt_lens = pl, .n = N / 5,
-                                  .sampling = laws[k], .max_new_tokens = 2, .seed = 99};
-            CHECK(eu_run(e, &rq, &s1) == N, "%s: %d samples", names[k], N);
+            CHECK(eu_run_copies(e, &s1, pa, 7, laws[k], 2, 99, N) == N, "%s: %d samples", names[k], N);
             eu_two_token_law(rg, pa, 7, &laws[k], p1, p2);
             memset(c1, 0, (size_t)V * sizeof *c1);
             memset(c2, 0, (size_t)V * sizeof *c2);

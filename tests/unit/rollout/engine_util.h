@@ -1,7 +1,9 @@
-/* engine_util.h: what the rollout engine tests share (the CPU test of model draws and the
- * gpu-suite test): a model directory made from a fixture plus a byte-level tokenizer, a
- * completion sink, and references computed independently from full forward passes
- * (aha_model_token_logprobs) of a second copy of the model. Header-only, static functions. */
+/* engine_util.h: what the rollout engine tests share (the CPU tests of the engine and of its
+ * model draws, and the gpu-suite test): a model directory made from a fixture plus a byte-level
+ * tokenizer, a completion sink, a gate that holds the engine thread so that requests submitted
+ * meanwhile share a step, and references computed independently from full forward passes
+ * (aha_model_token_logprobs) of a second copy of the model. Header-only; static inline, as each
+ * test uses a part. */
 #ifndef AHA_TESTS_ENGINE_UTIL_H
 #define AHA_TESTS_ENGINE_UTIL_H
 
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include "../../harness.h"
+#include "backend/backend.h"
 #include "base/rng.h"
 #include "engine.h"
 
@@ -32,7 +35,7 @@ typedef struct {
     eu_got *c; /* (EU_MAXC) */
 } eu_sink;
 
-static void eu_on_done(void *user, const aha_completion *c)
+static inline void eu_on_done(void *user, const aha_completion *c)
 {
     eu_sink *s = user;
     pthread_mutex_lock(&s->mu);
@@ -52,7 +55,7 @@ static void eu_on_done(void *user, const aha_completion *c)
 }
 
 /* dir (a mkdtemp template, filled in) = links to fixture's files + a byte-level tokenizer.json */
-static void eu_model_dir(char *dir, const char *fixture)
+static inline void eu_model_dir(char *dir, const char *fixture)
 {
     char src[1024], p1[1200], p2[1200];
     aha_err err = {0};
@@ -70,8 +73,20 @@ static void eu_model_dir(char *dir, const char *fixture)
     CHECK(aha_tokenizer_write_bytelevel(dir, specials, 5, &err) == AHA_OK, "%s", err.msg);
 }
 
+/* dir (as in eu_model_dir) for the engine, and the fixture itself opened on a one-thread CPU
+ * backend as the reference of full forwards */
+static inline void eu_open_ref(char *dir, const char *fixture, aha_backend **be, aha_model **ref)
+{
+    char src[1024];
+    aha_err err = {0};
+    eu_model_dir(dir, fixture);
+    snprintf(src, sizeof src, "%s/%s", th_fixtures(), fixture);
+    CHECK(aha_backend_open("cpu", 1, be, &err) == AHA_OK, "%s", err.msg);
+    CHECK(aha_model_open(src, *be, NULL, ref, &err) == AHA_OK, "%s", err.msg);
+}
+
 /* submit, wait; the number of completions delivered, -1 on an error */
-static int eu_run(aha_engine *e, aha_gen_request *r, eu_sink *s)
+static inline int eu_run(aha_engine *e, aha_gen_request *r, eu_sink *s)
 {
     s->n = 0;
     r->on_done = eu_on_done;
@@ -89,17 +104,75 @@ static int eu_run(aha_engine *e, aha_gen_request *r, eu_sink *s)
     return s->n;
 }
 
-static const eu_got *eu_find(const eu_sink *s, int prompt, int index)
+/* n samples (a multiple of 5) of prompt as 5 copies x n / 5: every (prompt, sample) stream is
+ * distinct; the number delivered, -1 on an error */
+static inline int eu_run_copies(aha_engine *e, eu_sink *s, const int32_t *prompt, int plen, aha_sampling sp,
+                                int max_new, uint64_t seed, int n)
+{
+    const int32_t *pp[5] = {prompt, prompt, prompt, prompt, prompt};
+    int pl[5] = {plen, plen, plen, plen, plen};
+    aha_gen_request r = {.n_prompts = 5, .prompt_ids = pp, .prompt_lens = pl, .n = n / 5, .sampling = sp,
+                         .max_new_tokens = max_new, .seed = seed};
+    return eu_run(e, &r, s);
+}
+
+static inline const eu_got *eu_find(const eu_sink *s, int prompt, int index)
 {
     for (int i = 0; i < s->n; i++)
         if (s->c[i].prompt == prompt && s->c[i].index == index) return &s->c[i];
     return NULL;
 }
 
+/* ---- holding the engine thread inside a completion callback (run without the engine's
+ * lock), so that requests submitted meanwhile are admitted in the same step ---- */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, open;
+} eu_gate;
+
+#define EU_GATE_INIT {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER}
+
+static inline void eu_gate_on_done(void *user, const aha_completion *c)
+{
+    (void)c;
+    eu_gate *g = user;
+    pthread_mutex_lock(&g->mu);
+    g->entered = 1;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open) pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* submits one greedy token of the prompt, whose completion holds the engine thread; returns
+ * (its request in *out) once the thread is held */
+static inline void eu_gate_hold(aha_engine *e, eu_gate *g, const int32_t *const *prompt, const int *len,
+                                aha_gen **out)
+{
+    aha_gen_request r = {.n_prompts = 1, .prompt_ids = prompt, .prompt_lens = len, .n = 1,
+                         .sampling = {.temperature = 0}, .max_new_tokens = 1, .on_done = eu_gate_on_done,
+                         .user = g};
+    aha_err err;
+    *out = NULL;
+    CHECK(aha_engine_submit(e, &r, out, &err) == AHA_OK, "%s", err.msg);
+    if (!*out) return;
+    pthread_mutex_lock(&g->mu);
+    while (!g->entered) pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static inline void eu_gate_open(eu_gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
 /* Full forward of prompt + completion on ref: lp (n) = log p(ids[t] | ...) of the completion
  * tokens; logits (n, V) the logits each of them was drawn from, when not NULL. */
-static void eu_full_forward(aha_model *ref, const int32_t *prompt, int plen, const int32_t *ids, int n,
-                            float *lp, float *logits)
+static inline void eu_full_forward(aha_model *ref, const int32_t *prompt, int plen, const int32_t *ids, int n,
+                                   float *lp, float *logits)
 {
     int T = plen + n, V = aha_model_cfg(ref)->vocab_size;
     int32_t *seq = malloc((size_t)T * 4);
@@ -117,8 +190,33 @@ static void eu_full_forward(aha_model *ref, const int32_t *prompt, int plen, con
     free(lg);
 }
 
+/* max |reported - full forward| over the logprobs of completion g of prompt */
+static inline double eu_lp_err(aha_model *ref, const int32_t *prompt, int plen, const eu_got *g)
+{
+    float lp[EU_MAXT];
+    eu_full_forward(ref, prompt, plen, g->ids, g->n, lp, NULL);
+    double worst = 0;
+    for (int t = 0; t < g->n; t++)
+        if (fabs(lp[t] - g->lp[t]) > worst) worst = fabs(lp[t] - g->lp[t]);
+    return worst;
+}
+
+/* samples 0..n-1 of prompt p in s (prompt, plen) are the greedy continuation want (max_new
+ * tokens), end on the length limit, and report the full forward's logprobs (1e-4) */
+static inline void eu_check_greedy(aha_model *ref, const eu_sink *s, int p, int n, const int32_t *prompt, int plen,
+                                   const int32_t *want, int max_new)
+{
+    for (int j = 0; j < n; j++) {
+        const eu_got *g = eu_find(s, p, j);
+        CHECK(g && g->n == max_new && memcmp(g->ids, want, (size_t)max_new * 4) == 0,
+              "prompt %d sample %d equals the argmax continuation", p, j);
+        CHECK(g && strcmp(g->reason, "length") == 0, "finish_reason length");
+        CHECK(g && eu_lp_err(ref, prompt, plen, g) < 1e-4, "greedy logprobs = full forward");
+    }
+}
+
 /* Wilson-Hilferty approximation of the chi-square quantile for p = 0.999 */
-static double eu_chi2_crit(int df)
+static inline double eu_chi2_crit(int df)
 {
     double z = 3.090, a = 2.0 / (9.0 * df), b = 1 - a + z * sqrt(a);
     return df * b * b * b;
@@ -126,7 +224,7 @@ static double eu_chi2_crit(int df)
 
 /* Pearson chi-square of counts (V, N in all) against probs (V): cells with expectation < 5
  * pooled; nothing may fall where probs is 0. */
-static void eu_chi_square(const long *cnt, const double *probs, int V, long N, const char *what)
+static inline void eu_chi_square(const long *cnt, const double *probs, int V, long N, const char *what)
 {
     double chi = 0, pool_e = 0, pool_o = 0;
     int df = -1, outside = 0;
@@ -154,8 +252,8 @@ static void eu_chi_square(const long *cnt, const double *probs, int V, long N, c
 
 /* The exact law of the first two completion tokens under sp, from full forwards on ref:
  * p1 (V) of the first token, p2 (V) the marginal of the second, sum_t p1[t] p2(. | t). */
-static void eu_two_token_law(aha_model *ref, const int32_t *prompt, int plen, const aha_sampling *sp, double *p1,
-                             double *p2)
+static inline void eu_two_token_law(aha_model *ref, const int32_t *prompt, int plen, const aha_sampling *sp, double *p1,
+                                    double *p2)
 {
     int V = aha_model_cfg(ref)->vocab_size;
     float *lg = malloc((size_t)V * 4), *pr = malloc((size_t)V * 4), lp;

@@ -9,53 +9,10 @@
  *     (chi-square over 20,000 samples at a fixed seed, several settings);
  *   - stop strings cut the text before the stop and end the ids at the token completing it;
  *   - requests that cannot fit are ELIMIT, bad ones EINVAL. */
-#include <pthread.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "engine_util.h"
 
-#include "../../harness.h"
-#include "backend/backend.h"
 #include "base/fs.h"
 #include "base/log.h"
-#include "engine.h"
-
-#define MAXC 40000
-
-typedef struct {
-    int prompt, index, n;
-    int32_t ids[64];
-    float lp[64];
-    char text[512];
-    char reason[8];
-    int64_t version, first_version;
-} got_t;
-
-typedef struct {
-    pthread_mutex_t mu;
-    int n;
-    got_t *c; /* MAXC */
-} sink_t;
-
-static void on_done(void *user, const aha_completion *c)
-{
-    sink_t *s = user;
-    pthread_mutex_lock(&s->mu);
-    if (s->n < MAXC) {
-        got_t *g = &s->c[s->n++];
-        g->prompt = c->prompt;
-        g->index = c->index;
-        g->n = c->n_ids < 64 ? c->n_ids : 64;
-        memcpy(g->ids, c->ids, (size_t)g->n * 4);
-        memcpy(g->lp, c->logprobs, (size_t)g->n * 4);
-        size_t tl = c->text_len < 511 ? c->text_len : 511;
-        memcpy(g->text, c->text, tl);
-        g->text[tl] = 0;
-        snprintf(g->reason, sizeof g->reason, "%s", c->finish_reason);
-        g->version = c->version;
-        g->first_version = c->first_version;
-    }
-    pthread_mutex_unlock(&s->mu);
-}
 
 static aha_backend *be;
 static aha_model *ref; /* the same model, for full forwards */
@@ -74,100 +31,23 @@ static void last_logits(const int32_t *ids, int n, float *out)
     free(lg);
 }
 
-/* max |reported - full forward| over a completion of prompt p */
-static double lp_err(const int32_t *p, int plen, const got_t *g)
+static void chi_square(aha_engine *e, eu_sink *s, const int32_t *prompt, int plen, aha_sampling sp,
+                       const char *what)
 {
-    int n = plen + g->n;
-    int32_t *ids = malloc((size_t)n * 4);
-    memcpy(ids, p, (size_t)plen * 4);
-    memcpy(ids + plen, g->ids, (size_t)g->n * 4);
-    int32_t cu[2] = {0, n};
-    aha_batch b = {ids, cu, 1};
-    float *lp = malloc((size_t)n * 4);
-    aha_err err;
-    AHA_ASSERT(aha_model_token_logprobs(ref, &b, lp, NULL, &err) == AHA_OK);
-    double worst = 0;
-    for (int t = 0; t < g->n; t++) {
-        double d = fabs(lp[plen - 1 + t] - g->lp[t]);
-        if (d > worst) worst = d;
-    }
-    free(ids);
-    free(lp);
-    return worst;
-}
-
-static int run(aha_engine *e, aha_gen_request *r, sink_t *s)
-{
-    s->n = 0;
-    r->on_done = on_done;
-    r->user = s;
-    aha_gen *g;
-    aha_err err;
-    if (aha_engine_submit(e, r, &g, &err) != AHA_OK) {
-        fprintf(stderr, "submit: %s\n", err.msg);
-        return -1;
-    }
-    if (aha_gen_wait(g, NULL, NULL, &err) != AHA_OK) {
-        fprintf(stderr, "wait: %s\n", err.msg);
-        return -1;
-    }
-    return s->n;
-}
-
-static const got_t *find(const sink_t *s, int prompt, int index)
-{
-    for (int i = 0; i < s->n; i++)
-        if (s->c[i].prompt == prompt && s->c[i].index == index) return &s->c[i];
-    return NULL;
-}
-
-/* Wilson-Hilferty approximation of the chi-square quantile for p = 0.999 */
-static double chi2_crit(int df)
-{
-    double z = 3.090, a = 2.0 / (9.0 * df), b = 1 - a + z * sqrt(a);
-    return df * b * b * b;
-}
-
-static void chi_square(aha_engine *e, sink_t *s, const int32_t *prompt, int plen,
-                       aha_sampling sp, const char *what)
-{
-    /* 5 copies of the prompt x 4000 samples: every (prompt, sample) stream is distinct */
     const int N = 20000;
-    const int32_t *pp[5] = {prompt, prompt, prompt, prompt, prompt};
-    int pl[5] = {plen, plen, plen, plen, plen};
-    aha_gen_request r = {.n_prompts = 5, .prompt_ids = pp, .prompt_lens = pl, .n = N / 5,
-                         .sampling = sp, .max_new_tokens = 1, .seed = 1234};
-    CHECK(run(e, &r, s) == N, "%s: all %d samples", what, N);
+    CHECK(eu_run_copies(e, s, prompt, plen, sp, 1, 1234, N) == N, "%s: all %d samples", what, N);
     float *lg = malloc((size_t)V * 4), *probs = malloc((size_t)V * 4);
+    double *law = malloc((size_t)V * sizeof *law);
     void *work = malloc(aha_sample_work_bytes(V));
     last_logits(prompt, plen, lg);
     aha_sample_probs(lg, V, &sp, work, probs);
+    for (int v = 0; v < V; v++) law[v] = probs[v];
     long *cnt = calloc((size_t)V, sizeof *cnt);
     for (int i = 0; i < s->n; i++) cnt[s->c[i].ids[0]]++;
-    double chi = 0, pool_e = 0, pool_o = 0;
-    int df = -1, outside = 0;
-    for (int v = 0; v < V; v++) {
-        double ex = probs[v] * N;
-        if (probs[v] == 0 && cnt[v] > 0) outside++;
-        if (ex >= 5) {
-            chi += (cnt[v] - ex) * (cnt[v] - ex) / ex;
-            df++;
-        } else {
-            pool_e += ex;
-            pool_o += (double)cnt[v];
-        }
-    }
-    if (pool_e >= 5) {
-        chi += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
-        df++;
-    }
-    CHECK(outside == 0, "%s: %d samples outside the top-k/top-p support", what, outside);
-    CHECK(df >= 3, "%s: %d degrees of freedom", what, df);
-    CHECK(chi < chi2_crit(df), "%s: chi-square %.1f with %d dof over the 0.999 critical %.1f", what,
-          chi, df, chi2_crit(df));
-    fprintf(stderr, "  %-34s chi-square %.1f, %d dof (critical %.1f)\n", what, chi, df, chi2_crit(df));
+    eu_chi_square(cnt, law, V, N, what);
     free(lg);
     free(probs);
+    free(law);
     free(work);
     free(cnt);
 }
@@ -177,26 +57,14 @@ int main(void)
     aha_log_set_level(AHA_LOG_WARN);
     aha_err err = {0};
     /* a model dir = the fixture + a byte-level tokenizer (for text and stop strings) */
-    char tmp[] = "/tmp/aha_test_engine_XXXXXX", src[1024], p1[1200], p2[1200];
-    CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
-    snprintf(src, sizeof src, "%s/tiny-qwen2", th_fixtures());
-    const char *files[] = {"config.json", "model.safetensors", "generation_config.json"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p1, sizeof p1, "%s/%s", src, files[i]);
-        snprintf(p2, sizeof p2, "%s/%s", tmp, files[i]);
-        if (symlink(p1[0] == '/' ? p1 : realpath(p1, NULL), p2) != 0) CHECK(0, "symlink %s", p2);
-    }
-    const char *specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
-    CHECK(aha_tokenizer_write_bytelevel(tmp, specials, 5, &err) == AHA_OK, "%s", err.msg);
-
-    aha_backend_open("cpu", 1, &be, &err);
-    CHECK(aha_model_open(src, be, NULL, &ref, &err) == AHA_OK, "%s", err.msg);
+    char tmp[] = "/tmp/aha_test_engine_XXXXXX";
+    eu_open_ref(tmp, "tiny-qwen2", &be, &ref);
     V = aha_model_cfg(ref)->vocab_size;
     aha_engine_opts o = {.model_dir = tmp, .device = "cpu", .max_batch = 3, .max_seq_len = 64};
     aha_engine *e = NULL;
     CHECK(aha_engine_create(&o, &e, &err) == AHA_OK, "%s", err.msg);
     if (!e) return th_done("test_engine");
-    sink_t s = {.mu = PTHREAD_MUTEX_INITIALIZER, .c = calloc(MAXC, sizeof(got_t))};
+    eu_sink s = {.mu = PTHREAD_MUTEX_INITIALIZER, .c = calloc(EU_MAXC, sizeof(eu_got))};
 
     int32_t pa[] = {11, 200, 37, 5, 98, 401, 7}, pb[] = {300, 2, 2, 190};
     const int32_t *prompts[2] = {pa, pb};
@@ -205,7 +73,7 @@ int main(void)
     /* greedy == argmax continuation of full forwards; 2 prompts x n=4 on 3 slots */
     aha_gen_request r = {.n_prompts = 2, .prompt_ids = prompts, .prompt_lens = lens, .n = 4,
                          .sampling = {.temperature = 0}, .max_new_tokens = 12, .seed = 5};
-    CHECK(run(e, &r, &s) == 8, "8 greedy completions (got %d)", s.n);
+    CHECK(eu_run(e, &r, &s) == 8, "8 greedy completions (got %d)", s.n);
     float *lg = malloc((size_t)V * 4);
     for (int p = 0; p < 2; p++) {
         int32_t seq[64];
@@ -215,40 +83,34 @@ int main(void)
             last_logits(seq, n, lg);
             seq[n++] = aha_argmax(lg, V);
         }
-        for (int j = 0; j < 4; j++) {
-            const got_t *g = find(&s, p, j);
-            CHECK(g && g->n == 12 && memcmp(g->ids, seq + lens[p], 12 * 4) == 0,
-                  "prompt %d sample %d equals the argmax continuation", p, j);
-            CHECK(g && strcmp(g->reason, "length") == 0, "finish_reason length");
-            CHECK(g && lp_err(prompts[p], lens[p], g) < 1e-4, "greedy logprobs = full forward");
-        }
+        eu_check_greedy(ref, &s, p, 4, prompts[p], lens[p], seq + lens[p], 12);
     }
 
     /* sampling: logprobs = full forward; continuous batching over 3 slots; determinism */
     r.n = 5;
     r.sampling = (aha_sampling){.temperature = 1.0f, .top_p = 0.9f, .top_k = 50};
     r.max_new_tokens = 20;
-    CHECK(run(e, &r, &s) == 10, "10 sampled completions (got %d)", s.n);
-    got_t first[10];
+    CHECK(eu_run(e, &r, &s) == 10, "10 sampled completions (got %d)", s.n);
+    eu_got first[10];
     double worst = 0;
     int distinct = 0;
     for (int p = 0; p < 2; p++)
         for (int j = 0; j < 5; j++) {
-            const got_t *g = find(&s, p, j);
+            const eu_got *g = eu_find(&s, p, j);
             CHECK(g != NULL, "prompt %d sample %d delivered", p, j);
             if (!g) continue;
             first[p * 5 + j] = *g;
-            double d = lp_err(prompts[p], lens[p], g);
+            double d = eu_lp_err(ref, prompts[p], lens[p], g);
             if (d > worst) worst = d;
             if (j > 0 && memcmp(g->ids, first[p * 5].ids, (size_t)g->n * 4) != 0) distinct++;
         }
     CHECK(worst < 1e-4, "sampled logprobs = full forward (max |d| %g)", worst);
     CHECK(distinct >= 6, "samples of a group differ (%d of 8)", distinct);
-    CHECK(run(e, &r, &s) == 10, "rerun");
+    CHECK(eu_run(e, &r, &s) == 10, "rerun");
     int same = 1;
     for (int p = 0; p < 2; p++)
         for (int j = 0; j < 5; j++) {
-            const got_t *g = find(&s, p, j);
+            const eu_got *g = eu_find(&s, p, j);
             same &= g && g->n == first[p * 5 + j].n &&
                     memcmp(g->ids, first[p * 5 + j].ids, (size_t)g->n * 4) == 0;
         }
@@ -257,8 +119,8 @@ int main(void)
     aha_gen_request r1 = r;
     r1.n_prompts = 1;
     r1.n = 3;
-    CHECK(run(e, &r1, &s) == 3, "single prompt, fewer samples");
-    const got_t *g2 = find(&s, 0, 2);
+    CHECK(eu_run(e, &r1, &s) == 3, "single prompt, fewer samples");
+    const eu_got *g2 = eu_find(&s, 0, 2);
     CHECK(g2 && memcmp(g2->ids, first[0 * 5 + 2].ids, (size_t)g2->n * 4) == 0,
           "sample 2 of prompt 0 here equals sample 2 of prompt 0 before");
 
@@ -268,8 +130,8 @@ int main(void)
     r1.n = 1;
     r1.sampling = (aha_sampling){.temperature = 0};
     r1.max_new_tokens = 30;
-    CHECK(run(e, &r1, &s) == 1, "one greedy");
-    got_t full = s.c[0];
+    CHECK(eu_run(e, &r1, &s) == 1, "one greedy");
+    eu_got full = s.c[0];
     char *dec = NULL;
     size_t dl = 0;
     aha_tokenizer_decode_len(aha_engine_tokenizer(e), full.ids, (size_t)full.n, &dec, &dl, &err);
@@ -283,8 +145,8 @@ int main(void)
         const char *stops[1] = {stop};
         r1.stop = stops;
         r1.n_stop = 1;
-        CHECK(run(e, &r1, &s) == 1, "stopped run");
-        const got_t *g = &s.c[0];
+        CHECK(eu_run(e, &r1, &s) == 1, "stopped run");
+        const eu_got *g = &s.c[0];
         const char *hit = strstr(full.text, stop);
         CHECK(strcmp(g->reason, "stop") == 0, "finish_reason stop");
         CHECK(hit && strlen(g->text) == (size_t)(hit - full.text) &&
@@ -337,7 +199,7 @@ int main(void)
     aha_gen_request lr = r;
     lr.n = 2000;
     lr.max_new_tokens = 50;
-    lr.on_done = on_done;
+    lr.on_done = eu_on_done;
     lr.user = &s;
     CHECK(aha_engine_submit(e, &lr, &g, &err) == AHA_OK, "%s", err.msg);
     aha_gen_cancel(g);

@@ -41,16 +41,6 @@ static void expected_draws(const int32_t *prompt, int plen, uint64_t S, int j, c
     free(work);
 }
 
-static double lp_err(const int32_t *prompt, int plen, const eu_got *g)
-{
-    float lp[EU_MAXT];
-    eu_full_forward(ref, prompt, plen, g->ids, g->n, lp, NULL);
-    double worst = 0;
-    for (int t = 0; t < g->n; t++)
-        if (fabs(lp[t] - g->lp[t]) > worst) worst = fabs(lp[t] - g->lp[t]);
-    return worst;
-}
-
 /* every completion of prompts[p] (stream seed seeds[p]) equals its expected draws */
 static int check_draws(const eu_sink *s, const int32_t *const *prompts, const int *lens, const uint64_t *seeds,
                        int np, int n, const aha_sampling *sp, int max_new, const char *what)
@@ -66,7 +56,7 @@ static int check_draws(const eu_sink *s, const int32_t *const *prompts, const in
                 bad++;
                 continue;
             }
-            double d = lp_err(prompts[p], lens[p], g);
+            double d = eu_lp_err(ref, prompts[p], lens[p], g);
             if (d > worst) worst = d;
         }
     CHECK(bad == 0, "%s: %d of %d completions differ from the documented draw", what, bad, np * n);
@@ -74,34 +64,11 @@ static int check_draws(const eu_sink *s, const int32_t *const *prompts, const in
     return bad;
 }
 
-/* ---- holding the engine thread inside a completion callback (run without the engine's
- * lock), so that two requests submitted meanwhile are admitted in the same step ---- */
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int entered, open;
-} gate_t;
-
-static void gate_on_done(void *user, const aha_completion *c)
-{
-    (void)c;
-    gate_t *g = user;
-    pthread_mutex_lock(&g->mu);
-    g->entered = 1;
-    pthread_cond_broadcast(&g->cv);
-    while (!g->open) pthread_cond_wait(&g->cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
 static void chi_square_two(aha_engine *e, eu_sink *s, const int32_t *prompt, int plen, aha_sampling sp,
                            const char *what)
 {
     const int N = 20000;
-    const int32_t *pp[5] = {prompt, prompt, prompt, prompt, prompt};
-    int pl[5] = {plen, plen, plen, plen, plen};
-    aha_gen_request r = {.n_prompts = 5, .prompt_ids = pp, .prompt_lens = pl, .n = N / 5, .sampling = sp,
-                         .max_new_tokens = 2, .seed = 4321};
-    CHECK(eu_run(e, &r, s) == N, "%s: all %d samples", what, N);
+    CHECK(eu_run_copies(e, s, prompt, plen, sp, 2, 4321, N) == N, "%s: all %d samples", what, N);
     double *p1 = malloc((size_t)V * sizeof *p1), *p2 = malloc((size_t)V * sizeof *p2);
     long *c1 = calloc((size_t)V, sizeof *c1), *c2 = calloc((size_t)V, sizeof *c2);
     eu_two_token_law(ref, prompt, plen, &sp, p1, p2);
@@ -129,12 +96,9 @@ int main(void)
 {
     aha_log_set_level(AHA_LOG_WARN);
     aha_err err = {0};
-    char dir[] = "/tmp/aha_test_engine_draw_XXXXXX", src[1024];
-    eu_model_dir(dir, "tiny-qwen2");
-    snprintf(src, sizeof src, "%s/tiny-qwen2", th_fixtures());
+    char dir[] = "/tmp/aha_test_engine_draw_XXXXXX";
     aha_backend *be = NULL;
-    CHECK(aha_backend_open("cpu", 1, &be, &err) == AHA_OK, "%s", err.msg);
-    CHECK(aha_model_open(src, be, NULL, &ref, &err) == AHA_OK, "%s", err.msg);
+    eu_open_ref(dir, "tiny-qwen2", &be, &ref);
     if (!ref) return th_done("test_engine_draw");
     V = aha_model_cfg(ref)->vocab_size;
     eu_sink s = {.mu = PTHREAD_MUTEX_INITIALIZER, .c = calloc(EU_MAXC, sizeof(eu_got))};
@@ -169,13 +133,7 @@ int main(void)
             eu_full_forward(ref, prompts[p], lens[p], seq, t + 1, lp, lg);
             seq[t] = aha_argmax(lg + (size_t)t * V, V);
         }
-        for (int j = 0; j < 4; j++) {
-            const eu_got *g = eu_find(&s, p, j);
-            CHECK(g && g->n == 12 && memcmp(g->ids, seq, 12 * 4) == 0,
-                  "prompt %d sample %d equals the argmax continuation", p, j);
-            CHECK(g && strcmp(g->reason, "length") == 0, "finish_reason length");
-            CHECK(g && lp_err(prompts[p], lens[p], g) < 1e-4, "greedy logprobs = full forward");
-        }
+        eu_check_greedy(ref, &s, p, 4, prompts[p], lens[p], seq, 12);
     }
 
     /* sampled: the documented draw, whatever shares the batch */
@@ -210,15 +168,9 @@ int main(void)
     aha_engine_free(e);
     o.max_batch = 8;
     CHECK(aha_engine_create(&o, &e, &err) == AHA_OK, "%s", err.msg);
-    gate_t gate = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    aha_gen_request rc = {.n_prompts = 1, .prompt_ids = &prompts[0], .prompt_lens = &lens[0], .n = 1,
-                          .sampling = {.temperature = 0}, .max_new_tokens = 1, .on_done = gate_on_done,
-                          .user = &gate};
+    eu_gate gate = EU_GATE_INIT;
     aha_gen *gc = NULL;
-    CHECK(aha_engine_submit(e, &rc, &gc, &err) == AHA_OK, "%s", err.msg);
-    pthread_mutex_lock(&gate.mu);
-    while (!gate.entered) pthread_cond_wait(&gate.cv, &gate.mu);
-    pthread_mutex_unlock(&gate.mu);
+    eu_gate_hold(e, &gate, &prompts[0], &lens[0], &gc);
     eu_sink sa = {.mu = PTHREAD_MUTEX_INITIALIZER, .c = calloc(16, sizeof(eu_got))};
     eu_sink sb = {.mu = PTHREAD_MUTEX_INITIALIZER, .c = calloc(16, sizeof(eu_got))};
     aha_gen_request ra = {.n_prompts = 1, .prompt_ids = &prompts[0], .prompt_lens = &lens[0], .n = 3,
@@ -230,10 +182,7 @@ int main(void)
     aha_gen *ga = NULL, *gb = NULL;
     CHECK(aha_engine_submit(e, &ra, &ga, &err) == AHA_OK, "%s", err.msg);
     CHECK(aha_engine_submit(e, &rb, &gb, &err) == AHA_OK, "%s", err.msg);
-    pthread_mutex_lock(&gate.mu);
-    gate.open = 1;
-    pthread_cond_broadcast(&gate.cv);
-    pthread_mutex_unlock(&gate.mu);
+    eu_gate_open(&gate);
     CHECK(gc && aha_gen_wait(gc, NULL, NULL, &err) == AHA_OK, "gate request");
     CHECK(ga && aha_gen_wait(ga, NULL, NULL, &err) == AHA_OK, "greedy request");
     CHECK(gb && aha_gen_wait(gb, NULL, NULL, &err) == AHA_OK, "sampled request");
