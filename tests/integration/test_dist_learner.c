@@ -47,20 +47,8 @@
 #include "aha/v1/learner.pb-c.h"
 #include "aha/v1/rollout.pb-c.h"
 #include "base/fs.h"
-#include "io/config.h"
-#include "model/model.h"
+#include "learner_env.h"
 #include "rpc/rpc.h"
-#include "spawn.h"
-#include "text/tokenizer.h"
-
-static const char *const specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
-
-static const char *cfg_json =
-    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 32,"
-    " \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-    " \"num_key_value_heads\": 2, \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6,"
-    " \"rope_theta\": 10000.0, \"tie_word_embeddings\": true, \"vocab_size\": 261,"
-    " \"eos_token_id\": 256, \"initializer_range\": 0.02}";
 
 static int free_port(void)
 {
@@ -74,132 +62,14 @@ static int free_port(void)
     return port;
 }
 
-/* ---- a learner process with stdout on a pipe the test controls -------------------------- */
+/* ---- a learner rank (th_proc, learner_env.h) -------------------------------------------- */
 
-typedef struct {
-    pid_t pid;
-    int rfd, wfd;
-    int steps_seen;
-    char line[1 << 15];
-    size_t len;
-    char errpath[800];
-} proc;
-
-static int proc_start(proc *p, char *const *argv)
-{
-    int fd[2];
-    if (pipe2(fd, O_CLOEXEC) != 0) return 0;
-    fcntl(fd[0], F_SETPIPE_SZ, 4096);
-    p->pid = fork();
-    if (p->pid == 0) {
-        dup2(fd[1], 1);
-        int e = open(p->errpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (e >= 0) dup2(e, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    /* a second, non-blocking description of the write end: the child's stays blocking */
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd[1]);
-    p->wfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    close(fd[1]);
-    p->rfd = fd[0];
-    fcntl(p->rfd, F_SETFL, O_NONBLOCK);
-    p->steps_seen = 0;
-    p->len = 0;
-    return p->pid > 0;
-}
-
-static void proc_drain(proc *p)
-{
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(p->rfd, buf, sizeof buf)) > 0)
-        for (ssize_t i = 0; i < n; i++) {
-            if (buf[i] != '\n') {
-                if (p->len < sizeof p->line - 1) p->line[p->len++] = buf[i];
-                continue;
-            }
-            p->line[p->len] = 0;
-            if (p->len && strstr(p->line, "\"type\":\"step\"")) p->steps_seen++;
-            p->len = 0;
-        }
-}
-
-static int blocked_on_stdout(pid_t pid)
-{
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    int ok = fgets(buf, sizeof buf, f) != NULL;
-    fclose(f);
-    long nr = -1;
-    unsigned long a0 = 0;
-    return ok && sscanf(buf, "%ld %lx", &nr, &a0) == 2 && nr == 1 && a0 == 1;
-}
-
-/* after `after` step records, fill the pipe: the learner blocks writing the next one */
-static int proc_pause(proc *p, int after, double timeout_s)
-{
-    double end = aha_now_s() + timeout_s;
-    while (aha_now_s() < end) {
-        proc_drain(p);
-        if (p->steps_seen >= after) break;
-        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) return 0;
-        usleep(1000);
-    }
-    char filler[512];
-    memset(filler, '\n', sizeof filler);
-    while (write(p->wfd, filler, sizeof filler) > 0) {}
-    while (write(p->wfd, filler, 1) > 0) {}
-    while (aha_now_s() < end) {
-        if (blocked_on_stdout(p->pid)) return 1;
-        usleep(2000);
-    }
-    return 0;
-}
-
-/* drain until exit; the exit code (128+sig when killed, -1 when it outlived timeout_s) */
-static int proc_wait(proc *p, double timeout_s)
-{
-    double end = aha_now_s() + timeout_s;
-    int status = 0, timed_out = 0;
-    for (;;) {
-        proc_drain(p);
-        if (waitpid(p->pid, &status, WNOHANG) == p->pid) break;
-        if (aha_now_s() > end) {
-            timed_out = 1;
-            kill(p->pid, SIGKILL);
-            waitpid(p->pid, &status, 0);
-            break;
-        }
-        usleep(2000);
-    }
-    proc_drain(p);
-    close(p->rfd);
-    close(p->wfd);
-    p->pid = -1;
-    if (timed_out) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static void proc_kill(proc *p)
+static void proc_kill(th_proc *p)
 {
     if (p->pid > 0) {
         kill(p->pid, SIGKILL);
-        proc_wait(p, 5);
+        th_proc_wait(p, 5, -1);
     }
-}
-
-static int file_contains(const char *path, const char *needle)
-{
-    char *d = NULL;
-    size_t n = 0;
-    if (aha_read_file(path, (size_t)1 << 26, &d, &n, NULL) != AHA_OK) return 0;
-    int r = strstr(d, needle) != NULL;
-    free(d);
-    return r;
 }
 
 static void dump(const char *path)
@@ -266,7 +136,7 @@ static int run_job(const env_t *e, int world, const char *job_dir, const char *e
 {
     char rdv[64];
     snprintf(rdv, sizeof rdv, "127.0.0.1:%d", free_port());
-    proc p[2];
+    th_proc p[2];
     memset(p, 0, sizeof p);
     char *argv[2][40];
     char store[2][256];
@@ -274,74 +144,15 @@ static int run_job(const env_t *e, int world, const char *job_dir, const char *e
     for (int r = 0; r < world; r++) {
         snprintf(p[r].errpath, sizeof p[r].errpath, "%s.rank%d.log", job_dir, r);
         job_argv(e, r, world, job_dir, rdv, extra, argv[r], store[r]);
-        ok &= proc_start(&p[r], argv[r]);
+        ok &= th_proc_start(&p[r], argv[r], 0);
     }
     for (int r = 0; r < world; r++) {
-        int rc = proc_wait(&p[r], 100);
+        int rc = th_proc_wait(&p[r], 100, -1);
         CHECK(rc == 0, "%s: rank %d of %d exit code %d", job_dir, r, world, rc);
         if (rc != 0) dump(p[r].errpath);
         ok &= rc == 0;
     }
     return ok;
-}
-
-/* the model of job_dir's latest checkpoint, all parameters concatenated */
-static float *load_weights(const char *job_dir, long *n_out)
-{
-    char latest[700], ck[1400];
-    snprintf(latest, sizeof latest, "%s/latest", job_dir);
-    char *d = NULL;
-    size_t n = 0;
-    if (aha_read_file(latest, 512, &d, &n, NULL) != AHA_OK) return NULL;
-    while (n && (d[n - 1] == '\n' || d[n - 1] == ' ')) n--;
-    snprintf(ck, sizeof ck, "%s/%.*s", job_dir, (int)n, d);
-    free(d);
-    aha_backend *be = NULL;
-    aha_model *m = NULL;
-    aha_err err = {0};
-    float *w = NULL;
-    if (aha_backend_open("cpu", 0, &be, &err) == AHA_OK && aha_model_open(ck, be, NULL, &m, &err) == AHA_OK) {
-        long total = 0;
-        for (int i = 0; i < aha_model_n_params(m); i++) total += (long)aha_model_param(m, i)->numel;
-        w = malloc((size_t)total * sizeof *w);
-        long off = 0;
-        for (int i = 0; w && i < aha_model_n_params(m); i++) {
-            if (aha_model_param_get_f32(m, i, w + off, &err) != AHA_OK) {
-                free(w);
-                w = NULL;
-                break;
-            }
-            off += (long)aha_model_param(m, i)->numel;
-        }
-        *n_out = total;
-    } else {
-        fprintf(stderr, "cannot load %s: %s\n", ck, err.msg);
-    }
-    aha_model_free(m);
-    aha_backend_free(be);
-    return w;
-}
-
-static float *load_init(const char *base, long *n_out)
-{
-    aha_backend *be = NULL;
-    aha_model *m = NULL;
-    aha_err err = {0};
-    float *w = NULL;
-    if (aha_backend_open("cpu", 0, &be, &err) == AHA_OK && aha_model_open(base, be, NULL, &m, &err) == AHA_OK) {
-        long total = 0;
-        for (int i = 0; i < aha_model_n_params(m); i++) total += (long)aha_model_param(m, i)->numel;
-        w = malloc((size_t)total * sizeof *w);
-        long off = 0;
-        for (int i = 0; w && i < aha_model_n_params(m); i++) {
-            aha_model_param_get_f32(m, i, w + off, &err);
-            off += (long)aha_model_param(m, i)->numel;
-        }
-        *n_out = total;
-    }
-    aha_model_free(m);
-    aha_backend_free(be);
-    return w;
 }
 
 /* loss of each step record in job_dir/metrics.jsonl (steps 1..max); returns the count */
@@ -370,7 +181,8 @@ static int load_losses(const char *job_dir, double *loss, int max)
 static void compare_equiv(const char *base, const char *j1, const char *j2, int steps)
 {
     long n0 = 0, n1 = 0, n2 = 0;
-    float *w0 = load_init(base, &n0), *w1 = load_weights(j1, &n1), *w2 = load_weights(j2, &n2);
+    float *w0 = th_load_weights(base, &n0);
+    float *w1 = th_load_latest_weights(j1, &n1), *w2 = th_load_latest_weights(j2, &n2);
     CHECK(w0 && w1 && w2 && n0 == n1 && n1 == n2, "weights of init, 1 rank and 2 ranks load (%ld %ld %ld)", n0, n1, n2);
     if (w0 && w1 && w2 && n0 == n1 && n1 == n2) {
         double moved = th_max_abs("1 rank vs init", w1, w0, n1);
@@ -406,15 +218,10 @@ static void submit_and_wait(const char *addr, const char *spec_path, double time
         free(spec);
         return;
     }
-    Aha__V1__SubmitJobRequest req = AHA__V1__SUBMIT_JOB_REQUEST__INIT;
-    req.spec_json = spec;
+    th_submit_job(ch, spec, id, sizeof id);
+    free(spec);
     aha_rpc_call_opts o = {.timeout_ms = 10000, .attempts = 1};
     ProtobufCMessage *resp = NULL;
-    aha_status st = aha_rpc_unary(ch, &aha__v1__learner__descriptor, "SubmitJob", &req.base, &resp, &o, &err);
-    CHECK(st == AHA_OK, "SubmitJob: %s", err.msg);
-    if (st == AHA_OK) snprintf(id, sizeof id, "%s", ((Aha__V1__SubmitJobReply *)resp)->job_id);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    free(spec);
     double t0 = aha_now_s(), end = t0 + timeout_s;
     bool cancelled = false;
     while (id[0] && aha_now_s() < end) {
@@ -471,62 +278,37 @@ int main(int argc, char **argv)
     snprintf(data, sizeof data, "%s/data.jsonl", root);
     snprintf(spec, sizeof spec, "%s/spec.json", root);
     aha_err err = {0};
-    aha_model_config cfg;
-    aha_backend *be = NULL;
-    aha_model *m = NULL;
-    CHECK(aha_config_parse(cfg_json, strlen(cfg_json), "cfg", &cfg, &err) == AHA_OK, "config: %s", err.msg);
-    CHECK(aha_backend_open("cpu", 0, &be, &err) == AHA_OK, "backend: %s", err.msg);
-    CHECK(aha_model_init_random(&cfg, 23, be, NULL, &m, &err) == AHA_OK, "init: %s", err.msg);
-    CHECK(aha_model_save(m, base, AHA_DT_F32, 0, &err) == AHA_OK, "save: %s", err.msg);
-    aha_model_free(m);
-    aha_backend_free(be);
-    CHECK(aha_tokenizer_write_bytelevel(base, specials, 5, &err) == AHA_OK, "tokenizer: %s", err.msg);
-    FILE *f = fopen(data, "w");
-    for (int i = 0; f && i < 24; i++) {
-        if (sft)
-            fprintf(f, "{\"prompt\": \"What is %d + %d?\", \"completion\": \"<think> %d + %d = %d. </think> <answer> %d </answer>\"}\n",
-                    i, 2 * i + 1, i, 2 * i + 1, 3 * i + 1, 3 * i + 1);
-        else
-            fprintf(f, "{\"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, 5, i + 5);
-    }
-    if (f) fclose(f);
+    th_make_tiny_model(base, TH_TINY_QWEN2_CFG, 23);
+    if (sft) th_write_sum_sft(data, 24);
+    else th_write_sum_prompts(data, 24, 5);
     int steps = strcmp(mode, "grpo_equiv") == 0 || sft ? 2 : push_group || load_spread ? 3 : 4;
-    f = fopen(spec, "w");
-    if (f && sft)
-        fprintf(f,
-                "{\"kind\": \"sft\", \"model\": \"%s\", \"dataset\": {\"path\": \"%s\", \"format\": \"sft\"},"
-                " \"steps\": %d, \"batch_size\": 6, \"micro_batch\": 2, \"lr\": 1e-3, \"seed\": 5}\n",
-                base, data, steps);
-    else if (f)
+    char spec_text[2048];
+    if (sft)
+        snprintf(spec_text, sizeof spec_text,
+                 "{\"kind\": \"sft\", \"model\": \"%s\", \"dataset\": {\"path\": \"%s\", \"format\": \"sft\"},"
+                 " \"steps\": %d, \"batch_size\": 6, \"micro_batch\": 2, \"lr\": 1e-3, \"seed\": 5}\n",
+                 base, data, steps);
+    else
         /* the language reward varies from sample to sample on a random model, so the
          * advantages, and the policy-gradient part of the update, are not zero */
-        fprintf(f,
-                "{\"kind\": \"grpo\", \"model\": \"%s\", \"dataset\": \"%s\", \"template\": \"r1-zero\","
-                " \"G\": 4, \"questions_per_step\": 4, \"steps\": %d, \"mu\": 2, \"micro_batch\": 3,"
-                " \"max_new_tokens\": 16, \"temperature\": 1.0, \"lr\": 1e-2, \"beta\": 0.04,"
-                " \"reward_weights\": {\"accuracy\": 1, \"format\": 1, \"language\": 1}, \"language\": \"en\","
-                " \"checkpoint_every\": 1, \"seed\": 9}\n",
-                base, data, steps);
-    if (f) fclose(f);
+        snprintf(spec_text, sizeof spec_text,
+                 "{\"kind\": \"grpo\", \"model\": \"%s\", \"dataset\": \"%s\", \"template\": \"r1-zero\","
+                 " \"G\": 4, \"questions_per_step\": 4, \"steps\": %d, \"mu\": 2, \"micro_batch\": 3,"
+                 " \"max_new_tokens\": 16, \"temperature\": 1.0, \"lr\": 1e-2, \"beta\": 0.04,"
+                 " \"reward_weights\": {\"accuracy\": 1, \"format\": 1, \"language\": 1}, \"language\": \"en\","
+                 " \"checkpoint_every\": 1, \"seed\": 9}\n",
+                 base, data, steps);
+    th_write_text(spec, spec_text);
 
-    th_service rw = {0}, ro = {0}, rp = {0}, ro2 = {0};
+    th_services sv;
+    memset(&sv, 0, sizeof sv);
+    th_service ro2 = {0};
     env_t e = {.job_bin = argv[5], .spec = spec, .root = root};
-    char a_rw[64], a_ro[64], a_rp[64];
     if (!sft) {
-        char *rwv[] = {(char *)argv[2], NULL};
-        char *rov[] = {(char *)argv[3], "--model", base, "--max-seq-len", "1024", "--max-batch", "16", NULL};
-        char *rpv[] = {(char *)argv[4], "--model", base, NULL};
-        if (!load_spread) rov[5] = NULL;
-        CHECK(th_spawn(&rw, rwv) > 0, "reward started");
-        CHECK(th_spawn(&ro, rov) > 0, "rollout started");
-        CHECK(th_spawn(&rp, rpv) > 0, "refpolicy started");
-        if (!rw.port || !ro.port || !rp.port) goto out;
-        snprintf(a_rw, sizeof a_rw, "127.0.0.1:%d", rw.port);
-        snprintf(a_ro, sizeof a_ro, "127.0.0.1:%d", ro.port);
-        snprintf(a_rp, sizeof a_rp, "127.0.0.1:%d", rp.port);
-        e.reward = a_rw;
-        e.rollout = a_ro;
-        e.refpolicy = a_rp;
+        if (!th_services_start(&sv, argv[2], argv[3], argv[4], base, 1024, load_spread ? 16 : 0)) goto out;
+        e.reward = sv.reward_addr;
+        e.rollout = sv.rollout_addr;
+        e.refpolicy = sv.refpolicy_addr;
     }
     char a_ro2[64];
     if (push_group || load_spread) {
@@ -579,7 +361,7 @@ int main(int argc, char **argv)
         printf("# 1 rank %.1fs, 2 ranks %.1fs\n", t1 - t0, aha_now_s() - t1);
         char log0[700];
         snprintf(log0, sizeof log0, "%s.rank0.log", j2);
-        CHECK(!ok2 || file_contains(log0, "weights agree") || file_contains(log0, "every rank holds the weights"),
+        CHECK(!ok2 || th_file_contains(log0, "weights agree") || th_file_contains(log0, "every rank holds the weights"),
               "rank 0 formed the group and checked the weights (%s)", log0);
         if (ok1 && ok2) compare_equiv(base, j1, j2, steps);
         goto out;
@@ -589,7 +371,7 @@ int main(int argc, char **argv)
         /* the learner splits each step's prompts by the workers' free batch slots (Info) */
         if (run_job(&e, 1, j1, NULL)) {
             int64_t tok[2] = {0, 0}, slots[2] = {0, 0};
-            const char *addr[2] = {a_ro, a_ro2};
+            const char *addr[2] = {sv.rollout_addr, a_ro2};
             for (int w = 0; w < 2; w++) {
                 aha_rpc_channel *ch = NULL;
                 aha_rpc_channel_opts co;
@@ -625,7 +407,7 @@ int main(int argc, char **argv)
         int ok2 = ok1 && run_job(&e, 1, j2, wg);
         if (ok1 && ok2) {
             long n1 = 0, n2 = 0;
-            float *w1 = load_weights(j1, &n1), *w2 = load_weights(j2, &n2);
+            float *w1 = th_load_latest_weights(j1, &n1), *w2 = th_load_latest_weights(j2, &n2);
             CHECK(w1 && w2 && n1 == n2 && memcmp(w1, w2, (size_t)n1 * sizeof *w1) == 0,
                   "weights-group pushes end with the gRPC run's weights, bit for bit");
             free(w1);
@@ -634,11 +416,11 @@ int main(int argc, char **argv)
             snprintf(m1, sizeof m1, "%s/metrics.jsonl", j1);
             snprintf(m2, sizeof m2, "%s/metrics.jsonl", j2);
             snprintf(log2, sizeof log2, "%s.rank0.log", j2);
-            CHECK(file_contains(m1, "\"push_path\":\"grpc\"") && !file_contains(m1, "\"push_path\":\"tcp\""),
+            CHECK(th_file_contains(m1, "\"push_path\":\"grpc\"") && !th_file_contains(m1, "\"push_path\":\"tcp\""),
                   "the first run pushed by gRPC (%s)", m1);
-            CHECK(file_contains(m2, "\"push_path\":\"tcp\"") && !file_contains(m2, "\"push_path\":\"grpc\""),
+            CHECK(th_file_contains(m2, "\"push_path\":\"tcp\"") && !th_file_contains(m2, "\"push_path\":\"grpc\""),
                   "the second pushed every step through the weights group (%s)", m2);
-            CHECK(file_contains(log2, "weights group of 2 rollout worker(s)"), "both workers joined (%s)", log2);
+            CHECK(th_file_contains(log2, "weights group of 2 rollout worker(s)"), "both workers joined (%s)", log2);
             double l1[16], l2[16];
             CHECK(load_losses(j1, l1, 16) == steps && load_losses(j2, l2, 16) == steps, "every step recorded once");
         }
@@ -652,14 +434,14 @@ int main(int argc, char **argv)
                         : strcmp(mode, "rank_resume") == 0 ? "--dist-timeout-ms 20000 --dist-retries 2"
                                                            : "--dist-timeout-ms 20000 --dist-retries 0";
     if (strcmp(mode, "rank_resume") == 0 && !run_job(&e, 2, j2, "--dist-timeout-ms 20000")) goto out;
-    proc p0 = {0}, p1 = {0};
+    th_proc p0 = {0}, p1 = {0};
     char *a0[40], *a1[40], s0[256], s1[256];
     snprintf(p0.errpath, sizeof p0.errpath, "%s.rank0.log", j3);
     snprintf(p1.errpath, sizeof p1.errpath, "%s.rank1.log", j3);
     job_argv(&e, 0, 2, j3, rdv, extra, a0, s0);
     job_argv(&e, 1, 2, j3, rdv, extra, a1, s1);
-    CHECK(proc_start(&p0, a0) && proc_start(&p1, a1), "ranks started");
-    int held = proc_pause(&p0, 1, 60);
+    CHECK(th_proc_start(&p0, a0, 0) && th_proc_start(&p1, a1, 0), "ranks started");
+    int held = th_proc_pause(&p0, 1, 60);
     CHECK(held, "rank 0 held after step 1");
     if (!held) {
         proc_kill(&p0);
@@ -670,28 +452,28 @@ int main(int argc, char **argv)
     if (strcmp(mode, "rank_hang") == 0) {
         kill(p1.pid, SIGSTOP);
         double t0 = aha_now_s();
-        proc_drain(&p0);
-        int rc = proc_wait(&p0, 30);
+        th_proc_drain(&p0);
+        int rc = th_proc_wait(&p0, 30, -1);
         double dt = aha_now_s() - t0;
         CHECK(rc == 1, "rank 0 failed the job (exit %d) instead of hanging", rc);
         CHECK(dt < 25, "within %.1fs of the freeze (deadline 2 s; the rest is the next step's generation)", dt);
-        CHECK(file_contains(p0.errpath, "rank 1") && file_contains(p0.errpath, "2000 ms"),
+        CHECK(th_file_contains(p0.errpath, "rank 1") && th_file_contains(p0.errpath, "2000 ms"),
               "the error names rank 1 and the deadline (%s)", p0.errpath);
         kill(p1.pid, SIGCONT);
         /* rank 1, thawed, finds rank 0 gone and ends with an error of its own */
-        int rc1 = proc_wait(&p1, 20);
+        int rc1 = th_proc_wait(&p1, 20, -1);
         CHECK(rc1 == 1, "rank 1 exit code %d", rc1);
-        CHECK(file_contains(p1.errpath, "rank 0"), "rank 1's error names rank 0 (%s)", p1.errpath);
+        CHECK(th_file_contains(p1.errpath, "rank 0"), "rank 1's error names rank 0 (%s)", p1.errpath);
     } else if (strcmp(mode, "rank_kill") == 0) {
         kill(p1.pid, SIGKILL);
-        proc_wait(&p1, 5);
+        th_proc_wait(&p1, 5, -1);
         double t0 = aha_now_s();
-        proc_drain(&p0);
-        int rc = proc_wait(&p0, 30);
+        th_proc_drain(&p0);
+        int rc = th_proc_wait(&p0, 30, -1);
         double dt = aha_now_s() - t0;
         CHECK(rc == 1, "rank 0 failed the job (exit %d)", rc);
         CHECK(dt < 25, "within %.1fs of the kill", dt);
-        CHECK(file_contains(p0.errpath, "rank 1"), "the error names rank 1 (%s)", p0.errpath);
+        CHECK(th_file_contains(p0.errpath, "rank 1"), "the error names rank 1 (%s)", p0.errpath);
         /* the other way round: rank 0 dies under a working rank 1 */
         char j4[580];
         snprintf(j4, sizeof j4, "%s-2", j3);
@@ -700,30 +482,30 @@ int main(int argc, char **argv)
         snprintf(rdv, sizeof rdv, "127.0.0.1:%d", free_port());
         job_argv(&e, 0, 2, j4, rdv, extra, a0, s0);
         job_argv(&e, 1, 2, j4, rdv, extra, a1, s1);
-        CHECK(proc_start(&p0, a0) && proc_start(&p1, a1), "ranks started again");
-        CHECK(proc_pause(&p0, 1, 60), "rank 0 held after step 1");
+        CHECK(th_proc_start(&p0, a0, 0) && th_proc_start(&p1, a1, 0), "ranks started again");
+        CHECK(th_proc_pause(&p0, 1, 60), "rank 0 held after step 1");
         kill(p0.pid, SIGKILL);
-        proc_wait(&p0, 5);
+        th_proc_wait(&p0, 5, -1);
         t0 = aha_now_s();
-        int rc1 = proc_wait(&p1, 30);
+        int rc1 = th_proc_wait(&p1, 30, -1);
         CHECK(rc1 == 1, "rank 1 ends with an error when rank 0 dies (exit %d)", rc1);
         CHECK(aha_now_s() - t0 < 25, "within %.1fs", aha_now_s() - t0);
-        CHECK(file_contains(p1.errpath, "rank 0"), "rank 1's error names rank 0 (%s)", p1.errpath);
+        CHECK(th_file_contains(p1.errpath, "rank 0"), "rank 1's error names rank 0 (%s)", p1.errpath);
     } else {
         kill(p1.pid, SIGKILL);
-        proc_wait(&p1, 5);
-        proc_drain(&p0);
+        th_proc_wait(&p1, 5, -1);
+        th_proc_drain(&p0);
         usleep(500000);
         /* rank 1 comes back (an orchestrator restarting it); rank 0 re-forms the group */
         p1.pid = 0;
-        CHECK(proc_start(&p1, a1), "rank 1 restarted");
-        int rc = proc_wait(&p0, 90);
-        int rc1 = proc_wait(&p1, 20);
+        CHECK(th_proc_start(&p1, a1, 0), "rank 1 restarted");
+        int rc = th_proc_wait(&p0, 90, -1);
+        int rc1 = th_proc_wait(&p1, 20, -1);
         CHECK(rc == 0 && rc1 == 0, "the job finished after the restart (rank 0 exit %d, rank 1 exit %d)", rc, rc1);
-        CHECK(file_contains(p0.errpath, "re-forming it and resuming"), "rank 0 re-formed the group (%s)", p0.errpath);
-        CHECK(file_contains(p0.errpath, "resuming from"), "and resumed from a checkpoint (%s)", p0.errpath);
+        CHECK(th_file_contains(p0.errpath, "re-forming it and resuming"), "rank 0 re-formed the group (%s)", p0.errpath);
+        CHECK(th_file_contains(p0.errpath, "resuming from"), "and resumed from a checkpoint (%s)", p0.errpath);
         long n2 = 0, n3 = 0;
-        float *w2 = load_weights(j2, &n2), *w3 = load_weights(j3, &n3);
+        float *w2 = th_load_latest_weights(j2, &n2), *w3 = th_load_latest_weights(j3, &n3);
         CHECK(w2 && w3 && n2 == n3 && memcmp(w2, w3, (size_t)n2 * sizeof *w2) == 0,
               "the resumed job ends with the undisturbed 2-rank run's weights, bit for bit");
         free(w2);
@@ -737,9 +519,7 @@ int main(int argc, char **argv)
     }
 
 out:
-    if (rw.pid > 0) th_stop(&rw);
-    if (ro.pid > 0) th_stop(&ro);
-    if (rp.pid > 0) th_stop(&rp);
+    th_services_stop(&sv);
     if (ro2.pid > 0) th_stop(&ro2);
     if (!th_failures && !getenv("AHA_TEST_KEEP")) aha_remove_tree(root, NULL);
     else printf("# files kept in %s\n", root);

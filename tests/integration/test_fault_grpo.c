@@ -45,21 +45,10 @@
 #include "../harness.h"
 #include "aha/v1/learner.pb-c.h"
 #include "base/fs.h"
-#include "io/config.h"
-#include "model/model.h"
+#include "learner_env.h"
 #include "rpc/rpc.h"
-#include "text/tokenizer.h"
 
 #define STEPS 4
-
-static const char *const specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
-
-static const char *cfg_json =
-    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 32,"
-    " \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-    " \"num_key_value_heads\": 2, \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6,"
-    " \"rope_theta\": 10000.0, \"tie_word_embeddings\": true, \"vocab_size\": 261,"
-    " \"eos_token_id\": 256, \"initializer_range\": 0.02}";
 
 /* ---- services on fixed loopback ports (a restarted one comes back where it was) ---------- */
 
@@ -140,133 +129,6 @@ static void svc_kill(svc *s, int sig)
     s->pid = -1;
 }
 
-/* ---- the learner (aha-job) with its stdout on a pipe the test controls ----------------- */
-
-typedef struct {
-    pid_t pid;
-    int rfd, wfd;    /* the child's stdout pipe; the test keeps both ends */
-    int steps_seen;  /* step records read so far */
-    int last_step;
-    char errpath[640];
-} learner;
-
-static int learner_start(learner *l, char *const *argv, long fsize_limit)
-{
-    int fd[2];
-    if (pipe2(fd, O_CLOEXEC) != 0) return 0;
-    fcntl(fd[0], F_SETPIPE_SZ, 4096);
-    l->pid = fork();
-    if (l->pid == 0) {
-        dup2(fd[1], 1);
-        int e = open(l->errpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (e >= 0) dup2(e, 2);
-        if (fsize_limit > 0) {
-            /* a full disk: writes past the limit fail with EFBIG instead of killing */
-            signal(SIGXFSZ, SIG_IGN);
-            struct rlimit r = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
-            setrlimit(RLIMIT_FSIZE, &r);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    /* the test's own non-blocking writer: a second open file description of the pipe, so
-     * the child's stdout stays blocking (O_NONBLOCK belongs to the description) */
-    char p[64];
-    snprintf(p, sizeof p, "/proc/self/fd/%d", fd[1]);
-    l->wfd = open(p, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    close(fd[1]);
-    l->rfd = fd[0];
-    fcntl(l->rfd, F_SETFL, O_NONBLOCK);
-    l->steps_seen = 0;
-    return l->pid > 0;
-}
-
-/* read what the learner wrote; filler lines ("\n") are skipped */
-static void learner_drain(learner *l)
-{
-    static char line[1 << 16];
-    static size_t len;
-    char buf[4096];
-    ssize_t n;
-    while ((n = read(l->rfd, buf, sizeof buf)) > 0) {
-        for (ssize_t i = 0; i < n; i++) {
-            if (buf[i] != '\n') {
-                if (len < sizeof line - 1) line[len++] = buf[i];
-                continue;
-            }
-            line[len] = 0;
-            json_t *o = len ? json_loads(line, 0, NULL) : NULL;
-            const char *type = o ? json_string_value(json_object_get(o, "type")) : NULL;
-            if (type && strcmp(type, "step") == 0) {
-                l->steps_seen++;
-                l->last_step = (int)json_integer_value(json_object_get(o, "step"));
-            }
-            json_decref(o);
-            len = 0;
-        }
-    }
-}
-
-/* the child's state and, when blocked in a syscall, its number and first argument */
-static int learner_blocked_on_stdout(const learner *l)
-{
-    char p[64], buf[256];
-    snprintf(p, sizeof p, "/proc/%d/syscall", (int)l->pid);
-    FILE *f = fopen(p, "r");
-    if (!f) return 0;
-    int ok = fgets(buf, sizeof buf, f) != NULL;
-    fclose(f);
-    long nr = -1;
-    unsigned long a0 = 0;
-    return ok && sscanf(buf, "%ld %lx", &nr, &a0) == 2 && nr == 1 /* write */ && a0 == 1;
-}
-
-/* Wait until the learner has written `after` step records, then fill the pipe so that it
- * blocks writing the next one (after that step's push and checkpoint). Returns 1 when it is
- * blocked there. */
-static int learner_pause(learner *l, int after, double timeout_s)
-{
-    double end = aha_now_s() + timeout_s;
-    while (aha_now_s() < end) {
-        learner_drain(l);
-        if (l->steps_seen >= after) break;
-        if (waitpid(l->pid, NULL, WNOHANG) == l->pid) return 0;
-        usleep(1000);
-    }
-    char filler[512];
-    memset(filler, '\n', sizeof filler);
-    while (write(l->wfd, filler, sizeof filler) > 0) {}
-    while (write(l->wfd, filler, 1) > 0) {}
-    while (aha_now_s() < end) {
-        if (learner_blocked_on_stdout(l)) return 1;
-        usleep(2000);
-    }
-    return 0;
-}
-
-/* drain until the learner exits; returns its exit code (128+sig when killed) */
-static int learner_wait(learner *l, double timeout_s)
-{
-    double end = aha_now_s() + timeout_s;
-    int status = 0;
-    for (;;) {
-        learner_drain(l);
-        pid_t r = waitpid(l->pid, &status, WNOHANG);
-        if (r == l->pid) break;
-        if (aha_now_s() > end) {
-            kill(l->pid, SIGKILL);
-            waitpid(l->pid, &status, 0);
-            break;
-        }
-        usleep(2000);
-    }
-    learner_drain(l);
-    close(l->rfd);
-    close(l->wfd);
-    l->pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 /* ---- comparisons ------------------------------------------------------------------------ */
 
 static int files_equal(const char *a, const char *b)
@@ -279,16 +141,6 @@ static int files_equal(const char *a, const char *b)
     free(da);
     free(db);
     return eq;
-}
-
-static int file_contains(const char *path, const char *needle)
-{
-    char *d = NULL;
-    size_t n = 0;
-    if (aha_read_file(path, (size_t)1 << 28, &d, &n, NULL) != AHA_OK) return 0;
-    int r = strstr(d, needle) != NULL;
-    free(d);
-    return r;
 }
 
 /* metrics.jsonl of a job dir: one record per step 1..STEPS, in order, each with all n
@@ -398,14 +250,7 @@ static int run_server_kill(const char *learner_bin, const char *root, const char
     aha_rpc_channel *ch = NULL;
     char id[128] = "";
     if (spec && aha_rpc_channel_create(ls.addr, NULL, &ch, &err) == AHA_OK) {
-        Aha__V1__SubmitJobRequest req = AHA__V1__SUBMIT_JOB_REQUEST__INIT;
-        req.spec_json = spec;
-        aha_rpc_call_opts o = {.timeout_ms = 10000, .attempts = 1};
-        ProtobufCMessage *resp = NULL;
-        aha_status st = aha_rpc_unary(ch, &aha__v1__learner__descriptor, "SubmitJob", &req.base, &resp, &o, &err);
-        CHECK(st == AHA_OK, "SubmitJob: %s", err.msg);
-        if (st == AHA_OK) snprintf(id, sizeof id, "%s", ((Aha__V1__SubmitJobReply *)resp)->job_id);
-        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+        th_submit_job(ch, spec, id, sizeof id);
         aha_rpc_channel_free(ch);
     }
     free(spec);
@@ -462,31 +307,18 @@ int main(int argc, char **argv)
     snprintf(ja, sizeof ja, "%s/job-undisturbed", root);
     snprintf(jb, sizeof jb, "%s/job-%s", root, fault);
     aha_err err = {0};
-    aha_model_config cfg;
-    aha_backend *be = NULL;
-    aha_model *m = NULL;
-    CHECK(aha_config_parse(cfg_json, strlen(cfg_json), "cfg", &cfg, &err) == AHA_OK, "config: %s", err.msg);
-    CHECK(aha_backend_open("cpu", 0, &be, &err) == AHA_OK, "backend: %s", err.msg);
-    CHECK(aha_model_init_random(&cfg, 17, be, NULL, &m, &err) == AHA_OK, "init: %s", err.msg);
-    CHECK(aha_model_save(m, base, AHA_DT_F32, 0, &err) == AHA_OK, "save: %s", err.msg);
-    aha_model_free(m);
-    aha_backend_free(be);
-    CHECK(aha_tokenizer_write_bytelevel(base, specials, 5, &err) == AHA_OK, "tokenizer: %s", err.msg);
-    FILE *f = fopen(train, "w");
-    for (int i = 0; f && i < 24; i++) fprintf(f, "{\"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, 5, i + 5);
-    if (f) fclose(f);
+    th_make_tiny_model(base, TH_TINY_QWEN2_CFG, 17);
+    th_write_sum_prompts(train, 24, 5);
     /* B = 4 questions x G = 4: 16 completions a step, split 8/8 over the two workers */
     enum { B = 4, G = 4 };
-    f = fopen(spec_path, "w");
-    if (f) {
-        fprintf(f,
-                "{\"kind\": \"grpo\", \"model\": \"%s\", \"dataset\": \"%s\", \"template\": \"r1-zero\","
-                " \"G\": %d, \"questions_per_step\": %d, \"steps\": %d, \"mu\": 2, \"micro_batch\": 8,"
-                " \"max_new_tokens\": 16, \"temperature\": 1.0, \"lr\": 1e-2, \"beta\": 0.04,"
-                " \"checkpoint_every\": 2, \"seed\": 9}\n",
-                base, train, G, B, STEPS);
-        fclose(f);
-    }
+    char spec_text[2048];
+    snprintf(spec_text, sizeof spec_text,
+             "{\"kind\": \"grpo\", \"model\": \"%s\", \"dataset\": \"%s\", \"template\": \"r1-zero\","
+             " \"G\": %d, \"questions_per_step\": %d, \"steps\": %d, \"mu\": 2, \"micro_batch\": 8,"
+             " \"max_new_tokens\": 16, \"temperature\": 1.0, \"lr\": 1e-2, \"beta\": 0.04,"
+             " \"checkpoint_every\": 2, \"seed\": 9}\n",
+             base, train, G, B, STEPS);
+    th_write_text(spec_path, spec_text);
 
     svc rw = {.argv = {argv[2], NULL}};
     svc ra = {.argv = {argv[3], "--model", base, "--max-seq-len", "1024", NULL}};
@@ -521,10 +353,10 @@ int main(int argc, char **argv)
     }
 
     /* (a) undisturbed */
-    learner l = {0};
+    th_proc l = {0};
     snprintf(l.errpath, sizeof l.errpath, "%s/undisturbed.log", root);
-    CHECK(learner_start(&l, job_argv[0], 0), "learner started");
-    int rc = learner_wait(&l, 80);
+    CHECK(th_proc_start(&l, job_argv[0], 0), "learner started");
+    int rc = th_proc_wait(&l, 80, 128 + SIGKILL);
     CHECK(rc == 0, "undisturbed job exit code %d", rc);
     if (rc != 0) {
         char *d = NULL;
@@ -544,48 +376,48 @@ int main(int argc, char **argv)
         if (rc == 0) compare_runs(ja, jd, B * G);
         goto out;
     }
-    CHECK(learner_start(&l, job_argv[1], 0), "learner started");
-    int paused = learner_pause(&l, 1, 60);
+    CHECK(th_proc_start(&l, job_argv[1], 0), "learner started");
+    int paused = th_proc_pause(&l, 1, 60);
     CHECK(paused, "learner held between steps");
     int held_at = 0;
     if (paused && strcmp(fault, "rollout_kill") == 0) {
         kill(rb.pid, SIGSTOP);
-        learner_drain(&l);
+        th_proc_drain(&l);
         held_at = l.last_step;
         /* A serves its half, the learner waits on B's stream; then B dies */
         usleep(1500000);
         svc_kill(&rb, SIGKILL);
-        rc = learner_wait(&l, 80);
-        CHECK(file_contains(logp, "prompts go to the other workers"), "B's unfinished groups went to A (%s)", logp);
+        rc = th_proc_wait(&l, 80, 128 + SIGKILL);
+        CHECK(th_file_contains(logp, "prompts go to the other workers"), "B's unfinished groups went to A (%s)", logp);
     } else if (paused && (strcmp(fault, "reward_restart") == 0 || strcmp(fault, "refpolicy_restart") == 0)) {
         svc *s = strncmp(fault, "reward", 6) == 0 ? &rw : &rp;
         int port = s->port;
         svc_kill(s, SIGKILL);
-        learner_drain(&l);
+        th_proc_drain(&l);
         held_at = l.last_step;
         /* the next step generates, then needs the dead service, which comes back later */
         usleep(1500000);
         CHECK(svc_start(s, port) == port, "%s restarted on port %d", fault, port);
-        rc = learner_wait(&l, 80);
+        rc = th_proc_wait(&l, 80, 128 + SIGKILL);
     } else if (paused && strcmp(fault, "learner_kill") == 0) {
         kill(ra.pid, SIGSTOP);
         kill(rb.pid, SIGSTOP);
-        learner_drain(&l);
+        th_proc_drain(&l);
         held_at = l.last_step;
         usleep(300000); /* the learner is now inside the next step's Generate */
         kill(l.pid, SIGKILL);
-        rc = learner_wait(&l, 10);
+        rc = th_proc_wait(&l, 10, 128 + SIGKILL);
         CHECK(rc == 128 + SIGKILL, "learner killed (%d)", rc);
         kill(ra.pid, SIGCONT);
         kill(rb.pid, SIGCONT);
-        CHECK(learner_start(&l, job_argv[1], 0), "learner restarted");
-        rc = learner_wait(&l, 80);
-        CHECK(file_contains(logp, "resuming from"), "the restarted learner resumed from a checkpoint");
+        CHECK(th_proc_start(&l, job_argv[1], 0), "learner restarted");
+        rc = th_proc_wait(&l, 80, 128 + SIGKILL);
+        CHECK(th_file_contains(logp, "resuming from"), "the restarted learner resumed from a checkpoint");
     } else if (paused && strcmp(fault, "ckpt_full") == 0) {
-        learner_drain(&l);
+        th_proc_drain(&l);
         held_at = l.last_step;
         kill(l.pid, SIGKILL);
-        learner_wait(&l, 10);
+        th_proc_wait(&l, 10, 128 + SIGKILL);
         char latest0[600], latest1[300], ck[900];
         snprintf(latest0, sizeof latest0, "%s/latest", jb);
         char *d = NULL;
@@ -602,10 +434,10 @@ int main(int argc, char **argv)
             CHECK(aha_read_file(ck, (size_t)1 << 30, &before[i], &before_n[i], NULL) == AHA_OK, "%s readable", ck);
         }
         /* resumed with a 48 KiB file size limit: the next checkpoint cannot be written */
-        CHECK(learner_start(&l, job_argv[1], 48 * 1024), "learner restarted under RLIMIT_FSIZE");
-        rc = learner_wait(&l, 80);
+        CHECK(th_proc_start(&l, job_argv[1], 48 * 1024), "learner restarted under RLIMIT_FSIZE");
+        rc = th_proc_wait(&l, 80, 128 + SIGKILL);
         CHECK(rc == 1, "the job fails cleanly when the checkpoint cannot be written (exit %d)", rc);
-        CHECK(file_contains(logp, "File too large"), "the error names the cause (%s)", logp);
+        CHECK(th_file_contains(logp, "File too large"), "the error names the cause (%s)", logp);
         d = NULL;
         CHECK(aha_read_file(latest0, 256, &d, &n, NULL) == AHA_OK && strncmp(d, latest1, strlen(latest1)) == 0,
               "latest still names %s", latest1);
@@ -627,8 +459,8 @@ int main(int argc, char **argv)
               "%s loads: %s", ck, err.msg);
         aha_model_free(cm);
         aha_backend_free(cb);
-        CHECK(learner_start(&l, job_argv[1], 0), "learner restarted with room on disk");
-        rc = learner_wait(&l, 80);
+        CHECK(th_proc_start(&l, job_argv[1], 0), "learner restarted with room on disk");
+        rc = th_proc_wait(&l, 80, 128 + SIGKILL);
         char tmp[600];
         snprintf(tmp, sizeof tmp, "%s/ckpt-%06d.tmp", jb, STEPS);
         CHECK(!aha_path_exists(tmp), "no half-written checkpoint left");
@@ -636,10 +468,10 @@ int main(int argc, char **argv)
         int port = rb.port;
         svc_kill(&rb, SIGKILL);
         CHECK(svc_start(&rb, port) == port, "rollout B restarted on port %d", port);
-        learner_drain(&l);
+        th_proc_drain(&l);
         held_at = l.last_step;
-        rc = learner_wait(&l, 80);
-        CHECK(file_contains(logp, "re-pushing the weights"), "B's old weights were noticed and replaced (%s)", logp);
+        rc = th_proc_wait(&l, 80, 128 + SIGKILL);
+        CHECK(th_file_contains(logp, "re-pushing the weights"), "B's old weights were noticed and replaced (%s)", logp);
     }
     CHECK(held_at >= 1 && held_at < STEPS, "the fault hit before the last step (held after step %d)", held_at);
     CHECK(rc == 0, "job with the fault exit code %d (log %s)", rc, logp);

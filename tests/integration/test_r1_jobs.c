@@ -22,16 +22,12 @@
 #include "../harness.h"
 #include "aha/v1/rollout.pb-c.h"
 #include "base/fs.h"
-#include "io/config.h"
-#include "model/model.h"
+#include "learner_env.h"
 #include "rewards.h"
 #include "rpc/rpc.h"
 #include "runner.h"
-#include "spawn.h"
 #include "text/template.h"
 #include "text/tokenizer.h"
-
-static const char *const specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
 
 static const char *cfg_json =
     "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 16,"
@@ -213,15 +209,6 @@ static json_t *find_record(json_t *recs, const char *type, const char *dataset)
     return NULL;
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
 /* ---- the scripts ---------------------------------------------------------------------------- */
 
 #define T(a, x) "<think>" a "</think> <answer>" x "</answer>"
@@ -274,16 +261,7 @@ int main(int argc, char **argv)
     snprintf(badp, sizeof badp, "%s/bad.jsonl", root);
     snprintf(otherp, sizeof otherp, "%s/other.jsonl", root);
     aha_err err = {0};
-    aha_model_config cfg;
-    aha_backend *be = NULL;
-    aha_model *m = NULL;
-    CHECK(aha_config_parse(cfg_json, strlen(cfg_json), "cfg", &cfg, &err) == AHA_OK, "config: %s", err.msg);
-    CHECK(aha_backend_open("cpu", 0, &be, &err) == AHA_OK, "backend: %s", err.msg);
-    CHECK(aha_model_init_random(&cfg, 5, be, NULL, &m, &err) == AHA_OK, "init: %s", err.msg);
-    CHECK(aha_model_save(m, model, AHA_DT_F32, 0, &err) == AHA_OK, "save: %s", err.msg);
-    aha_model_free(m);
-    aha_backend_free(be);
-    CHECK(aha_tokenizer_write_bytelevel(model, specials, 5, &err) == AHA_OK, "tokenizer: %s", err.msg);
+    th_make_tiny_model(model, cfg_json, 5);
 
     int nq = (int)(sizeof eval_script / sizeof eval_script[0]);
     FILE *f = fopen(evalp, "w");
@@ -296,10 +274,10 @@ int main(int argc, char **argv)
         fprintf(f, "{\"prompt\": \"Problem %s?\", \"answer\": \"%s\", \"id\": \"g%d\"}\n", gen_script[q].key,
                 gen_script[q].answer, q);
     if (f) fclose(f);
-    write_text(badp, "{\"prompt\": \"Question Q-beta: solve it.\", \"answer\": \"7\"}\n"
-                     "{\"prompt\": \"Question Q-gamma: solve it.\"\n"
-                     "{\"prompt\": \"Question Q-gamma: solve it.\", \"answer\": \"42\"}\n");
-    write_text(otherp, "{\"prompt\": \"p1\", \"completion\": \"c1\"}\n{\"prompt\": \"p2\", \"completion\": \"c2\"}\n");
+    th_write_text(badp, "{\"prompt\": \"Question Q-beta: solve it.\", \"answer\": \"7\"}\n"
+                        "{\"prompt\": \"Question Q-gamma: solve it.\"\n"
+                        "{\"prompt\": \"Question Q-gamma: solve it.\", \"answer\": \"42\"}\n");
+    th_write_text(otherp, "{\"prompt\": \"p1\", \"completion\": \"c1\"}\n{\"prompt\": \"p2\", \"completion\": \"c2\"}\n");
 
     /* the scripted rollout worker and the real reward service */
     script all[MAXQ];

@@ -22,14 +22,9 @@
 
 #include "../harness.h"
 #include "base/fs.h"
-#include "io/config.h"
 #include "io/safetensors.h"
-#include "model/model.h"
+#include "learner_env.h"
 #include "runner.h"
-#include "spawn.h"
-#include "text/tokenizer.h"
-
-static const char *const specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
 
 static const char *cfg_json =
     "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 32,"
@@ -178,36 +173,17 @@ int main(int argc, char **argv)
     snprintf(jc, sizeof jc, "%s/job-c", root);
     snprintf(spec_file, sizeof spec_file, "%s/pipeline.json", root);
     aha_err err = {0};
-    aha_model_config cfg;
-    aha_backend *be = NULL;
-    aha_model *m = NULL;
-    CHECK(aha_config_parse(cfg_json, strlen(cfg_json), "cfg", &cfg, &err) == AHA_OK, "config: %s", err.msg);
-    CHECK(aha_backend_open("cpu", 0, &be, &err) == AHA_OK, "backend: %s", err.msg);
-    CHECK(aha_model_init_random(&cfg, 13, be, NULL, &m, &err) == AHA_OK, "init: %s", err.msg);
-    CHECK(aha_model_save(m, base, AHA_DT_F32, 0, &err) == AHA_OK, "save: %s", err.msg);
-    aha_model_free(m);
-    aha_backend_free(be);
-    CHECK(aha_tokenizer_write_bytelevel(base, specials, 5, &err) == AHA_OK, "tokenizer: %s", err.msg);
+    th_make_tiny_model(base, cfg_json, 13);
     FILE *f = fopen(sftp, "w");
     for (int i = 0; f && i < 16; i++)
         fprintf(f, "{\"prompt\": \"What is %d + 2?\", \"completion\": \"<think> %d + 2 = %d </think> <answer> %d </answer>\"}\n",
                 i, i, i + 2, i + 2);
     if (f) fclose(f);
-    f = fopen(train, "w");
-    for (int i = 0; f && i < 16; i++) fprintf(f, "{\"prompt\": \"What is %d + 3?\", \"answer\": \"%d\"}\n", i, i + 3);
-    if (f) fclose(f);
+    th_write_sum_prompts(train, 16, 3);
 
-    th_service rw = {0}, ro = {0}, rp = {0};
-    char *av_rw[] = {argv[1], NULL};
-    char *av_ro[] = {argv[2], "--model", base, "--max-seq-len", "512", NULL};
-    char *av_rp[] = {argv[3], "--model", base, NULL};
-    CHECK(th_spawn(&rw, av_rw) > 0, "reward started");
-    CHECK(th_spawn(&ro, av_ro) > 0, "rollout started");
-    CHECK(th_spawn(&rp, av_rp) > 0, "refpolicy started");
-    char a_rw[64], a_ro[64], a_rp[64];
-    snprintf(a_rw, sizeof a_rw, "127.0.0.1:%d", rw.port);
-    snprintf(a_ro, sizeof a_ro, "127.0.0.1:%d", ro.port);
-    snprintf(a_rp, sizeof a_rp, "127.0.0.1:%d", rp.port);
+    th_services svcs;
+    th_services_start(&svcs, argv[1], argv[2], argv[3], base, 512, 0);
+    char *a_rw = svcs.reward_addr, *a_ro = svcs.rollout_addr, *a_rp = svcs.refpolicy_addr;
     aha_learner_env env = {.rollout = {a_ro}, .n_rollout = 1, .reward = a_rw, .refpolicy = a_rp, .device = "cpu",
                            .rpc_timeout_ms = 60000};
 
@@ -221,7 +197,7 @@ int main(int argc, char **argv)
              "  \"G\": 2, \"questions_per_step\": 2, \"steps\": 6, \"max_new_tokens\": 8, \"lr\": 1e-4,"
              "  \"checkpoint_every\": 1}]}",
              base, sftp, train);
-    bool up = rw.port && ro.port && rp.port;
+    bool up = svcs.reward.port && svcs.rollout.port && svcs.refpolicy.port;
 
     /* ---- sft -> grpo in process ---- */
     if (up) {
@@ -295,11 +271,7 @@ int main(int argc, char **argv)
 
     /* ---- kill during stage 2, run again ---- */
     if (up) {
-        f = fopen(spec_file, "w");
-        if (f) {
-            fputs(spec, f);
-            fclose(f);
-        }
+        th_write_text(spec_file, spec);
         char *av[] = {argv[4], spec_file, "--job-dir", jb, "--rollout", a_ro, "--reward", a_rw, "--refpolicy", a_rp,
                       "--log-level", "warn", NULL};
         int fd = -1;
@@ -366,9 +338,7 @@ int main(int argc, char **argv)
         CHECK(rl == 6 && cold == 4, "one record per step after the resume: %d rl, %d cold", rl, cold);
         free(text);
     }
-    th_stop(&rw);
-    th_stop(&ro);
-    th_stop(&rp);
+    th_services_stop(&svcs);
     aha_remove_tree(root, NULL);
     return th_done("r1_pipeline");
 }

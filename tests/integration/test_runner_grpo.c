@@ -16,20 +16,8 @@
 
 #include "../harness.h"
 #include "base/fs.h"
-#include "io/config.h"
-#include "model/model.h"
+#include "learner_env.h"
 #include "runner.h"
-#include "spawn.h"
-#include "text/tokenizer.h"
-
-static const char *const specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
-
-static const char *cfg_json =
-    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 32,"
-    " \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-    " \"num_key_value_heads\": 2, \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6,"
-    " \"rope_theta\": 10000.0, \"tie_word_embeddings\": true, \"vocab_size\": 261,"
-    " \"eos_token_id\": 256, \"initializer_range\": 0.02}";
 
 #define MAXS 16
 
@@ -101,36 +89,14 @@ int main(int argc, char **argv)
     snprintf(jb, sizeof jb, "%s/job-b", root);
     snprintf(jc, sizeof jc, "%s/job-c", root);
     aha_err err = {0};
-    aha_model_config cfg;
-    aha_backend *be = NULL;
-    aha_model *m = NULL;
-    CHECK(aha_config_parse(cfg_json, strlen(cfg_json), "cfg", &cfg, &err) == AHA_OK, "config: %s", err.msg);
-    CHECK(aha_backend_open("cpu", 0, &be, &err) == AHA_OK, "backend: %s", err.msg);
-    CHECK(aha_model_init_random(&cfg, 11, be, NULL, &m, &err) == AHA_OK, "init: %s", err.msg);
-    CHECK(aha_model_save(m, base, AHA_DT_F32, 0, &err) == AHA_OK, "save: %s", err.msg);
-    aha_model_free(m);
-    aha_backend_free(be);
-    CHECK(aha_tokenizer_write_bytelevel(base, specials, 5, &err) == AHA_OK, "tokenizer: %s", err.msg);
-    FILE *f = fopen(train, "w");
-    for (int i = 0; f && i < 16; i++) fprintf(f, "{\"prompt\": \"What is %d + %d?\", \"answer\": \"%d\"}\n", i, 7, i + 7);
-    if (f) fclose(f);
-    f = fopen(evalp, "w");
-    for (int i = 0; f && i < 3; i++) fprintf(f, "{\"prompt\": \"What is %d + 9?\", \"answer\": \"%d\"}\n", i, i + 9);
-    if (f) fclose(f);
+    th_make_tiny_model(base, TH_TINY_QWEN2_CFG, 11);
+    th_write_sum_prompts(train, 16, 7);
+    th_write_sum_prompts(evalp, 3, 9);
 
-    th_service rw = {0}, ro = {0}, rp = {0};
-    char *av_rw[] = {argv[1], NULL};
-    char *av_ro[] = {argv[2], "--model", base, "--max-seq-len", "1024", NULL};
-    char *av_rp[] = {argv[3], "--model", base, NULL};
-    CHECK(th_spawn(&rw, av_rw) > 0, "reward started");
-    CHECK(th_spawn(&ro, av_ro) > 0, "rollout started");
-    CHECK(th_spawn(&rp, av_rp) > 0, "refpolicy started");
-    char a_rw[64], a_ro[64], a_rp[64];
-    snprintf(a_rw, sizeof a_rw, "127.0.0.1:%d", rw.port);
-    snprintf(a_ro, sizeof a_ro, "127.0.0.1:%d", ro.port);
-    snprintf(a_rp, sizeof a_rp, "127.0.0.1:%d", rp.port);
-    aha_learner_env env = {.rollout = {a_ro}, .n_rollout = 1, .reward = a_rw, .refpolicy = a_rp, .device = "cpu",
-                           .rpc_timeout_ms = 60000};
+    th_services sv;
+    th_services_start(&sv, argv[1], argv[2], argv[3], base, 1024, 0);
+    aha_learner_env env = {.rollout = {sv.rollout_addr}, .n_rollout = 1, .reward = sv.reward_addr,
+                           .refpolicy = sv.refpolicy_addr, .device = "cpu", .rpc_timeout_ms = 60000};
 
     char spec[4096];
     snprintf(spec, sizeof spec,
@@ -143,7 +109,7 @@ int main(int argc, char **argv)
     volatile int ca = 0, cb = 0, cc = 0;
     sink sa = {0}, sb = {0}, sc = {0};
     aha_status st = AHA_OK;
-    if (rw.port && ro.port && rp.port) {
+    if (sv.reward.port && sv.rollout.port && sv.refpolicy.port) {
         st = run(spec, ja, &env, &sa, &ca, &err);
         CHECK(st == AHA_OK, "job a: %s", err.msg);
         CHECK(sa.n == 4 && sa.keys_ok == 4, "4 step records with every metric (%d, %d)", sa.n, sa.keys_ok);
@@ -180,9 +146,7 @@ int main(int argc, char **argv)
         st = run(spec2, jc, &env2, &sc, &cc, &err);
         CHECK(st == AHA_OK && sc.n == 1, "job with a dead worker completes: %s", err.msg);
     }
-    th_stop(&rw);
-    th_stop(&ro);
-    th_stop(&rp);
+    th_services_stop(&sv);
     aha_remove_tree(root, NULL);
     return th_done("runner_grpo");
 }

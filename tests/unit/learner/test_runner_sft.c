@@ -11,18 +11,8 @@
 #include "../../harness.h"
 #include "base/fs.h"
 #include "checkpoint.h"
-#include "io/config.h"
+#include "../../integration/learner_env.h"
 #include "runner.h"
-#include "text/tokenizer.h"
-
-static const char *const specials[] = {"<|endoftext|>", "<think>", "</think>", "<answer>", "</answer>"};
-
-static const char *cfg_json =
-    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 32,"
-    " \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
-    " \"num_key_value_heads\": 2, \"max_position_embeddings\": 1024, \"rms_norm_eps\": 1e-6,"
-    " \"rope_theta\": 10000.0, \"tie_word_embeddings\": true, \"vocab_size\": 261,"
-    " \"eos_token_id\": 256, \"initializer_range\": 0.02}";
 
 typedef struct {
     double loss[32];
@@ -89,21 +79,8 @@ int main(void)
     snprintf(b, sizeof b, "%s/job-b", root);
 
     /* a tiny model with a byte-level tokenizer, and a small corpus */
-    aha_model_config cfg;
-    CHECK(aha_config_parse(cfg_json, strlen(cfg_json), "cfg", &cfg, &err) == AHA_OK, "config: %s", err.msg);
-    aha_backend *be = NULL;
-    aha_model *m = NULL;
-    CHECK(aha_backend_open("cpu", 0, &be, &err) == AHA_OK, "backend: %s", err.msg);
-    CHECK(aha_model_init_random(&cfg, 7, be, NULL, &m, &err) == AHA_OK, "init: %s", err.msg);
-    CHECK(aha_model_save(m, base, AHA_DT_F32, 0, &err) == AHA_OK, "save: %s", err.msg);
-    aha_model_free(m);
-    CHECK(aha_tokenizer_write_bytelevel(base, specials, 5, &err) == AHA_OK, "tokenizer: %s", err.msg);
-    FILE *f = fopen(data, "w");
-    CHECK(f != NULL, "open %s", data);
-    for (int i = 0; f && i < 40; i++)
-        fprintf(f, "{\"prompt\": \"What is %d + %d?\", \"completion\": \"<think> %d + %d = %d. </think> <answer> %d </answer>\"}\n",
-                i, 2 * i + 1, i, 2 * i + 1, 3 * i + 1, 3 * i + 1);
-    if (f) fclose(f);
+    th_make_tiny_model(base, TH_TINY_QWEN2_CFG, 7);
+    CHECK(th_write_sum_sft(data, 40), "open %s", data);
 
     char spec[4096];
     snprintf(spec, sizeof spec,
@@ -168,7 +145,6 @@ int main(void)
     CHECK(st == AHA_EPRECOND && strstr(err.msg, "different job spec"), "other spec refused: %s %s",
           aha_status_name(st), err.msg);
 
-    aha_backend_free(be);
     aha_remove_tree(root, NULL);
     return th_done("learner_runner_sft");
 }
