@@ -84,7 +84,7 @@ trap '"${AHACTL[@]}" down --run-dir "$D/run" >/dev/null 2>&1 || true' EXIT
 echo "== SFT (examples/demo-sft.json): worked answers and guesses"
 spec examples/demo-sft.json "$D/sft.json"
 SFT=$("${AHACTL[@]}" submit "$D/sft.json")
-"${AHACTL[@]}" watch "$SFT"
+"${AHACTL[@]}" watch "$SFT" --every 100
 BASE="$D/jobs/$SFT/$(cat "$D/jobs/$SFT/latest")"
 
 # ---- 2. GRPO from the base ----------------------------------------------------------------

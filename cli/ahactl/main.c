@@ -47,7 +47,8 @@ static void usage(FILE *f)
         "  --token-file FILE    bearer token for the job API (default $AHA_JOB_TOKEN)\n"
         "commands:\n"
         "  submit SPEC.json [--watch]   submit a job; prints its id (then watches it)\n"
-        "  watch JOB [--live]           one line per step with progress and ETA until the job\n"
+        "  watch JOB [--live] [--every N]  one line per step (or every N-th step and the last)\n"
+        "                               with progress and ETA until the job\n"
         "                               ends (--live: skip the history); exit 0 if it succeeded\n"
         "  status JOB [--json]          a job's state, progress, last metrics, stages\n"
         "  list                         every job of the learner\n"
@@ -339,8 +340,20 @@ static void print_job_stages(ctl *c, const char *id)
     protobuf_c_message_free_unpacked(resp, NULL);
 }
 
-/* Follow a job until its watch ends; returns the exit status. */
-static int watch_job(ctl *c, const char *id, int from_start)
+/* The "step" of a metrics record, or -1. */
+static long record_step(const char *json)
+{
+    json_t *r = json_loads(json, 0, NULL);
+    json_t *v = r ? json_object_get(r, "step") : NULL;
+    long step = json_is_integer(v) ? (long)json_integer_value(v) : -1;
+    json_decref(r);
+    return step;
+}
+
+/* Follow a job until its watch ends; returns the exit status. every > 1 prints the metrics
+ * line of every every-th step only, and the last one the job reached (held back until the
+ * job's next state change or the end of the watch), so a 1,200-step SFT is 25 lines. */
+static int watch_job(ctl *c, const char *id, int from_start, long every)
 {
     Aha__V1__WatchJobRequest req = AHA__V1__WATCH_JOB_REQUEST__INIT;
     req.job_id = (char *)id;
@@ -352,6 +365,7 @@ static int watch_job(ctl *c, const char *id, int from_start)
                             &e) != AHA_OK)
         return rpc_fail(c, "watch", o.code, &e);
     char state[32] = "";
+    char held[1024] = ""; /* a step line not printed yet (every > 1) */
     int header = 0;
     aha_status s;
     for (;;) {
@@ -367,9 +381,17 @@ static int watch_job(ctl *c, const char *id, int from_start)
                     printf("%s\n", aha_watch_header());
                     header = 1;
                 }
-                printf("%s\n", line);
+                long step = every > 1 && !strcmp(ev->type, "metrics") ? record_step(ev->json) : -1;
+                if (step > 0 && step % every != 0) {
+                    snprintf(held, sizeof held, "%s", line);
+                } else {
+                    printf("%s\n", line);
+                    if (step > 0) held[0] = 0;
+                }
             }
         } else if (!strcmp(ev->type, "state")) {
+            if (held[0]) printf("%s\n", held);
+            held[0] = 0;
             snprintf(state, sizeof state, "%s", ev->state);
             printf("[state] %s%s%s\n", ev->state, ev->message[0] ? ": " : "", ev->message);
         } else {
@@ -393,6 +415,7 @@ static int watch_job(ctl *c, const char *id, int from_start)
         protobuf_c_message_free_unpacked(m, NULL);
     }
     aha_rpc_stream_free(st);
+    if (held[0]) printf("%s\n", held);
     if (s != AHA_OK) return rpc_fail(c, "watch", o.code, &e);
     if (!is_terminal(state)) {
         fprintf(stderr, "ahactl: watch of %s ended while the job is %s (the learner stopped?)\n",
@@ -406,14 +429,22 @@ static int cmd_watch(ctl *c, int argc, char **argv)
 {
     const char *id = NULL;
     int live = 0;
+    long every = 1;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--live")) live = 1;
-        else if (!id && argv[i][0] != '-') id = argv[i];
+        else if (!strcmp(argv[i], "--every")) {
+            char *end = NULL;
+            const char *v = i + 1 < argc ? argv[++i] : "";
+            errno = 0;
+            every = strtol(v, &end, 10);
+            if (!*v || *end || errno || every < 1 || every > 1000000)
+                return usage_error("watch: --every wants a step count from 1 to 1000000, not '%s'", v);
+        } else if (!id && argv[i][0] != '-') id = argv[i];
         else return usage_error("watch: unexpected argument '%s'", argv[i]);
     }
     if (!id) return usage_error("watch: which job?%s", "");
     if (!connect_learner(c)) return EXIT_USAGE;
-    return watch_job(c, id, !live);
+    return watch_job(c, id, !live, every);
 }
 
 static int cmd_submit(ctl *c, int argc, char **argv)
@@ -458,7 +489,7 @@ static int cmd_submit(ctl *c, int argc, char **argv)
     protobuf_c_message_free_unpacked(resp, NULL);
     printf("%s\n", id);
     fflush(stdout);
-    return watch ? watch_job(c, id, 1) : EXIT_OK;
+    return watch ? watch_job(c, id, 1, 1) : EXIT_OK;
 }
 
 /* The job's records (metrics.jsonl text): from --jobs-dir, or a history-only WatchJob. */

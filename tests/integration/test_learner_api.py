@@ -138,6 +138,19 @@ if MODE == "fake":
     check(any("#" in l and "%" in l for l in step_lines), "progress bar: %r" % step_lines)
     check("eval @ 5" in out, "eval line: %r" % out)
     check("[state] succeeded" in out, "final state: %r" % out)
+    # --every 4 over the same (replayed) job: steps 4 and 6, the last one held back until the
+    # final state, the eval line still shown; a bad count is a usage error naming it
+    rc, out, err = ahactl("watch", job, "--every", "4", server=addr)
+    every_lines = [l for l in out.splitlines() if re.search(r"\b\d+/6\b", l)]
+    check(rc == 0 and len(every_lines) == 2 and "4/6" in every_lines[0] and "6/6" in every_lines[1],
+          "watch --every 4 shows steps 4 and 6: %d %r" % (rc, every_lines))
+    wl = out.splitlines()
+    last = [i for i, l in enumerate(wl) if re.search(r"\b6/6\b", l)]
+    done = [i for i, l in enumerate(wl) if l.startswith("[state] succeeded")]
+    check("eval @ 5" in out and last and done and last[0] < done[0],
+          "watch --every 4 keeps the eval line, the last step before the final state: %r" % out)
+    rc, out, err = ahactl("watch", job, "--every", "0", server=addr)
+    check(rc == 2 and "--every" in err and "'0'" in err, "watch --every 0 is a usage error: %d %r" % (rc, err))
     rc, out, err = ahactl("status", job, server=addr)
     check(rc == 0 and "succeeded" in out and "6/6" in out, "status: %r" % out)
     rc, out, err = ahactl("status", job, "--json", server=addr)
