@@ -32,6 +32,7 @@
 #include "dist/dp.h"
 #include "dist/weightgroup.h"
 #include "model/model.h"
+#include "qwen05.h"
 #include "model/weightpush.h"
 #include "rpc/rpc.h"
 
@@ -110,25 +111,7 @@ static aha_comm *open_comm(int rank, int world, const char *rdv, aha_backend *be
 static aha_model *qwen05(aha_backend *be, bool training)
 {
     aha_model_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.arch = AHA_ARCH_QWEN2;
-    snprintf(cfg.model_type, sizeof cfg.model_type, "qwen2");
-    snprintf(cfg.architecture, sizeof cfg.architecture, "Qwen2ForCausalLM");
-    cfg.vocab_size = 151936;
-    cfg.hidden_size = 896;
-    cfg.intermediate_size = 4864;
-    cfg.num_layers = LAYERS;
-    cfg.num_heads = 14;
-    cfg.num_kv_heads = 2;
-    cfg.head_dim = 64;
-    cfg.max_position_embeddings = 32768;
-    cfg.rope_theta = 1e6;
-    cfg.rms_norm_eps = 1e-6;
-    cfg.tie_word_embeddings = true;
-    cfg.attention_bias = true;
-    cfg.bos_token_id = cfg.pad_token_id = -1;
-    cfg.initializer_range = 0.02f;
-    snprintf(cfg.dtype, sizeof cfg.dtype, "bfloat16");
+    bench_qwen05_config(&cfg, LAYERS);
     if (CPU) {
         cfg.vocab_size = 4096;
         cfg.hidden_size = 128;
