@@ -597,6 +597,25 @@ static void nccl_sleep(void)
 }
 
 /* Wait until the communicator is no longer in progress (non-blocking init / enqueue). */
+/* While waiting on NCCL: an interrupt or a passed deadline aborts the communicator (the
+ * only way to free a rank stuck in a collective) and ends the wait with an error. */
+static aha_status nccl_abort_if_stopped(aha_comm *c, const char *op, const char *what, int64_t deadline,
+                                        aha_err *err)
+{
+    if (atomic_load(&c->interrupted)) {
+        ncclCommAbort(c->nccl);
+        c->nccl = NULL;
+        return aha_errf(err, AHA_EUNAVAILABLE, "%s: %s: interrupted; communicator aborted", c->name, op);
+    }
+    if (left_ms(deadline) == 0) {
+        ncclCommAbort(c->nccl);
+        c->nccl = NULL;
+        return aha_errf(err, AHA_ETIMEOUT, "%s: %s: %s did not finish within %d ms (a rank is dead or hung); "
+                        "communicator aborted", c->name, op, what, c->timeout_ms);
+    }
+    return AHA_OK;
+}
+
 static aha_status nccl_wait_ready(aha_comm *c, const char *op, int64_t deadline, aha_err *err)
 {
     for (;;) {
@@ -611,17 +630,7 @@ static aha_status nccl_wait_ready(aha_comm *c, const char *op, int64_t deadline,
             c->nccl = NULL;
             return AHA_EDEVICE;
         }
-        if (atomic_load(&c->interrupted)) {
-            ncclCommAbort(c->nccl);
-            c->nccl = NULL;
-            return aha_errf(err, AHA_EUNAVAILABLE, "%s: %s: interrupted; communicator aborted", c->name, op);
-        }
-        if (left_ms(deadline) == 0) {
-            ncclCommAbort(c->nccl);
-            c->nccl = NULL;
-            return aha_errf(err, AHA_ETIMEOUT, "%s: %s: NCCL did not finish within %d ms (a rank is dead or hung); "
-                            "communicator aborted", c->name, op, c->timeout_ms);
-        }
+        AHA_TRY(nccl_abort_if_stopped(c, op, "NCCL", deadline, err));
         nccl_sleep();
     }
 }
@@ -644,17 +653,7 @@ static aha_status nccl_wait_stream(aha_comm *c, const char *op, int64_t deadline
             c->nccl = NULL;
             return AHA_EDEVICE;
         }
-        if (atomic_load(&c->interrupted)) {
-            ncclCommAbort(c->nccl);
-            c->nccl = NULL;
-            return aha_errf(err, AHA_EUNAVAILABLE, "%s: %s: interrupted; communicator aborted", c->name, op);
-        }
-        if (left_ms(deadline) == 0) {
-            ncclCommAbort(c->nccl);
-            c->nccl = NULL;
-            return aha_errf(err, AHA_ETIMEOUT, "%s: %s: NCCL collective did not finish within %d ms (a rank is "
-                            "dead or hung); communicator aborted", c->name, op, c->timeout_ms);
-        }
+        AHA_TRY(nccl_abort_if_stopped(c, op, "NCCL collective", deadline, err));
         nccl_sleep();
     }
 }
