@@ -17,8 +17,9 @@ typedef struct {
     int port;
 } th_service;
 
-/* argv: NULL-terminated, argv[0] = the binary; "--listen 127.0.0.1:0" is appended. */
-static inline int th_spawn(th_service *s, char *const *argv)
+/* argv: NULL-terminated, argv[0] = the binary; "--listen LISTEN" is appended (port 0: any
+ * free port). Returns the port the service announced, 0 when it did not within 30 s. */
+static inline int th_spawn_listen(th_service *s, char *const *argv, const char *listen)
 {
     int fd[2];
     s->port = 0;
@@ -29,7 +30,7 @@ static inline int th_spawn(th_service *s, char *const *argv)
     char **av = calloc((size_t)n + 3, sizeof *av);
     for (int i = 0; i < n; i++) av[i] = argv[i];
     av[n] = "--listen";
-    av[n + 1] = "127.0.0.1:0";
+    av[n + 1] = (char *)listen;
     s->pid = fork();
     if (s->pid == 0) {
         dup2(fd[1], 1);
@@ -62,6 +63,12 @@ static inline int th_spawn(th_service *s, char *const *argv)
     }
     close(fd[0]);
     return s->port;
+}
+
+/* th_spawn_listen on any free loopback port. */
+static inline int th_spawn(th_service *s, char *const *argv)
+{
+    return th_spawn_listen(s, argv, "127.0.0.1:0");
 }
 
 /* SIGTERM, wait up to 10 s (then SIGKILL); returns the exit status (128+sig if killed). */

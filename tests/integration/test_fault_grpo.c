@@ -63,50 +63,12 @@ typedef struct {
  * "listening on port N" line). Returns the port, 0 on failure. */
 static int svc_start(svc *s, int port)
 {
-    int fd[2];
-    if (pipe(fd) != 0) return 0;
     char listen[32];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    char *av[16];
-    int n = 0;
-    while (s->argv[n]) {
-        av[n] = s->argv[n];
-        n++;
-    }
-    av[n++] = "--listen";
-    av[n++] = listen;
-    av[n] = NULL;
-    s->pid = fork();
-    if (s->pid == 0) {
-        dup2(fd[1], 1);
-        close(fd[0]);
-        close(fd[1]);
-        execv(av[0], av);
-        _exit(127);
-    }
-    close(fd[1]);
-    s->port = 0;
-    char line[512];
-    size_t len = 0;
-    double end = aha_now_s() + 30;
-    while (aha_now_s() < end && len < sizeof line - 1) {
-        struct pollfd p = {fd[0], POLLIN, 0};
-        if (poll(&p, 1, 100) <= 0) continue;
-        char ch;
-        if (read(fd[0], &ch, 1) != 1) break;
-        if (ch != '\n') {
-            line[len++] = ch;
-            continue;
-        }
-        line[len] = 0;
-        const char *k = strstr(line, "listening on port ");
-        if (k) {
-            s->port = atoi(k + strlen("listening on port "));
-            break;
-        }
-        len = 0;
-    }
-    close(fd[0]);
+    th_service t;
+    th_spawn_listen(&t, s->argv, listen);
+    s->pid = t.pid;
+    s->port = t.port;
     snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
     return s->port;
 }
