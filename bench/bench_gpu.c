@@ -14,10 +14,14 @@
  *   decode attention  the decode step's attention_cached alone (P*G queries, every slot at the
  *                mean context PL + NT/2, cache of PL + NT) for several split-KV counts
  *                (AHA_CUDA_DECODE_SPLIT; "auto" is the backend's own choice).
+ * BENCH_GPU_CAPTURE=decode|ref|train brackets one decode step (the middle one), one reference
+ * micro-batch or one training micro-batch (the second of the timed pass) with
+ * cudaProfilerStart/Stop, for `ncu --profile-from-start off` to time each kernel of it alone.
  * One model instance serves all three phases (bf16 compute weights + fp32 master, gradients
  * and AdamW moments), where the peer holds an fp32 policy and two bf16 copies.
  * Random weights of the Qwen2.5-0.5B shape (or the checkpoint in MODEL_DIR); random prompt ids.
  * Usage: bench_gpu [P G PL NT MB [layers [MODEL_DIR]]] */
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -43,6 +47,18 @@ static double mem_used_gib(void)
     size_t fr = 0, tot = 0;
     if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) return -1;
     return (double)(tot - fr) / (double)(1ull << 30);
+}
+
+/* the capture range of BENCH_GPU_CAPTURE: on when phase matches and on is true, off otherwise */
+static void capture(const char *phase, bool on)
+{
+    const char *want = getenv("BENCH_GPU_CAPTURE");
+    if (!want || strcmp(want, phase)) return;
+    if (on) cudaProfilerStart();
+    else {
+        cudaDeviceSynchronize();
+        cudaProfilerStop();
+    }
 }
 
 static aha_tensor dev_alloc(aha_backend *be, int64_t n, aha_dtype dt, aha_buf **b, float fill)
@@ -169,8 +185,10 @@ int main(int argc, char **argv)
     double t_prefill = aha_now_s() - t;
     for (int i = 0; i < N; i++) tin[i] = seqs[(size_t)i * T + PL - 1];
     for (int s = 0; s < NT; s++) {
+        if (s == NT / 2) capture("decode", true);
         if (aha_model_decode_sample(m, c, N, slots, tin, &sp, 42, rid, tout, lpo, &err) != AHA_OK)
             die("decode", &err);
+        if (s == NT / 2) capture("decode", false);
         for (int i = 0; i < N; i++) {
             seqs[(size_t)i * T + PL + s] = tout[i];
             glp[(size_t)i * NT + s] = lpo[i];
@@ -198,7 +216,9 @@ int main(int argc, char **argv)
         int nb = N - i0 < MB ? N - i0 : MB;
         for (int i = 0; i <= nb; i++) cu[i] = i * T;
         aha_batch b = {seqs + (size_t)i0 * T, cu, nb};
+        if (i0 == MB) capture("ref", true);
         if (aha_model_token_logprobs(m, &b, ref + (size_t)i0 * nlp, NULL, &err) != AHA_OK) die("logprobs", &err);
+        if (i0 == MB) capture("ref", false);
     }
     double t_ref = aha_now_s() - t;
     /* the rollout's logprobs and the recomputed ones should agree (same weights, bf16 both) */
@@ -237,7 +257,9 @@ int main(int argc, char **argv)
                                 .eps_low = 0.2f, .eps_high = 0.2f, .beta = 0.04f, .norm = AHA_GRPO_NORM_SEQ,
                                 .scale = 1.0f / (float)N};
             aha_grpo_stats gs;
+            if (pass == 1 && i0 == MB) capture("train", true);
             if (aha_model_grpo_backward(m, tr, &b, &ga, &gs, NULL, &err) != AHA_OK) die("grpo", &err);
+            if (pass == 1 && i0 == MB) capture("train", false);
             loss += gs.loss;
         }
         if (aha_train_clip(tr, 1.0, &gnorm, &err) != AHA_OK) die("clip", &err);

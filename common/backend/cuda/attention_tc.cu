@@ -476,7 +476,6 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
     bf16 *Vs = Ks + 4 * NK * P;        /* 4 warps x (NK, P) */
     float *Ms = (float *)(Vs + 4 * NK * P); /* (4, 16) per-warp row maxima */
     float *Ls = Ms + 64;                    /* (4, 16) per-warp row sums */
-    float *Os = Ls + 64;                    /* (16, D) merged output */
     __shared__ int last;
     int i = blockIdx.x, g = blockIdx.y, s = blockIdx.z, hg = H / KV;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
@@ -492,7 +491,6 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
             if (r < hg) v = *(const uint4 *)(qrow + r * D + c);
             *(uint4 *)(Qs + r * P + c) = v;
         }
-    for (int e = threadIdx.x; e < 16 * D; e += blockDim.x) Os[e] = 0.0f;
     __syncthreads();
     bf16 *Kw = Ks + warp * NK * P, *Vw = Vs + warp * NK * P;
     float o[D / 8][4];
@@ -569,49 +567,48 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
         Ms[warp * 16 + h1] = m1;
         Ls[warp * 16 + h1] = l1;
     }
-    __syncthreads();
-    /* a warp without keys has max -inf and weight 0 */
-    float M0 = fmaxf(fmaxf(Ms[h0], Ms[16 + h0]), fmaxf(Ms[32 + h0], Ms[48 + h0]));
-    float M1 = fmaxf(fmaxf(Ms[h1], Ms[16 + h1]), fmaxf(Ms[32 + h1], Ms[48 + h1]));
-    float w0 = m0 == -INFINITY ? 0.0f : exp2f(m0 - M0), w1 = m1 == -INFINITY ? 0.0f : exp2f(m1 - M1);
-    if (t0 < t1) {
+    /* Each warp parks its unnormalised output, (16, D) fp32, in its own K tile (which it is
+     * done with: the loop ended on __syncwarp), and the merge below weighs the four. Adding
+     * them into one buffer with shared-memory float atomics (compare-and-swap loops on this
+     * GPU, four warps on the same addresses) cost ~5 us a block: most of the kernel's time. */
+    float *Ow = (float *)Kw;
 #pragma unroll
-        for (int j = 0; j < D / 8; j++)
+    for (int j = 0; j < D / 8; j++)
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                if (h0 < hg) atomicAdd(&Os[h0 * D + j * 8 + 2 * tq + e], w0 * o[j][e]);
-                if (h1 < hg) atomicAdd(&Os[h1 * D + j * 8 + 2 * tq + e], w1 * o[j][2 + e]);
-            }
-    }
+        for (int e = 0; e < 2; e++) {
+            Ow[h0 * D + j * 8 + 2 * tq + e] = o[j][e];
+            Ow[h1 * D + j * 8 + 2 * tq + e] = o[j][2 + e];
+        }
     __syncthreads();
     bf16 *orow = out + ((int64_t)i * H + (int64_t)g * hg) * D;
-    if (nsplit == 1) {
-        for (int e = threadIdx.x; e < hg * D; e += blockDim.x) {
-            int h = e / D;
-            float M = fmaxf(fmaxf(Ms[h], Ms[16 + h]), fmaxf(Ms[32 + h], Ms[48 + h]));
-            float den = 0.0f;
-#pragma unroll
-            for (int w = 0; w < 4; w++)
-                den += Ms[w * 16 + h] == -INFINITY ? 0.0f : exp2f(Ms[w * 16 + h] - M) * Ls[w * 16 + h];
-            orow[e] = __float2bfloat16(den > 0 ? Os[e] / den : 0.0f);
-        }
-        return;
-    }
-    /* part: outputs (n, KV, nsplit, hg, D), then (max, sum) pairs (n, KV, nsplit, hg, 2) */
     int64_t ig = (int64_t)i * KV + g;
+    /* part: outputs (n, KV, nsplit, hg, D), then (max, sum) pairs (n, KV, nsplit, hg, 2) */
     float *po = part + (ig * nsplit + s) * hg * D;
     float *pml = part + (int64_t)n * KV * nsplit * hg * D + (ig * nsplit + s) * hg * 2;
-    for (int e = threadIdx.x; e < hg * D; e += blockDim.x) po[e] = Os[e];
-    if (threadIdx.x < hg) {
-        int h = threadIdx.x;
+    for (int e = threadIdx.x; e < hg * D; e += blockDim.x) {
+        int h = e / D;
         float M = fmaxf(fmaxf(Ms[h], Ms[16 + h]), fmaxf(Ms[32 + h], Ms[48 + h]));
-        float den = 0.0f;
+        float num = 0.0f, den = 0.0f;
+        /* a warp without keys has max -inf and weight 0 */
 #pragma unroll
-        for (int w = 0; w < 4; w++)
-            den += Ms[w * 16 + h] == -INFINITY ? 0.0f : exp2f(Ms[w * 16 + h] - M) * Ls[w * 16 + h];
-        pml[2 * h] = M;
-        pml[2 * h + 1] = den;
+        for (int w = 0; w < 4; w++) {
+            float mw = Ms[w * 16 + h];
+            if (mw == -INFINITY) continue;
+            float a = exp2f(mw - M);
+            num += a * ((const float *)(Ks + w * NK * P))[e];
+            den += a * Ls[w * 16 + h];
+        }
+        if (nsplit == 1) {
+            orow[e] = __float2bfloat16(den > 0 ? num / den : 0.0f);
+        } else {
+            po[e] = num;
+            if (e % D == 0) {
+                pml[2 * h] = M;
+                pml[2 * h + 1] = den;
+            }
+        }
     }
+    if (nsplit == 1) return;
     /* publish the partial before counting in; the last block reads the others' through L2 */
     __threadfence();
     __syncthreads();
@@ -734,7 +731,8 @@ static aha_status cached_tc(aha_backend *be, aha_tensor out, aha_tensor q, aha_t
 {
     constexpr int P = D + 8, NK = 32;
     aha__cu_ctx *c = aha__cu(be);
-    size_t smem = (16 * P + 8 * NK * P) * 2 + (128 + 16 * D) * 4;
+    size_t smem = (16 * P + 8 * NK * P) * 2 + 128 * 4;
+    static_assert(16 * D * 4 <= NK * P * 2, "a warp's output fits its K tile");
     AHA_TRY(tc_smem(k_attn_cached_tc<D>, smem, be, err));
     int ns = cached_splits(c, n, KV, H / KV, D, max_seq);
     dim3 grid(n, KV, ns);

@@ -123,6 +123,10 @@ __device__ __forceinline__ void aha__st(__nv_bfloat16 *p, int64_t i, float v)
 
 typedef __nv_bfloat16 bf16;
 
+/* v as a T would store it (bf16: rounded to nearest even; float: unchanged) */
+template <typename T> __device__ __forceinline__ float aha__rnd(float v) { return v; }
+template <> __device__ __forceinline__ float aha__rnd<bf16>(float v) { return __bfloat162float(__float2bfloat16(v)); }
+
 /* Calls F::template run<T>() with T = float or bf16 according to dt; other dtypes are refused. */
 #define AHA__DISPATCH_FLOAT(dt, T, ...)                  \
     do {                                                 \
