@@ -569,8 +569,8 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
     }
     /* Each warp parks its unnormalised output, (16, D) fp32, in its own K tile (which it is
      * done with: the loop ended on __syncwarp), and the merge below weighs the four. Adding
-     * them into one buffer with shared-memory float atomics (compare-and-swap loops on this
-     * GPU, four warps on the same addresses) cost ~5 us a block: most of the kernel's time. */
+     * them into one buffer with shared-memory float atomics instead (four warps on the same
+     * addresses) made the kernel 22.5 us instead of 15.9 at the decode step's 256 queries. */
     float *Ow = (float *)Kw;
 #pragma unroll
     for (int j = 0; j < D / 8; j++)
