@@ -143,6 +143,53 @@ __device__ __forceinline__ void mma_xb(float (*out)[4], const float (*x)[4], con
     }
 }
 
+/* One online-softmax step over a tile of NT n-tiles of scores (accumulator layout, already
+ * scaled to base 2, masked entries -inf) for this lane's two rows: new row maxima over the
+ * quad, scores replaced by exp2(score - max), running sums l and the output accumulator o
+ * (DT n-tiles) rescaled to the new maxima. A row with nothing visible yet keeps m = -inf and
+ * uses 0 as its reference, so no inf - inf appears. */
+template <int NT, int DT>
+__device__ __forceinline__ void softmax_step(float (*sc)[4], float (*o)[4], float &m0, float &m1, float &l0, float &l1)
+{
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            mx0 = fmaxf(mx0, sc[nt][e]);
+            mx1 = fmaxf(mx1, sc[nt][2 + e]);
+        }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    float u0 = mn0 == -INFINITY ? 0.0f : mn0, u1 = mn1 == -INFINITY ? 0.0f : mn1;
+    float a0 = exp2f(m0 - u0), a1 = exp2f(m1 - u1);
+    m0 = mn0;
+    m1 = mn1;
+    float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float p0 = exp2f(sc[nt][e] - u0), p1 = exp2f(sc[nt][2 + e] - u1);
+            sc[nt][e] = p0;
+            sc[nt][2 + e] = p1;
+            ps0 += p0;
+            ps1 += p1;
+        }
+    l0 = l0 * a0 + ps0;
+    l1 = l1 * a1 + ps1;
+#pragma unroll
+    for (int i = 0; i < DT; i++) {
+        o[i][0] *= a0;
+        o[i][1] *= a0;
+        o[i][2] *= a1;
+        o[i][3] *= a1;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 template <int D>
@@ -188,7 +235,6 @@ __global__ void __launch_bounds__(128) k_attn_fwd_tc(bf16 *out, float *lse, cons
         mma_abt<D, P>(sc, Qw, Kb, lane);
         int k0 = kt * 64;
         bool mask = k0 + 63 > q0 + warp * 16 || k0 + 64 > len;
-        float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < 8; nt++)
 #pragma unroll
@@ -201,40 +247,8 @@ __global__ void __launch_bounds__(128) k_attn_fwd_tc(bf16 *out, float *lse, cons
                 }
                 sc[nt][e] = x0;
                 sc[nt][2 + e] = x1;
-                mx0 = fmaxf(mx0, x0);
-                mx1 = fmaxf(mx1, x1);
             }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        /* a row with nothing visible yet (past the sequence end) keeps m = -inf: use 0 as the
-         * reference so no inf - inf appears */
-        float u0 = mn0 == -INFINITY ? 0.0f : mn0, u1 = mn1 == -INFINITY ? 0.0f : mn1;
-        float a0 = exp2f(m0 - u0), a1 = exp2f(m1 - u1);
-        m0 = mn0;
-        m1 = mn1;
-        float ps0 = 0.0f, ps1 = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                float p0 = exp2f(sc[nt][e] - u0), p1 = exp2f(sc[nt][2 + e] - u1);
-                sc[nt][e] = p0;
-                sc[nt][2 + e] = p1;
-                ps0 += p0;
-                ps1 += p1;
-            }
-        l0 = l0 * a0 + ps0;
-        l1 = l1 * a1 + ps1;
-#pragma unroll
-        for (int i = 0; i < D / 8; i++) {
-            o[i][0] *= a0;
-            o[i][1] *= a0;
-            o[i][2] *= a1;
-            o[i][3] *= a1;
-        }
+        softmax_step<8, D / 8>(sc, o, m0, m1, l0, l1);
         mma_xb<D, P, 64, true>(o, sc, Vb, lane);
         __syncthreads();
     }
@@ -531,47 +545,15 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
         __syncwarp();
         float sc[NK / 8][4];
         mma_abt<D, P, NK>(sc, Qs, Kw, lane);
-        float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < NK / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 bool ok = nt * 8 + 2 * tq + e < valid;
-                float x0 = ok ? sc[nt][e] * sl : -INFINITY, x1 = ok ? sc[nt][2 + e] * sl : -INFINITY;
-                sc[nt][e] = x0;
-                sc[nt][2 + e] = x1;
-                mx0 = fmaxf(mx0, x0);
-                mx1 = fmaxf(mx1, x1);
+                sc[nt][e] = ok ? sc[nt][e] * sl : -INFINITY;
+                sc[nt][2 + e] = ok ? sc[nt][2 + e] * sl : -INFINITY;
             }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        /* key c0 < len is always visible: the new maxima are finite */
-        float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        float a0 = exp2f(m0 - mn0), a1 = exp2f(m1 - mn1);
-        m0 = mn0;
-        m1 = mn1;
-        float ps0 = 0.0f, ps1 = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < NK / 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                float p0 = exp2f(sc[nt][e] - mn0), p1 = exp2f(sc[nt][2 + e] - mn1);
-                sc[nt][e] = p0;
-                sc[nt][2 + e] = p1;
-                ps0 += p0;
-                ps1 += p1;
-            }
-        l0 = l0 * a0 + ps0;
-        l1 = l1 * a1 + ps1;
-#pragma unroll
-        for (int j = 0; j < D / 8; j++) {
-            o[j][0] *= a0;
-            o[j][1] *= a0;
-            o[j][2] *= a1;
-            o[j][3] *= a1;
-        }
+        softmax_step<NK / 8, D / 8>(sc, o, m0, m1, l0, l1);
         mma_xb<D, P, NK, true>(o, sc, Vw, lane);
         __syncwarp(); /* the next tile's copies overwrite Kw, Vw */
         if (t + 4 < t1)
