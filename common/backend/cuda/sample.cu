@@ -243,29 +243,12 @@ __device__ __forceinline__ float pl_ex2(float x)
     return y;
 }
 
-__device__ __forceinline__ void ld8(const bf16 *p, float *o)
-{
-    uint4 u = *(const uint4 *)p;
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 f = __bfloat1622float2(h[i]);
-        o[2 * i] = f.x;
-        o[2 * i + 1] = f.y;
-    }
-}
-__device__ __forceinline__ void ld8(const float *p, float *o)
-{
-    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
-    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
-}
-
 /* chunk c of a row (elements [8c, 8c + 8)); elements past V read as -inf */
 template <typename T>
 __device__ __forceinline__ void pl_load(const T *x, int c, int V, bool vec, float *f)
 {
     if (vec) {
-        ld8(x + (int64_t)c * 8, f);
+        aha__ld8(x + (int64_t)c * 8, f);
         return;
     }
 #pragma unroll
@@ -349,7 +332,7 @@ __global__ void __launch_bounds__(PL_THREADS, 2)
         for (; c + 3 * PL_THREADS < nc; c += 4 * PL_THREADS) {
             float f[4][8];
 #pragma unroll
-            for (int k = 0; k < 4; k++) ld8(x + (int64_t)(c + k * PL_THREADS) * 8, f[k]);
+            for (int k = 0; k < 4; k++) aha__ld8(x + (int64_t)(c + k * PL_THREADS) * 8, f[k]);
 #pragma unroll
             for (int k = 0; k < 4; k++) pl_chunk<MODE>(st, f[k], c + k * PL_THREADS, k2);
         }
