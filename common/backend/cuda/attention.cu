@@ -392,24 +392,6 @@ __global__ void k_kv_store(T *kc, T *vc, const T *k, const T *v, const int32_t *
 #define CA_CHUNK 128
 #define CA_MAXG 16
 
-/* eight consecutive elements as floats (16-byte loads for bf16, two 16-byte loads for f32) */
-__device__ __forceinline__ void load8(const bf16 *p, float *o)
-{
-    uint4 u = *(const uint4 *)p;
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 f = __bfloat1622float2(h[i]);
-        o[2 * i] = f.x;
-        o[2 * i + 1] = f.y;
-    }
-}
-__device__ __forceinline__ void load8(const float *p, float *o)
-{
-    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
-    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
-}
-
 /* block = (query i, kv head g), 4 warps that work independently until the end: warp w takes
  * the 32-key tiles w, w + 4, ... of the slot. Per tile, lane j scores key j against every
  * query head of the group (16-byte loads of its k row; the queries are in shared memory),
@@ -457,7 +439,7 @@ __global__ void __launch_bounds__(128, G <= 8 ? 4 : 1) k_attn_cached(T *out, con
 #pragma unroll
             for (int d = 0; d < D; d += 8) {
                 float kv[8];
-                load8(kr + d, kv);
+                aha__ld8(kr + d, kv);
 #pragma unroll
                 for (int h = 0; h < G; h++)
                     if (h < hg) {
@@ -489,7 +471,7 @@ __global__ void __launch_bounds__(128, G <= 8 ? 4 : 1) k_attn_cached(T *out, con
 #pragma unroll
             for (int kk = 0; kk < HALF; kk++) {
                 int jj = (k2 + kk) * KP + kl;
-                if (jj < nk) load8(vc + ((slot_base + c0 + jj) * KV + g) * D + dl * 8, vv[kk]);
+                if (jj < nk) aha__ld8(vc + ((slot_base + c0 + jj) * KV + g) * D + dl * 8, vv[kk]);
                 else
 #pragma unroll
                     for (int e = 0; e < 8; e++) vv[kk][e] = 0.0f;
