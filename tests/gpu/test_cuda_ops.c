@@ -971,6 +971,13 @@ int main(void)
     t_rope_qk_store(101, 14, 2, 64, 61, 3, BF16, 1);
     t_rope_qk_store(64, 14, 2, 64, 40, 2, FP32, 0);
     t_rope_qk_store(1, 14, 2, 64, 640, 1, BF16, 0);
+    /* the many-token launch (above 4 tokens per SM: 528 on an H200; the ones above take the
+     * few-token launch on any GPU with 125 SMs or more) */
+    t_rope(3001, 14, 64, 1e6f, 32768, BF16, 0);
+    t_rope(2500, 2, 128, 1e6f, 32768, BF16, 1);
+    t_rope(2222, 3, 24, 1e6f, 8, FP32, 0);
+    t_rope_qk_store(2001, 14, 2, 64, 1009, 2, BF16, 0);
+    t_rope_qk_store(1999, 7, 1, 24, 1000, 2, FP32, 1);
     const int l1[] = {1, 37, 64, 65, 200, 130};
     t_attention(l1, 6, 14, 2, 64, BF16);
     t_attention(l1, 6, 14, 2, 64, FP32);

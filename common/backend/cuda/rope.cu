@@ -5,15 +5,17 @@
  * k (N, KV, D) of the same tokens in one launch and, with a KV cache, also writes the rotated
  * k and v (N, KV, D) into kc, vc (slots, max_seq, KV, D) at (slots[t], pos[t]).
  *
- * One kernel serves all three ops: a warp per token. The warp first computes the token's D/2
+ * One kernel serves all three ops: a warp per token. The warp computes the token's D/2
  * (cos, sin) once into its slice of shared memory, then applies them to every head of the
- * token (H + KV heads: 16 at Qwen2.5-0.5B, which the former per-pair kernel made recompute the
- * same angles 16 times; with 64-bit index divisions that kernel ran at ~1/7 of bandwidth).
- * Heads are moved in 16-byte packs of V pairs (x[j..j+V) with x[j+D/2..j+D/2+V)) when D/2 is a
- * multiple of V and every row is 16-byte aligned, else pair by pair; each lane loads up to
- * ROPE_UNROLL packs before it computes the angles or stores anything, so the loads' latency
- * overlaps the angle computation and each other. Wide heads (D/2 > ROPE_CHUNK) are done in
- * chunks of ROPE_CHUNK pairs, so shared memory stays bounded for any even D.
+ * token (H + KV heads: 16 at Qwen2.5-0.5B, whose angles the former per-pair kernel computed
+ * 16 times over, with 64-bit index divisions: 60 us for the 0.5B training forward where this
+ * kernel takes 17). Heads move in 16-byte packs of V pairs (x[j..j+V) with
+ * x[j+D/2..j+D/2+V)) when D/2 is a multiple of V and every row is 16-byte aligned, else pair
+ * by pair. Each lane issues its first packs' loads before it computes the angles, so their
+ * latency overlaps the sincosf; how many packs (1 for many tokens, 4 for a decode step) is
+ * rope_launch's choice. The inverse frequencies are computed once per block. Wide heads
+ * (D/2 > ROPE_CHUNK) go in chunks of ROPE_CHUNK pairs, so shared memory stays bounded for
+ * any even D.
  *
  * Angles and sin/cos in fp32 with the accurate sincosf: positions reach 1e5 radians and the
  * fast intrinsics are wrong there (no --use_fast_math in this build for that reason). The
@@ -24,7 +26,6 @@
 
 #define ROPE_CHUNK 256 /* rotation pairs whose (cos, sin) a warp holds at a time */
 #define ROPE_WARPS 8   /* tokens (warps) per block at most */
-#define ROPE_UNROLL 2  /* packs a lane loads before it stores any */
 
 /* V consecutive elements moved as one load / store (16 bytes when V * sizeof(T) == 16) */
 template <typename T, int V> struct alignas(V * sizeof(T)) rope_pack {
@@ -49,10 +50,9 @@ __device__ __forceinline__ void rope_table(float *cs, float *sn, const float *in
  * and v (N, KV, D) are also stored at kc, vc (slots, max_seq, KV, D) row (slots[t], pos[t]).
  * k may be NULL when KV == 0. sign = 1 rotates forward, -1 backward. ch = min(D/2, ROPE_CHUNK),
  * a multiple of V. Dynamic shared memory: (1 + 2 * warps) * ch floats, the chunk's inverse
- * frequencies (shared by the block) and each warp's (cos, sin) table. U, TABLE_FIRST and MINB
- * are tuning knobs (packs per lane per step; angles before or after the loads are issued;
- * __launch_bounds__ minimum blocks); the ops use the defaults. */
-template <typename T, int V, int U = ROPE_UNROLL, bool TABLE_FIRST = false, int MINB = 1>
+ * frequencies (shared by the block) and each warp's (cos, sin) table. U: packs a lane loads
+ * before it stores any; MINB: __launch_bounds__ minimum blocks per SM (see rope_launch). */
+template <typename T, int V, int U, int MINB>
 __global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
     k_rope(T *q, T *k, const T *v, T *kc, T *vc, const int32_t *slots, const int32_t *pos, int N, int H, int KV,
            int D, int max_seq, float theta, float sign, int ch)
@@ -76,7 +76,6 @@ __global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
             /* the token's (slot, pos) row in the cache, as an element offset */
             int64_t crow = kc ? ((int64_t)slots[tok] * max_seq + p) * KV * D : 0;
             for (int base = 0; base < nit; base += 32 * U) {
-                if (TABLE_FIRST && base == 0) rope_table(cs, sn, inv, cn, p, sign, lane);
                 P a[U], b[U];
                 T *xp[U], *cp[U]; /* rotated row, cache destination */
                 int jr[U];        /* first pair's index in the chunk */
@@ -103,7 +102,7 @@ __global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
                         a[u] = *(const P *)(vr + e);
                     }
                 }
-                if (!TABLE_FIRST && base == 0) rope_table(cs, sn, inv, cn, p, sign, lane);
+                if (base == 0) rope_table(cs, sn, inv, cn, p, sign, lane);
 #pragma unroll
                 for (int u = 0; u < U; u++) {
                     if (xp[u]) {
@@ -131,7 +130,31 @@ __global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
 
 /* Packs of 16 bytes when D/2 is a multiple of the pack and every base pointer is 16-byte
  * aligned (rows are then too: their offsets are multiples of D); pairs one by one otherwise.
- * Few tokens (decode) get small blocks so that they spread over all SMs. */
+ *
+ * Two shapes of launch, chosen by measurement on an H200 (docs/gpu-notes.md, helper rope):
+ * - many tokens (training, reference, prefill of long prompts): occupancy wins. One pack per
+ *   lane per step under a 64-register cap (4 blocks of 8 warps per SM) ran 16.7 us for the
+ *   0.5B forward of 10,240 tokens, against 21.1 us with two packs per lane at ~100 registers
+ *   (2 blocks per SM) and 34.7 us with four.
+ * - few tokens (a decode step: one warp per token cannot fill the SMs anyway): latency wins.
+ *   Four packs per lane issue all of a 0.5B token's q, k and v loads (80 packs) before the
+ *   first wait; with fewer, the v packs wait for the rotation's stores (a second round trip
+ *   to memory). Small blocks spread the few tokens over all SMs. */
+#define ROPE_FEW_TOKENS_PER_SM 4
+
+template <typename T, int V>
+static void rope_go(cudaStream_t st, bool few, unsigned nb, int wpb, size_t sh, T *q, T *k, const T *v, T *kc, T *vc,
+                    const int32_t *slots, const int32_t *pos, int N, int H, int KV, int D, int max_seq, float theta,
+                    float sign, int ch)
+{
+    if (few)
+        k_rope<T, V, 4, 1><<<nb, wpb * 32, sh, st>>>(q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta,
+                                                     sign, ch);
+    else
+        k_rope<T, V, 1, 4><<<nb, wpb * 32, sh, st>>>(q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta,
+                                                     sign, ch);
+}
+
 template <typename T>
 static aha_status rope_launch(aha_backend *be, T *q, T *k, const T *v, T *kc, T *vc, const int32_t *slots,
                               const int32_t *pos, int N, int H, int KV, int D, int max_seq, float theta, float sign,
@@ -142,16 +165,18 @@ static aha_status rope_launch(aha_backend *be, T *q, T *k, const T *v, T *kc, T 
     int half = D / 2, ch = half < ROPE_CHUNK ? half : ROPE_CHUNK;
     uintptr_t al = (uintptr_t)q | (uintptr_t)k | (kc ? (uintptr_t)v | (uintptr_t)kc | (uintptr_t)vc : 0);
     bool packed = half % VW == 0 && al % 16 == 0;
-    int wpb = N / (2 * (c->sm_count > 0 ? c->sm_count : 1));
+    int sms = c->sm_count > 0 ? c->sm_count : 1;
+    bool few = (int64_t)N <= (int64_t)ROPE_FEW_TOKENS_PER_SM * sms;
+    int wpb = N / (2 * sms);
     wpb = wpb < 1 ? 1 : wpb > ROPE_WARPS ? ROPE_WARPS : wpb;
     unsigned nb = aha__blocks(N, wpb, 1 << 20);
     size_t sh = (size_t)(1 + 2 * wpb) * ch * sizeof(float);
     if (packed)
-        k_rope<T, 16 / sizeof(T)><<<nb, wpb * 32, sh, c->stream>>>(q, k, v, kc, vc, slots, pos, N, H, KV, D,
-                                                                   max_seq, theta, sign, ch);
+        rope_go<T, 16 / sizeof(T)>(c->stream, few, nb, wpb, sh, q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq,
+                                   theta, sign, ch);
     else
-        k_rope<T, 1><<<nb, wpb * 32, sh, c->stream>>>(q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta,
-                                                      sign, ch);
+        rope_go<T, 1>(c->stream, few, nb, wpb, sh, q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta, sign,
+                      ch);
     AHA_CU_LAUNCHED();
     return AHA_OK;
 }
