@@ -925,6 +925,190 @@ static void t_sample(void)
     release();
 }
 
+/* ---- the plain path (temperature only, or greedy; no top-k / top-p) at real vocabulary sizes:
+ * k_sample_plain walks the row in a fixed chunk order, so its law is checked where that order
+ * matters: V = 151,936 (~300 elements per thread), V not a multiple of 8, fp32 and bf16. */
+
+/* rows (n, V) of dt on the GPU, each a copy of row (V) */
+static aha_tensor up_copies(const float *row, int n, int V, aha_dtype dt)
+{
+    aha_err err = {0};
+    aha_tensor one = up(gpu, row, V, dt), lg = alloc_t(gpu, (int64_t)n * V, dt);
+    for (int i = 0; i < n; i++)
+        CHECK(gpu->ops->copy(gpu, aha_tensor_at(lg, (int64_t)i * V), one, V, &err) == AHA_OK, "copy: %s", err.msg);
+    return lg;
+}
+
+/* Pearson chi-square of cnt (V, over n draws) against probs; consecutive tokens are merged
+ * into bins expecting >= 10 draws (the last bin takes the remainder). A correct sampler
+ * exceeds df + 6 sqrt(2 df) with probability below ~1e-6. */
+static void chi_square(const char *what, const long *cnt, const float *probs, int V, long n)
+{
+    double stat = 0, e = 0, o = 0;
+    int bins = 0, outside = 0;
+    for (int v = 0; v < V; v++) {
+        if (probs[v] <= 0 && cnt[v] > 0) outside++;
+        e += (double)probs[v] * n;
+        o += (double)cnt[v];
+        if (e >= 10 || v == V - 1) {
+            if (e > 0) stat += (o - e) * (o - e) / e;
+            bins++;
+            e = o = 0;
+        }
+    }
+    double df = bins - 1, lim = df + 6 * sqrt(2 * df);
+    fprintf(stderr, "  %s: chi-square %.1f over %d bins (limit %.1f), %d draws outside\n", what, stat, bins, lim, outside);
+    CHECK(outside == 0, "%s: %d draws of zero-probability tokens", what, outside);
+    CHECK(bins >= 20 && stat <= lim, "%s: chi-square %.1f > %.1f (%d bins)", what, stat, lim, bins);
+}
+
+/* calls x n draws from rows (n, V) that all equal row, with seeds seed, seed + 1, ...: counts per
+ * token, and the worst error of the reported logprob against the raw log-softmax */
+static double gpu_draws(aha_tensor lg, int n, int V, const aha_sampling *sp, uint64_t seed, int calls,
+                        const float *row, long *cnt)
+{
+    aha_err err = {0};
+    aha_tensor gt = alloc_t(gpu, n, AHA_DT_I32), gl = alloc_t(gpu, n, FP32);
+    int32_t *ids = malloc((size_t)n * 4), *tok = malloc((size_t)n * 4);
+    float *lp = malloc((size_t)n * 4);
+    for (int i = 0; i < n; i++) ids[i] = i;
+    aha_tensor gi = up_i32(gpu, ids, n), gp = up_i32(gpu, ids, n);
+    double lse = aha_logsumexp(row, V), worst = 0;
+    for (int c = 0; c < calls; c++) {
+        CHECK(gpu->ops->sample(gpu, gt, gl, lg, gi, gp, n, V, sp->temperature, sp->top_k, sp->top_p, seed + c,
+                               &err) == AHA_OK, "sample: %s", err.msg);
+        CHECK(gpu->ops->to_host(gpu, tok, gt, (size_t)n * 4, &err) == AHA_OK, "%s", err.msg);
+        CHECK(gpu->ops->to_host(gpu, lp, gl, (size_t)n * 4, &err) == AHA_OK, "%s", err.msg);
+        for (int i = 0; i < n; i++) {
+            if (tok[i] < 0 || tok[i] >= V) {
+                CHECK(0, "token %d outside [0, %d)", tok[i], V);
+                break;
+            }
+            cnt[tok[i]]++;
+            worst = fmax(worst, fabs(lp[i] - (row[tok[i]] - lse)));
+        }
+    }
+    free(ids);
+    free(tok);
+    free(lp);
+    return worst;
+}
+
+static void t_sample_plain(void)
+{
+    fprintf(stderr, "== sample, plain path\n");
+    if (!gpu->ops->sample) return;
+    void *work = malloc(aha_sample_work_bytes(151936));
+    float *probs = malloc(151936 * sizeof(float));
+    long *cnt = malloc(151936 * sizeof(long));
+    /* the law: (V, dtype, T, rows per call, calls) */
+    const struct {
+        int V;
+        aha_dtype dt;
+        float T;
+        int n, calls;
+    } laws[] = {{151936, BF16, 1.0f, 256, 80}, {151936, FP32, 0.7f, 256, 40}, {4099, FP32, 1.0f, 2000, 60},
+                {4096, BF16, 1.3f, 2000, 60},  {1001, BF16, 0.7f, 2000, 30}};
+    for (size_t k = 0; k < AHA_ARRAY_LEN(laws); k++) {
+        int V = laws[k].V, n = laws[k].n;
+        float *row = rnd(V, 2.5f, 1.0f);
+        aha_sampling sp = {laws[k].T, 1.0f, 0};
+        aha_tensor lg = up_copies(row, n, V, laws[k].dt);
+        memset(cnt, 0, (size_t)V * sizeof(long));
+        double lperr = gpu_draws(lg, n, V, &sp, 1000 + 17 * k, laws[k].calls, row, cnt);
+        aha_sample_probs(row, V, &sp, work, probs);
+        char what[96];
+        snprintf(what, sizeof what, "V %d %s T %.1f, %d draws", V, laws[k].dt == BF16 ? "bf16" : "fp32", laws[k].T,
+                 n * laws[k].calls);
+        chi_square(what, cnt, probs, V, (long)n * laws[k].calls);
+        CHECK(lperr <= 5e-5, "%s: raw logprob error %.3e", what, lperr);
+        free(row);
+        release();
+    }
+
+    /* same draws whatever the layout: rows at an odd element offset (the scalar fallback) give
+     * the tokens and logprobs of the same rows 16-byte aligned (16-byte loads); a second call
+     * repeats the first bit for bit; the second half of the rows alone draws what it drew in
+     * the full batch */
+    const struct {
+        int V;
+        aha_dtype dt;
+        float T;
+    } lays[] = {{151936, BF16, 1.0f}, {4096, FP32, 0.7f}, {151936, BF16, 0.0f}};
+    for (size_t k = 0; k < AHA_ARRAY_LEN(lays); k++) {
+        int V = lays[k].V, n = 64;
+        float *x = rnd((int64_t)n * V + 1, 2.5f, 0.0f);
+        aha_tensor al = up(gpu, x + 1, (int64_t)n * V, lays[k].dt), mis = aha_tensor_at(up(gpu, x, (int64_t)n * V + 1, lays[k].dt), 1);
+        int32_t *ids = malloc((size_t)n * 4), *pos = malloc((size_t)n * 4), *t[4];
+        float *l[4];
+        for (int i = 0; i < n; i++) {
+            ids[i] = 3 * i + 1;
+            pos[i] = 200 + i;
+        }
+        for (int j = 0; j < 4; j++) {
+            t[j] = malloc((size_t)n * 4);
+            l[j] = malloc((size_t)n * 4);
+        }
+        aha_sampling sp = {lays[k].T, 1.0f, 0};
+        gpu_sample(al, n, V, &sp, 4242, ids, pos, t[0], l[0]);
+        gpu_sample(mis, n, V, &sp, 4242, ids, pos, t[1], l[1]);
+        gpu_sample(al, n, V, &sp, 4242, ids, pos, t[2], l[2]);
+        gpu_sample(aha_tensor_at(mis, (int64_t)(n / 2) * V), n / 2, V, &sp, 4242, ids + n / 2, pos + n / 2, t[3], l[3]);
+        CHECK(!memcmp(t[0], t[1], (size_t)n * 4) && !memcmp(l[0], l[1], (size_t)n * 4),
+              "V %d T %.1f: misaligned rows draw differently", V, lays[k].T);
+        CHECK(!memcmp(t[0], t[2], (size_t)n * 4) && !memcmp(l[0], l[2], (size_t)n * 4),
+              "V %d T %.1f: a repeated call differs", V, lays[k].T);
+        CHECK(!memcmp(t[0] + n / 2, t[3], (size_t)(n / 2) * 4), "V %d T %.1f: draws depend on batching", V,
+              lays[k].T);
+        int distinct = 0;
+        for (int i = 0; i < n; i++) distinct += t[0][i] != aha_argmax(x + 1 + (size_t)i * V, V);
+        if (lays[k].T > 0) CHECK(distinct > 0, "V %d T %.1f: every draw is the argmax", V, lays[k].T);
+        for (int j = 0; j < 4; j++) {
+            free(t[j]);
+            free(l[j]);
+        }
+        free(ids);
+        free(pos);
+        free(x);
+        release();
+    }
+
+    /* greedy with ties: the maximum repeated at 2-4 random places, in different threads' chunks
+     * or the same chunk; the token is the lowest of them (aha_argmax), its logprob the raw one */
+    int V = 151936, n = 32;
+    float *x = rnd((int64_t)n * V, 2.5f, 0.0f);
+    for (int i = 0; i < n; i++) {
+        float *r = x + (size_t)i * V;
+        int ties = 2 + (int)aha_rng_below(&rng, 3), p0 = (int)aha_rng_below(&rng, (uint64_t)V);
+        for (int j = 0; j < ties; j++) {
+            int p = i % 2 ? (p0 / 8) * 8 + (int)aha_rng_below(&rng, 8) : (int)aha_rng_below(&rng, (uint64_t)V);
+            r[p] = 16.0f;
+        }
+    }
+    for (int dt = 0; dt < 2; dt++) {
+        aha_tensor lg = up(gpu, x, (int64_t)n * V, dt ? FP32 : BF16);
+        int32_t *ids = malloc((size_t)n * 4), *tok = malloc((size_t)n * 4);
+        float *lp = malloc((size_t)n * 4);
+        for (int i = 0; i < n; i++) ids[i] = i;
+        aha_sampling greedy = {0.0f, 1.0f, 0};
+        gpu_sample(lg, n, V, &greedy, 1, ids, ids, tok, lp);
+        for (int i = 0; i < n; i++) {
+            const float *r = x + (size_t)i * V;
+            int want = aha_argmax(r, V);
+            CHECK(tok[i] == want, "greedy with ties, row %d: %d, want %d", i, tok[i], want);
+            CHECK(fabs(lp[i] - (r[want] - aha_logsumexp(r, V))) <= 5e-5, "greedy with ties, row %d: logprob", i);
+        }
+        free(ids);
+        free(tok);
+        free(lp);
+        release();
+    }
+    free(x);
+    free(work);
+    free(probs);
+    free(cnt);
+}
+
 int main(void)
 {
     aha_err err = {0};
@@ -997,6 +1181,7 @@ int main(void)
     t_losses(100000);
     t_adamw(3000017);
     t_sample();
+    t_sample_plain();
     aha_backend_free(cpu);
     aha_backend_free(gpu);
     return th_done("cuda_ops");

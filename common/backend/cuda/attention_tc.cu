@@ -463,26 +463,54 @@ __global__ void k_dkv_finish(bf16 *dk, bf16 *dv, const float *dkacc, const float
  * per-head max (base 2), sum and unnormalised output in fp32 to part; the last split to
  * arrive (counter per (i, g), reset by that block) merges them. Splits with no tile (len
  * shorter than the split count) write max -inf and weight 0. */
+/* one warp's 32-key tile of k and v (keys c0 .. c0 + valid - 1 of the slot, kv head g) into
+ * Kw, Vw with cp.async; rows past valid are zero-filled. Lane l copies 16 bytes of rows
+ * l / (D/8) + j * (32 / (D/8)), so the addresses advance by a constant per j. */
+template <int D, int P, int NK>
+__device__ __forceinline__ void cached_tile_async(bf16 *Kw, bf16 *Vw, const bf16 *kc, const bf16 *vc, int64_t row0,
+                                                  int valid, int KV, int lane)
+{
+    constexpr int V8 = D / 8, RS = 32 / V8; /* 16-byte pieces per row, rows per pass */
+    int r = lane / V8, c = (lane % V8) * 8;
+    const int64_t rstride = (int64_t)KV * D;
+#pragma unroll
+    for (int j = 0; j < NK / RS; j++, r += RS) {
+        int64_t off = (row0 + min(r, valid - 1)) * rstride + c;
+        cp16(Kw + r * P + c, kc + off, r < valid);
+        cp16(Vw + r * P + c, vc + off, r < valid);
+    }
+    cp_commit();
+}
+
 template <int D>
 __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc,
                                                         const int32_t *slots, const int32_t *lens, int H, int KV,
-                                                        int max_seq, float scale, int nsplit, float *part,
+                                                        int hg, int max_seq, float scale, int nsplit, float *part,
                                                         int *cnt, int n)
 {
-    constexpr int P = D + 8, NK = 32;
+    constexpr int P = D + 8, NK = 32, OP = D + 8; /* OP: row stride of a parked output */
     extern __shared__ __align__(16) unsigned char smraw[];
     bf16 *Qs = (bf16 *)smraw;          /* (16, P) */
     bf16 *Ks = Qs + 16 * P;            /* 4 warps x (NK, P) */
     bf16 *Vs = Ks + 4 * NK * P;        /* 4 warps x (NK, P) */
     float *Ms = (float *)(Vs + 4 * NK * P); /* (4, 16) per-warp row maxima */
-    float *Ls = Ms + 64;                    /* (4, 16) per-warp row sums */
+    float *Ls = Ms + 64;                    /* (4, 16) per-warp row sums, then merge weights */
     __shared__ int last;
-    int i = blockIdx.x, g = blockIdx.y, s = blockIdx.z, hg = H / KV;
+    __shared__ float den_s[16];
+    int i = blockIdx.x, g = blockIdx.y, s = blockIdx.z;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
     int len = lens[i];
     int64_t base = (int64_t)slots[i] * max_seq;
-    int T = (len + NK - 1) / NK;
-    int t0 = (int)((int64_t)T * s / nsplit), t1 = (int)((int64_t)T * (s + 1) / nsplit);
+    int T = (len + NK - 1) / NK, t0 = 0, t1 = T;
+    if (nsplit > 1) {
+        t0 = T * s / nsplit;
+        t1 = T * (s + 1) / nsplit;
+    }
+    bf16 *Kw = Ks + warp * NK * P, *Vw = Vs + warp * NK * P;
+    /* the first tile's copies go out before q is staged, so the two latencies overlap */
+    int t = t0 + warp;
+    if (t < t1) cached_tile_async<D, P, NK>(Kw, Vw, kc + (int64_t)g * D, vc + (int64_t)g * D, base + t * NK,
+                                            min(NK, len - t * NK), KV, lane);
     const bf16 *qrow = q + ((int64_t)i * H + (int64_t)g * hg) * D;
     if (t0 < t1)
         for (int e = threadIdx.x; e < 16 * (D / 8); e += blockDim.x) {
@@ -492,22 +520,13 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
             *(uint4 *)(Qs + r * P + c) = v;
         }
     __syncthreads();
-    bf16 *Kw = Ks + warp * NK * P, *Vw = Vs + warp * NK * P;
     float o[D / 8][4];
 #pragma unroll
     for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
     const float sl = scale * LOG2E;
-    for (int t = t0 + warp; t < t1; t += 4) {
-        int c0 = t * NK;
-        int valid = min(NK, len - c0);
-        for (int e = lane; e < NK * (D / 8); e += 32) {
-            int r = e / (D / 8), c = (e % (D / 8)) * 8;
-            int64_t row = ((base + c0 + (r < valid ? r : valid - 1)) * KV + g) * (int64_t)D + c;
-            cp16(Kw + r * P + c, kc + row, r < valid);
-            cp16(Vw + r * P + c, vc + row, r < valid);
-        }
-        cp_commit();
+    for (; t < t1; t += 4) {
+        int valid = min(NK, len - t * NK);
         cp_wait<0>();
         __syncwarp();
         float sc[NK / 8][4];
@@ -555,6 +574,9 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
         }
         mma_xb<D, P, NK, true>(o, sc, Vw, lane);
         __syncwarp(); /* the next tile's copies overwrite Kw, Vw */
+        if (t + 4 < t1)
+            cached_tile_async<D, P, NK>(Kw, Vw, kc + (int64_t)g * D, vc + (int64_t)g * D, base + (t + 4) * NK,
+                                        min(NK, len - (t + 4) * NK), KV, lane);
     }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -567,18 +589,32 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
         Ms[warp * 16 + h1] = m1;
         Ls[warp * 16 + h1] = l1;
     }
-    /* Each warp parks its unnormalised output, (16, D) fp32, in its own K tile (which it is
-     * done with: the loop ended on __syncwarp), and the merge below weighs the four. Adding
-     * them into one buffer with shared-memory float atomics instead (four warps on the same
-     * addresses) made the kernel 22.5 us instead of 15.9 at the decode step's 256 queries. */
+    /* Each warp parks its unnormalised output, (16, D) fp32 with rows OP apart (8-byte stores
+     * free of bank conflicts), in its own K tile, which it is done with (the loop ended on
+     * __syncwarp). Adding them into one buffer with shared-memory float atomics instead (four
+     * warps on the same addresses) made the kernel 22.5 us instead of 15.9 at the decode
+     * step's 256 queries. */
     float *Ow = (float *)Kw;
 #pragma unroll
-    for (int j = 0; j < D / 8; j++)
+    for (int j = 0; j < D / 8; j++) {
+        *(float2 *)&Ow[h0 * OP + j * 8 + 2 * tq] = make_float2(o[j][0], o[j][1]);
+        *(float2 *)&Ow[h1 * OP + j * 8 + 2 * tq] = make_float2(o[j][2], o[j][3]);
+    }
+    __syncthreads();
+    /* per (warp, head) merge weights exp2(m_w - M) (0 for a warp without keys), then the
+     * sum of the weighted sums; normalised here unless a split leaves that to the merge */
+    if (threadIdx.x < 16) {
+        int h = threadIdx.x;
+        float M = fmaxf(fmaxf(Ms[h], Ms[16 + h]), fmaxf(Ms[32 + h], Ms[48 + h])), den = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 2; e++) {
-            Ow[h0 * D + j * 8 + 2 * tq + e] = o[j][e];
-            Ow[h1 * D + j * 8 + 2 * tq + e] = o[j][2 + e];
+        for (int w = 0; w < 4; w++) {
+            float a = Ms[w * 16 + h] == -INFINITY ? 0.0f : exp2f(Ms[w * 16 + h] - M);
+            den += a * Ls[w * 16 + h];
+            Ls[w * 16 + h] = a;
         }
+        den_s[h] = den;
+        Ms[h] = M;
+    }
     __syncthreads();
     bf16 *orow = out + ((int64_t)i * H + (int64_t)g * hg) * D;
     int64_t ig = (int64_t)i * KV + g;
@@ -586,25 +622,18 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
     float *po = part + (ig * nsplit + s) * hg * D;
     float *pml = part + (int64_t)n * KV * nsplit * hg * D + (ig * nsplit + s) * hg * 2;
     for (int e = threadIdx.x; e < hg * D; e += blockDim.x) {
-        int h = e / D;
-        float M = fmaxf(fmaxf(Ms[h], Ms[16 + h]), fmaxf(Ms[32 + h], Ms[48 + h]));
-        float num = 0.0f, den = 0.0f;
-        /* a warp without keys has max -inf and weight 0 */
+        int h = e / D, c = e % D;
+        float num = 0.0f;
 #pragma unroll
-        for (int w = 0; w < 4; w++) {
-            float mw = Ms[w * 16 + h];
-            if (mw == -INFINITY) continue;
-            float a = exp2f(mw - M);
-            num += a * ((const float *)(Ks + w * NK * P))[e];
-            den += a * Ls[w * 16 + h];
-        }
+        for (int w = 0; w < 4; w++) num += Ls[w * 16 + h] * ((const float *)(Ks + w * NK * P))[h * OP + c];
         if (nsplit == 1) {
+            float den = den_s[h];
             orow[e] = __float2bfloat16(den > 0 ? num / den : 0.0f);
         } else {
             po[e] = num;
-            if (e % D == 0) {
-                pml[2 * h] = M;
-                pml[2 * h + 1] = den;
+            if (c == 0) {
+                pml[2 * h] = Ms[h];
+                pml[2 * h + 1] = den_s[h];
             }
         }
     }
@@ -732,13 +761,13 @@ static aha_status cached_tc(aha_backend *be, aha_tensor out, aha_tensor q, aha_t
     constexpr int P = D + 8, NK = 32;
     aha__cu_ctx *c = aha__cu(be);
     size_t smem = (16 * P + 8 * NK * P) * 2 + 128 * 4;
-    static_assert(16 * D * 4 <= NK * P * 2, "a warp's output fits its K tile");
+    static_assert(16 * (D + 8) * 4 <= NK * P * 2, "a warp's output fits its K tile");
     AHA_TRY(tc_smem(k_attn_cached_tc<D>, smem, be, err));
     int ns = cached_splits(c, n, KV, H / KV, D, max_seq);
     dim3 grid(n, KV, ns);
     k_attn_cached_tc<D><<<grid, 128, smem, c->stream>>>(
         (bf16 *)out.data, (const bf16 *)q.data, (const bf16 *)kc.data, (const bf16 *)vc.data,
-        (const int32_t *)slots.data, (const int32_t *)lens.data, H, KV, max_seq, 1.0f / sqrtf((float)D), ns,
+        (const int32_t *)slots.data, (const int32_t *)lens.data, H, KV, H / KV, max_seq, 1.0f / sqrtf((float)D), ns,
         c->dec_part, c->dec_cnt, n);
     AHA_CU_LAUNCHED();
     return AHA_OK;

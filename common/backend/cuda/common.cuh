@@ -123,6 +123,39 @@ __device__ __forceinline__ void aha__st(__nv_bfloat16 *p, int64_t i, float v)
 
 typedef __nv_bfloat16 bf16;
 
+/* 8 consecutive elements as floats, and back: one 16-byte access for bf16, two for fp32
+ * (p 16-byte aligned). The element-at-a-time loops move 2-byte words and reach ~60% of the
+ * bandwidth on large tensors. */
+__device__ __forceinline__ void aha__ld8(const bf16 *p, float *o)
+{
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void aha__ld8(const float *p, float *o)
+{
+    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
+    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+}
+__device__ __forceinline__ void aha__st8(bf16 *p, const float *v)
+{
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    *(uint4 *)p = u;
+}
+__device__ __forceinline__ void aha__st8(float *p, const float *v)
+{
+    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+    *(float4 *)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+
 /* v as a T would store it (bf16: rounded to nearest even; float: unchanged) */
 template <typename T> __device__ __forceinline__ float aha__rnd(float v) { return v; }
 template <> __device__ __forceinline__ float aha__rnd<bf16>(float v) { return __bfloat162float(__float2bfloat16(v)); }
@@ -232,6 +265,8 @@ aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, 
                                  int K, int N, bool accumulate, aha_err *err);
 aha_status aha__cu_matmul_bwd_dw(aha_backend *be, aha_tensor dw, aha_tensor dbias, aha_tensor dy,
                                  aha_tensor x, int M, int K, int N, aha_err *err);
+/* db (N, fp32) += the column sums of src (M, N) */
+aha_status aha__cu_colsum(aha_backend *be, aha_tensor db, aha_tensor src, int M, int N, aha_err *err);
 aha_status aha__cu_matmul_batched(aha_backend *be, aha_tensor y, int64_t y_stride, aha_tensor x, aha_tensor w,
                                   int64_t w_stride, aha_tensor bias, int64_t bias_stride, int M, int K, int N, int nb,
                                   aha_err *err);

@@ -5,11 +5,9 @@
  *   dw       dw (N, K) += dy^T . x            (fp32 output, beta = 1)
  * cuBLAS is column-major: a row-major (R, C) matrix is a column-major (C, R) one, so each
  * product is issued transposed (y^T = w . x^T etc.). Inputs BF16 (or F32), fp32 accumulation
- * (CUBLAS_COMPUTE_32F: no TF32 for fp32 inputs). The algorithm chosen by the heuristic is
- * cached per shape, because decode issues hundreds of small products per step. (Timing the
- * heuristic's other candidates once per shape and keeping the fastest was tried: timed on
- * operands warm in L2 it chose algorithms that ran slower in the real flow, e.g. the decode
- * lm_head 110 -> 151 us; docs/gpu-notes.md, call 3.) */
+ * (CUBLAS_COMPUTE_32F: no TF32 for fp32 inputs). The algorithm is chosen once per shape (the
+ * fastest of the heuristic's first candidates, timed after an L2 flush: see tune) and cached,
+ * because decode issues hundreds of small products per step. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +24,73 @@ typedef struct {
     int count;
     int64_t sa, sb, sd, sbias;
 } lt_batch;
+
+/* ---- algorithm choice by timing (AHA_CUDA_GEMM_TUNE=1) ---------------------------------------
+ * cuBLASLt's heuristic ranks algorithms without running them; at the decode step's small
+ * products (M = 256 tokens) its first pick is often a split-K kernel plus a reduction launch.
+ * The first sighting of a shape (never inside a graph recording) times the heuristic's first
+ * TUNE_MAX candidates on the real operands and keeps the fastest: into the real output when
+ * the product overwrites it (beta 0; the call itself writes it again right after), else into
+ * scratch when that output is at most TUNE_FLUSH bytes (larger accumulating products keep the
+ * heuristic's pick). Each timing follows an L2 flush (a TUNE_FLUSH memset): the weights come
+ * from DRAM in the real flow, and timing them warm in L2, back to back, picked algorithms that
+ * ran slower there (docs/gpu-notes.md, call 10 of the second session). Best of three runs each.
+ * Measured on an H200 at the benchmark's workload: training +2.8 %, reference logprobs +3 %,
+ * generation unchanged (its products already had the heuristic's pick as the fastest).
+ * AHA_CUDA_GEMM_TUNE=0 turns it off. */
+#define TUNE_MAX 8
+#define TUNE_FLUSH (64u << 20)
+
+static bool tune_on(void)
+{
+    const char *e = getenv("AHA_CUDA_GEMM_TUNE");
+    return !(e && !strcmp(e, "0"));
+}
+
+static aha_status tune(aha_backend *be, aha__cu_algo_entry *ne, const cublasLtMatmulHeuristicResult_t *heur, int found,
+                       const void *A, const void *B, void *D, float beta_real, size_t dbytes, const void *bias,
+                       aha_err *err)
+{
+    aha__cu_ctx *c = aha__cu(be);
+    if (beta_real != 0.0f && dbytes > TUNE_FLUSH) return AHA_OK;
+    char *scratch = NULL;
+    AHA_TRY(aha__cu_scratch(be, beta_real != 0.0f ? TUNE_FLUSH + dbytes : TUNE_FLUSH, (void **)&scratch, err));
+    if (beta_real != 0.0f) D = scratch + TUNE_FLUSH;
+    float alpha = 1.0f, beta = 0.0f;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    AHA_CU_CHECK(cudaEventCreate(&e0));
+    cudaError_t ce = cudaEventCreate(&e1);
+    if (ce != cudaSuccess) {
+        cudaEventDestroy(e0);
+        return aha__cu_fail(err, "cudaEventCreate", __FILE__, __LINE__, cudaGetErrorString(ce));
+    }
+    if (bias) cublasLtMatmulDescSetAttribute(ne->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    float best = INFINITY;
+    int pick = 0;
+    for (int a = 0; a < found && ce == cudaSuccess; a++) {
+        float t_a = INFINITY;
+        for (int rep = 0; rep < 3 && ce == cudaSuccess; rep++) {
+            cudaMemsetAsync(scratch, rep, TUNE_FLUSH, c->stream);
+            cudaEventRecord(e0, c->stream);
+            cublasStatus_t s = cublasLtMatmul(c->lt, ne->op, &alpha, A, ne->la, B, ne->lb, &beta, D, ne->ld, D, ne->ld,
+                                              &heur[a].algo, c->lt_ws, c->lt_ws_size, c->stream);
+            cudaEventRecord(e1, c->stream);
+            ce = cudaEventSynchronize(e1);
+            float ms = 0;
+            if (s != CUBLAS_STATUS_SUCCESS) break; /* not runnable here: not a candidate */
+            if (ce == cudaSuccess && cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess && ms < t_a) t_a = ms;
+        }
+        if (t_a < best) {
+            best = t_a;
+            pick = a;
+        }
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    if (ce != cudaSuccess) return aha__cu_fail(err, "gemm tuning", __FILE__, __LINE__, cudaGetErrorString(ce));
+    ne->algo = heur[pick].algo;
+    return AHA_OK;
+}
 
 static aha_status lt_matmul(aha_backend *be, bool ta, bool tb, int m, int n, int k, const void *A,
                             aha_dtype adt, int lda, const void *B, aha_dtype bdt, int ldb, float beta,
@@ -53,7 +118,7 @@ static aha_status lt_matmul(aha_backend *be, bool ta, bool tb, int m, int n, int
         memset(&ne, 0, sizeof ne);
         memcpy(ne.key, key, sizeof key);
         cublasLtMatmulPreference_t pref = NULL;
-        cublasLtMatmulHeuristicResult_t heur;
+        cublasLtMatmulHeuristicResult_t heur[TUNE_MAX];
         cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
         cudaDataType_t bias_t = cu_type(biasdt);
@@ -95,14 +160,19 @@ static aha_status lt_matmul(aha_backend *be, bool ta, bool tb, int m, int n, int
         LT(cublasLtMatmulPreferenceCreate(&pref));
         LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_size,
                                                 sizeof c->lt_ws_size));
-        LT(cublasLtMatmulAlgoGetHeuristic(c->lt, ne.op, ne.la, ne.lb, ne.ld, ne.ld, pref, 1, &heur, &found));
+        LT(cublasLtMatmulAlgoGetHeuristic(c->lt, ne.op, ne.la, ne.lb, ne.ld, ne.ld, pref, TUNE_MAX, heur, &found));
         if (found < 1) {
             st = aha_errf(err, AHA_EUNSUPPORTED, "cuBLASLt has no algorithm for %dx%dx%d (%s x %s -> %s)", m, n, k,
                           aha_dtype_name(adt), aha_dtype_name(bdt), aha_dtype_name(ddt));
             goto fail;
         }
 #undef LT
-        ne.algo = heur.algo;
+        ne.algo = heur[0].algo;
+        if (found > 1 && tune_on() && !c->capturing) {
+            size_t dbytes = (size_t)ldd * n * aha_dtype_size(ddt) + (size_t)(bt->count - 1) * bt->sd * aha_dtype_size(ddt);
+            st = tune(be, &ne, heur, found, A, B, D, beta, dbytes, bias, err);
+            if (st != AHA_OK) goto fail;
+        }
         cublasLtMatmulPreferenceDestroy(pref);
         if (c->n_algos == AHA__CU_ALGO_CACHE) {
             /* full: evict the oldest */
@@ -174,12 +244,14 @@ aha_status aha__cu_matmul_bwd_dx(aha_backend *be, aha_tensor dx, aha_tensor dy, 
 
 template <typename T> __global__ void k_colsum(float *db, const T *dy, int M, int N)
 {
-    /* one thread per column, rows split over blockIdx.y; coalesced over columns */
+    /* one thread per column, rows split over blockIdx.y; coalesced over columns; the unrolled
+     * loads are independent, so a thread has several in flight */
     int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= N) return;
     int per = (M + gridDim.y - 1) / gridDim.y;
     int r0 = blockIdx.y * per, r1 = min(M, r0 + per);
     float s = 0;
+#pragma unroll 8
     for (int r = r0; r < r1; r++) s += aha__ld(dy, (int64_t)r * N + col);
     atomicAdd(db + col, s);
 }
@@ -198,12 +270,20 @@ aha_status aha__cu_matmul_bwd_dw(aha_backend *be, aha_tensor dw, aha_tensor dbia
                       AHA_DT_F32, K, NULL, AHA_DT_F32, NULL, err));
     prof_gemm(be, "dw", M, K, N);
     if (!aha_tensor_is_none(dbias)) {
-        dim3 grid((N + 255) / 256, (unsigned)(M < 64 ? 1 : (M + 63) / 64 > 256 ? 256 : (M + 63) / 64));
-        AHA__DISPATCH_FLOAT(dy.dt, T, (k_colsum<T><<<grid, 256, 0, aha__cu(be)->stream>>>(
-            (float *)dbias.data, (const T *)dy.data, M, N)));
-        AHA_CU_LAUNCHED();
+        AHA_TRY(aha__cu_colsum(be, dbias, dy, M, N, err));
         aha__cu_prof_seg(be, "dw bias column sums", 0);
     }
+    return AHA_OK;
+}
+
+aha_status aha__cu_colsum(aha_backend *be, aha_tensor db, aha_tensor src, int M, int N, aha_err *err)
+{
+    /* ~32 rows per thread (64 left 10-12 us per call at 10,240 x 896: too few blocks) */
+    int64_t ys = (M + 31) / 32;
+    dim3 grid((N + 127) / 128, (unsigned)(ys < 1 ? 1 : ys > 1024 ? 1024 : ys));
+    AHA__DISPATCH_FLOAT(src.dt, T, (k_colsum<T><<<grid, 128, 0, aha__cu(be)->stream>>>(
+        (float *)db.data, (const T *)src.data, M, N)));
+    AHA_CU_LAUNCHED();
     return AHA_OK;
 }
 
@@ -297,12 +377,9 @@ aha_status aha__cu_matmul_bwd_dw_batched(aha_backend *be, aha_tensor dw, int64_t
         aha__cu_prof_seg(be, l, 2.0 * nb * M * K * N);
     }
     if (!aha_tensor_is_none(dbias)) {
-        dim3 grid((N + 255) / 256, (unsigned)(M < 64 ? 1 : (M + 63) / 64 > 256 ? 256 : (M + 63) / 64));
-        for (int b = 0; b < nb; b++) {
-            AHA__DISPATCH_FLOAT(dy.dt, T, (k_colsum<T><<<grid, 256, 0, aha__cu(be)->stream>>>(
-                (float *)dbias.data + b * dbias_stride, (const T *)dy.data + b * dy_stride, M, N)));
-            AHA_CU_LAUNCHED();
-        }
+        for (int b = 0; b < nb; b++)
+            AHA_TRY(aha__cu_colsum(be, aha_tensor_at(dbias, b * dbias_stride), aha_tensor_at(dy, b * dy_stride), M, N,
+                                   err));
         aha__cu_prof_seg(be, "dw bias column sums", 0);
     }
     return AHA_OK;

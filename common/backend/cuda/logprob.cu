@@ -15,37 +15,6 @@ __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2
     m = mn;
 }
 
-/* 8 consecutive elements as floats, and back (16-byte accesses for bf16) */
-__device__ __forceinline__ void lp_ld8(const bf16 *p, float *o)
-{
-    uint4 u = *(const uint4 *)p;
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 f = __bfloat1622float2(h[i]);
-        o[2 * i] = f.x;
-        o[2 * i + 1] = f.y;
-    }
-}
-__device__ __forceinline__ void lp_ld8(const float *p, float *o)
-{
-    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
-    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
-}
-__device__ __forceinline__ void lp_st8(bf16 *p, const float *v)
-{
-    uint4 u;
-    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-    *(uint4 *)p = u;
-}
-__device__ __forceinline__ void lp_st8(float *p, const float *v)
-{
-    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
-    *(float4 *)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
-}
-
 #define LP_LOG2E 1.4426950408889634f
 
 /* Rows are read 8 elements at a time when vec (V % 8 == 0 and 16-byte aligned rows); the
@@ -63,7 +32,7 @@ __global__ void __launch_bounds__(LP_THREADS) k_logprob_fwd(float *lp, float *ls
     int v8 = vec ? V / 8 : 0;
     for (int gi = threadIdx.x; gi < v8; gi += blockDim.x) {
         float f[8];
-        lp_ld8(x + (int64_t)gi * 8, f);
+        aha__ld8(x + (int64_t)gi * 8, f);
         float mx = f[0];
 #pragma unroll
         for (int e = 1; e < 8; e++) mx = fmaxf(mx, f[e]);
@@ -119,13 +88,13 @@ __global__ void __launch_bounds__(LP_THREADS) k_logprob_bwd(T *dlogits, const T 
     int v8 = vec ? V / 8 : 0;
     for (int gi = threadIdx.x; gi < v8; gi += blockDim.x) {
         float f[8];
-        lp_ld8(x + (int64_t)gi * 8, f);
+        aha__ld8(x + (int64_t)gi * 8, f);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
             float p = g != 0.0f ? exp2f(fmaf(f[e], LP_LOG2E, -ll)) : 0.0f;
             f[e] = g * ((gi * 8 + e == t ? 1.0f : 0.0f) - p);
         }
-        lp_st8(dx + (int64_t)gi * 8, f);
+        aha__st8(dx + (int64_t)gi * 8, f);
     }
     for (int i = v8 * 8 + threadIdx.x; i < V; i += blockDim.x) {
         float p = g != 0.0f ? exp2f(fmaf(aha__ld(x, i), LP_LOG2E, -ll)) : 0.0f;

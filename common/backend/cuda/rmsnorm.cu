@@ -5,12 +5,16 @@
  * Two shapes of kernel. Hidden-size rows (256 < C <= 8 * 1024) take a block per row, each
  * thread holding RB_EPT columns in registers: all of a row's loads are in flight at once and
  * nothing is read twice. (A warp per row walks 28 dependent steps at C = 896; at the decode
- * step's 256 rows that was 32 blocks on 132 SMs and 22 us per norm, 1 of 2.7 ms a step.) In
- * the backward a thread also keeps its columns' dw partials in registers across the rows of
- * its block and adds them with one atomic per column per block. Short rows (the per-head
- * norms) and very wide ones keep a warp per row; their dw is summed per block in shared memory.
+ * step's 256 rows that was 32 blocks on 132 SMs and 22 us per norm, 1 of 2.7 ms a step.) Rows
+ * of C % 8 == 0 on 16-byte aligned tensors move 16 bytes per access. In the backward a thread
+ * also keeps its columns' dw partials in registers across the rows of its block; each block
+ * writes one row of partials to scratch and a column sum (gemm.cu's) adds them to dw. Short rows
+ * (the per-head norms) and very wide ones keep a warp per row; their dw is summed per block in
+ * shared memory.
  * add_rmsnorm and rmsnorm_fwd of the same row shape reduce in the same order, so the fused op
  * gives exactly add followed by rmsnorm_fwd. */
+#include <initializer_list>
+
 #include "common.cuh"
 
 #define RN_WARPS 8
@@ -74,80 +78,103 @@ static int rows_threads(int C)
     return (C + RB_EPT * 32 - 1) / (RB_EPT * 32) * 32;
 }
 
+/* Whether every row of these tensors can be moved 16 bytes at a time (VEC: thread t holds
+ * columns 8t .. 8t + 7; otherwise columns t, t + blockDim, ...). */
+static bool rows_vec(int C, std::initializer_list<const void *> ptrs)
+{
+    if (C % RB_EPT) return false;
+    for (const void *p : ptrs)
+        if ((uintptr_t)p % 16) return false;
+    return true;
+}
+
+/* a thread's RB_EPT columns of one row: load (0 past C), store (only below C) */
+template <bool VEC, typename T> __device__ __forceinline__ void row_ld(float *v, const T *row, int C)
+{
+    if constexpr (VEC) {
+        int c0 = threadIdx.x * RB_EPT;
+        if (c0 < C) aha__ld8(row + c0, v);
+        else
+#pragma unroll
+            for (int k = 0; k < RB_EPT; k++) v[k] = 0.0f;
+    } else {
+#pragma unroll
+        for (int k = 0; k < RB_EPT; k++) {
+            int c = threadIdx.x + k * blockDim.x;
+            v[k] = c < C ? aha__ld(row, c) : 0.0f;
+        }
+    }
+}
+template <bool VEC, typename T> __device__ __forceinline__ void row_st(T *row, const float *v, int C)
+{
+    if constexpr (VEC) {
+        int c0 = threadIdx.x * RB_EPT;
+        if (c0 < C) aha__st8(row + c0, v);
+    } else {
+#pragma unroll
+        for (int k = 0; k < RB_EPT; k++) {
+            int c = threadIdx.x + k * blockDim.x;
+            if (c < C) aha__st(row, c, v[k]);
+        }
+    }
+}
+
 /* the row-per-block forward: with a (not NULL) y = a + x is formed first and stored rounded */
-template <typename TX, typename TW>
+template <bool VEC, typename TX, typename TW>
 __global__ void k_rmsnorm_rows(TX *y, TX *out, float *rstd, const TX *x, const TX *a, const TW *w, int N, int C,
                                float eps)
 {
     __shared__ float sh[32];
     float wv[RB_EPT];
-#pragma unroll
-    for (int k = 0; k < RB_EPT; k++) {
-        int c = threadIdx.x + k * blockDim.x;
-        wv[k] = c < C ? aha__ld(w, c) : 0.0f;
-    }
+    row_ld<VEC>(wv, w, C);
     for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
         float v[RB_EPT], ss = 0;
+        row_ld<VEC>(v, x + r * C, C);
+        if (a) {
+            float av[RB_EPT];
+            row_ld<VEC>(av, a + r * C, C);
 #pragma unroll
-        for (int k = 0; k < RB_EPT; k++) {
-            int c = threadIdx.x + k * blockDim.x;
-            v[k] = c < C ? aha__ld(x + r * C, c) : 0.0f;
-            if (a && c < C) v[k] = aha__rnd<TX>(v[k] + aha__ld(a + r * C, c));
+            for (int k = 0; k < RB_EPT; k++) v[k] = aha__rnd<TX>(v[k] + av[k]);
+            row_st<VEC>(y + r * C, v, C);
         }
 #pragma unroll
-        for (int k = 0; k < RB_EPT; k++) {
-            int c = threadIdx.x + k * blockDim.x;
-            if (y && c < C) aha__st(y + r * C, c, v[k]);
-            ss += v[k] * v[k];
-        }
+        for (int k = 0; k < RB_EPT; k++) ss += v[k] * v[k];
         float rs = rsqrtf(aha__block_sum(ss, sh) / C + eps);
         if (rstd && threadIdx.x == 0) rstd[r] = rs;
 #pragma unroll
-        for (int k = 0; k < RB_EPT; k++) {
-            int c = threadIdx.x + k * blockDim.x;
-            if (c < C) aha__st(out + r * C, c, v[k] * rs * wv[k]);
-        }
+        for (int k = 0; k < RB_EPT; k++) v[k] *= rs * wv[k];
+        row_st<VEC>(out + r * C, v, C);
     }
 }
 
-template <typename TX, typename TW>
-__global__ void k_rmsnorm_bwd_rows(TX *dx, float *dw, const TX *dout, const TX *x, const TW *w, const float *rstd,
+/* dw partials: this block's sum over its rows, one row of part (gridDim.x, C) per block,
+ * added up afterwards by a column sum (no atomics on the C addresses from every block) */
+template <bool VEC, typename TX, typename TW>
+__global__ void k_rmsnorm_bwd_rows(TX *dx, float *part, const TX *dout, const TX *x, const TW *w, const float *rstd,
                                    int N, int C, int accumulate)
 {
     __shared__ float sh[32];
     float wv[RB_EPT], dwp[RB_EPT];
+    row_ld<VEC>(wv, w, C);
 #pragma unroll
-    for (int k = 0; k < RB_EPT; k++) {
-        int c = threadIdx.x + k * blockDim.x;
-        wv[k] = c < C ? aha__ld(w, c) : 0.0f;
-        dwp[k] = 0;
-    }
+    for (int k = 0; k < RB_EPT; k++) dwp[k] = 0;
     for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
-        float xv[RB_EPT], dv[RB_EPT], dot = 0, rs = rstd[r];
+        float xv[RB_EPT], dv[RB_EPT], g[RB_EPT], dot = 0, rs = rstd[r];
+        row_ld<VEC>(xv, x + r * C, C);
+        row_ld<VEC>(dv, dout + r * C, C);
+        if (accumulate) row_ld<VEC>(g, dx + r * C, C);
 #pragma unroll
-        for (int k = 0; k < RB_EPT; k++) {
-            int c = threadIdx.x + k * blockDim.x;
-            xv[k] = c < C ? aha__ld(x + r * C, c) : 0.0f;
-            dv[k] = c < C ? aha__ld(dout + r * C, c) : 0.0f;
-            dot += xv[k] * wv[k] * dv[k];
-        }
+        for (int k = 0; k < RB_EPT; k++) dot += xv[k] * wv[k] * dv[k];
         float kk = aha__block_sum(dot, sh) * rs * rs * rs / C;
 #pragma unroll
         for (int k = 0; k < RB_EPT; k++) {
-            int c = threadIdx.x + k * blockDim.x;
-            if (c >= C) continue;
-            float g = rs * wv[k] * dv[k] - xv[k] * kk;
-            if (accumulate) g += aha__ld(dx + r * C, c);
-            aha__st(dx + r * C, c, g);
+            float d = rs * wv[k] * dv[k] - xv[k] * kk;
+            g[k] = accumulate ? g[k] + d : d;
             dwp[k] += dv[k] * xv[k] * rs;
         }
+        row_st<VEC>(dx + r * C, g, C);
     }
-    if (dw)
-#pragma unroll
-        for (int k = 0; k < RB_EPT; k++) {
-            int c = threadIdx.x + k * blockDim.x;
-            if (c < C) atomicAdd(dw + c, dwp[k]);
-        }
+    if (part) row_st<VEC>(part + (int64_t)blockIdx.x * C, dwp, C);
 }
 
 /* y = a + b rounded to TX, then the norm of the rounded y: the same values as add followed by
@@ -184,9 +211,13 @@ aha_status aha__cu_add_rmsnorm(aha_backend *be, aha_tensor y, aha_tensor out, ah
     if (N <= 0 || C <= 0) return AHA_OK;
     cudaStream_t st = aha__cu(be)->stream;
     if (int th = rows_threads(C)) {
-        AHA__DISPATCH_FLOAT(y.dt, TX, AHA__DISPATCH_FLOAT(w.dt, TW,
-            (k_rmsnorm_rows<TX, TW><<<aha__blocks(N, 1, 65535), th, 0, st>>>((TX *)y.data, (TX *)out.data,
-                (float *)rstd.data, (const TX *)b.data, (const TX *)a.data, (const TW *)w.data, N, C, eps))));
+        bool vec = rows_vec(C, {y.data, out.data, a.data, b.data, w.data});
+        AHA__DISPATCH_FLOAT(y.dt, TX, AHA__DISPATCH_FLOAT(w.dt, TW, {
+            auto kern = vec ? k_rmsnorm_rows<true, TX, TW> : k_rmsnorm_rows<false, TX, TW>;
+            kern<<<aha__blocks(N, 1, 65535), th, 0, st>>>((TX *)y.data, (TX *)out.data, (float *)rstd.data,
+                                                          (const TX *)b.data, (const TX *)a.data,
+                                                          (const TW *)w.data, N, C, eps);
+        }));
         AHA_CU_LAUNCHED();
         return AHA_OK;
     }
@@ -209,9 +240,12 @@ aha_status aha__cu_rmsnorm_fwd(aha_backend *be, aha_tensor out, aha_tensor rstd,
     if (N <= 0 || C <= 0) return AHA_OK;
     cudaStream_t st = aha__cu(be)->stream;
     if (int th = rows_threads(C)) {
-        AHA__DISPATCH_FLOAT(x.dt, TX, AHA__DISPATCH_FLOAT(w.dt, TW,
-            (k_rmsnorm_rows<TX, TW><<<aha__blocks(N, 1, 65535), th, 0, st>>>(NULL, (TX *)out.data,
-                (float *)rstd.data, (const TX *)x.data, NULL, (const TW *)w.data, N, C, eps))));
+        bool vec = rows_vec(C, {out.data, x.data, w.data});
+        AHA__DISPATCH_FLOAT(x.dt, TX, AHA__DISPATCH_FLOAT(w.dt, TW, {
+            auto kern = vec ? k_rmsnorm_rows<true, TX, TW> : k_rmsnorm_rows<false, TX, TW>;
+            kern<<<aha__blocks(N, 1, 65535), th, 0, st>>>(NULL, (TX *)out.data, (float *)rstd.data,
+                                                          (const TX *)x.data, NULL, (const TW *)w.data, N, C, eps);
+        }));
         AHA_CU_LAUNCHED();
         return AHA_OK;
     }
@@ -237,13 +271,19 @@ aha_status aha__cu_rmsnorm_bwd(aha_backend *be, aha_tensor dx, aha_tensor dw, ah
     if (N <= 0 || C <= 0) return AHA_OK;
     aha__cu_ctx *c = aha__cu(be);
     if (int th = rows_threads(C)) {
-        /* a few blocks per SM, each over many rows, so the per-block dw atomics stay few */
-        unsigned nb = aha__blocks(N, 1, 4 * c->sm_count);
-        AHA__DISPATCH_FLOAT(x.dt, TX, AHA__DISPATCH_FLOAT(w.dt, TW,
-            (k_rmsnorm_bwd_rows<TX, TW><<<nb, th, 0, c->stream>>>((TX *)dx.data, (float *)dw.data,
-                (const TX *)dout.data, (const TX *)x.data, (const TW *)w.data, (const float *)rstd.data, N, C,
-                accumulate ? 1 : 0))));
+        /* enough blocks in flight to hide a row's load-reduce-store latency (4 per SM left it
+         * at 94 us for 10,240 x 896), few enough that the partials stay small */
+        unsigned nb = aha__blocks(N, 1, 8 * c->sm_count);
+        float *part = NULL;
+        if (!aha_tensor_is_none(dw)) AHA_TRY(aha__cu_scratch(be, (size_t)nb * C * sizeof(float), (void **)&part, err));
+        bool vec = rows_vec(C, {dx.data, dout.data, x.data, w.data, part});
+        AHA__DISPATCH_FLOAT(x.dt, TX, AHA__DISPATCH_FLOAT(w.dt, TW, {
+            auto kern = vec ? k_rmsnorm_bwd_rows<true, TX, TW> : k_rmsnorm_bwd_rows<false, TX, TW>;
+            kern<<<nb, th, 0, c->stream>>>((TX *)dx.data, part, (const TX *)dout.data, (const TX *)x.data,
+                                           (const TW *)w.data, (const float *)rstd.data, N, C, accumulate ? 1 : 0);
+        }));
         AHA_CU_LAUNCHED();
+        if (part) AHA_TRY(aha__cu_colsum(be, dw, aha_tensor{part, AHA_DT_F32}, (int)nb, C, err));
         return AHA_OK;
     }
     size_t smem = (size_t)C * sizeof(float);
