@@ -1,5 +1,6 @@
 /* qwen05.h: the Qwen2.5-0.5B shape the GPU benchmarks share (bench_gpu, bench_dist; the peer
- * bench/peer/bench_peer.py builds the same): 494M parameters at 24 layers, vocabulary 151,936,
+ * bench/peer/bench_peer.py builds the same), also tests/gpu/test_cuda_model's cpu-vs-cuda
+ * model: 494M parameters at 24 layers, vocabulary 151,936,
  * tied embeddings, q/k/v biases, bf16, random init, no bos/pad. */
 #ifndef AHA_BENCH_QWEN05_H
 #define AHA_BENCH_QWEN05_H

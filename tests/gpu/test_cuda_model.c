@@ -20,6 +20,7 @@
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "qwen05.h"
 
 static float *load_all(aha_st_file *f, const char *name, int64_t *n)
 {
@@ -49,7 +50,10 @@ static float scalar(aha_st_file *f, const char *name)
 static aha_st_file *open_fixture(const char *dir, const char *file)
 {
     char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path) {
+        fprintf(stderr, "fixture path too long: %s/%s\n", dir, file);
+        exit(1);
+    }
     aha_st_file *f = NULL;
     aha_err err = {0};
     if (aha_st_open(path, &f, &err) != AHA_OK) {
@@ -354,25 +358,8 @@ static void run_cpu_vs_cuda(aha_backend *cpu, aha_backend *gpu)
 {
     fprintf(stderr, "== random Qwen2.5-0.5B-shaped model (2 layers): cpu vs cuda\n");
     aha_model_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.arch = AHA_ARCH_QWEN2;
-    snprintf(cfg.model_type, sizeof cfg.model_type, "qwen2");
-    snprintf(cfg.architecture, sizeof cfg.architecture, "Qwen2ForCausalLM");
-    cfg.vocab_size = 151936;
-    cfg.hidden_size = 896;
-    cfg.intermediate_size = 4864;
-    cfg.num_layers = 2;
-    cfg.num_heads = 14;
-    cfg.num_kv_heads = 2;
-    cfg.head_dim = 64;
-    cfg.max_position_embeddings = 32768;
-    cfg.rope_theta = 1e6;
-    cfg.rms_norm_eps = 1e-6;
-    cfg.tie_word_embeddings = true;
-    cfg.attention_bias = true;
-    cfg.bos_token_id = cfg.pad_token_id = -1;
-    cfg.initializer_range = 0.02f;
-    snprintf(cfg.dtype, sizeof cfg.dtype, "float32");
+    bench_qwen05_config(&cfg, 2);
+    snprintf(cfg.dtype, sizeof cfg.dtype, "float32"); /* the name this test always used; unread by init_random */
     aha_err err = {0};
     aha_model *mc = NULL, *mg = NULL;
     if (aha_model_init_random(&cfg, 5, cpu, NULL, &mc, &err) != AHA_OK ||

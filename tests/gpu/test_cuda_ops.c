@@ -451,42 +451,84 @@ static void t_matmul(int M, int K, int N, bool bias)
     release();
 }
 
-/* the fused rope of q and k + KV-cache store against the unfused GPU ops (same values to the
- * bit) and the CPU's rope_fwd */
-static void t_rope_qk_store(int N, int H, int KV, int D)
+/* a device tensor of n elements starting off elements into its allocation (off 1 makes the
+ * rows 2- or 4-byte aligned only, which sends the 16-byte kernels to their element paths) */
+static aha_tensor up_at(aha_backend *be, const float *h, int64_t n, aha_dtype dt, int off)
 {
-    fprintf(stderr, "== rope_qk_store N %d H %d KV %d D %d\n", N, H, KV, D);
+    aha_err err = {0};
+    aha_tensor t = aha_tensor_at(alloc_t(be, n + off, dt), off);
+    if (dt == AHA_DT_BF16) {
+        uint16_t *b = malloc((size_t)n * 2);
+        for (int64_t i = 0; i < n; i++) b[i] = to_bf16(h[i]);
+        if (be->ops->to_device(be, t, b, (size_t)n * 2, &err) != AHA_OK) die("to_device", &err);
+        free(b);
+    } else if (be->ops->to_device(be, t, h, (size_t)n * aha_dtype_size(dt), &err) != AHA_OK) {
+        die("to_device", &err);
+    }
+    return t;
+}
+
+/* Tolerance of a RoPE output of dtype gdt at positions below pmax. BF16: the bf16 bound. F32:
+ * both sides take cos / sin of the same fp32 angle pos * inv_freq, but inv_freq comes from
+ * CUDA's powf on the GPU and glibc's on the CPU, which may differ by an ulp or two; an ulp of
+ * inv_freq (<= 1) moves the angle by up to pos * 2^-24, so 2 ulp at pmax widen the bound by
+ * pmax * 2^-22 (1e-5 + 1.9e-6 at positions below 8, 7.8e-3 at 32k). */
+static double rope_tol(aha_dtype gdt, int pmax)
+{
+    return gdt == BF16 ? BF : F32 + (double)pmax * ldexp(1.0, -22);
+}
+
+/* the fused rope of q and k + KV-cache store against the unfused GPU ops (same values to the
+ * bit) and the CPU's rope_fwd. Tokens alternate over the cache's slots; positions are distinct
+ * within a slot and reach max_seq - 1 (max_seq 32768 tests the accurate sincosf at ~3e4 rad).
+ * off: element offset of every GPU tensor (1: unaligned rows). */
+static void t_rope_qk_store(int N, int H, int KV, int D, int max_seq, int slots_n, aha_dtype gdt, int off)
+{
+    fprintf(stderr, "== rope_qk_store N %d H %d KV %d D %d max_seq %d %s off %d\n", N, H, KV, D, max_seq,
+            gdt == BF16 ? "bf16" : "f32", off);
     CHECK(gpu->ops->rope_qk_store != NULL, "cuda backend offers rope_qk_store");
     if (!gpu->ops->rope_qk_store) return;
+    AHA_ASSERT((int64_t)N <= (int64_t)slots_n * max_seq);
     int64_t nq = (int64_t)N * H * D, nk = (int64_t)N * KV * D;
-    int slots_n = 5, max_seq = N + 7;
     int64_t nc = (int64_t)slots_n * max_seq * KV * D;
     float *q = rnd(nq, 1.0f, 0.0f), *k = rnd(nk, 1.0f, 0.0f), *v = rnd(nk, 1.0f, 0.0f);
     int32_t *pos = malloc((size_t)N * 4), *slot = malloc((size_t)N * 4);
+    /* 7919 is prime: r -> (r * 7919 + c) mod max_seq is one-to-one over the ranks r < max_seq
+     * of a slot's tokens unless 7919 divides max_seq, so the (slot, pos) pairs are distinct */
+    AHA_ASSERT(max_seq % 7919 != 0);
     for (int i = 0; i < N; i++) {
         slot[i] = i % slots_n;
-        pos[i] = i / slots_n + (i % 3) * 2; /* distinct (slot, pos) pairs */
+        pos[i] = (int32_t)(((int64_t)(i / slots_n) * 7919 + 3 * slot[i]) % max_seq);
     }
+    int pmax = 0;
+    for (int i = 0; i < N; i++) pmax = pos[i] > pmax ? pos[i] : pmax;
     aha_tensor gp = up_i32(gpu, pos, N), gs = up_i32(gpu, slot, N), cp = up_i32(cpu, pos, N);
     aha_tensor cq = up(cpu, q, nq, FP32), ck = up(cpu, k, nk, FP32);
-    aha_tensor uq = up(gpu, q, nq, BF16), uk = up(gpu, k, nk, BF16), uv = up(gpu, v, nk, BF16);
-    aha_tensor fq = up(gpu, q, nq, BF16), fk = up(gpu, k, nk, BF16), fv = up(gpu, v, nk, BF16);
-    float *zero = calloc((size_t)nc, sizeof(float));
-    aha_tensor ukc = up(gpu, zero, nc, BF16), uvc = up(gpu, zero, nc, BF16);
-    aha_tensor fkc = up(gpu, zero, nc, BF16), fvc = up(gpu, zero, nc, BF16);
+    aha_tensor uq = up_at(gpu, q, nq, gdt, off), uk = up_at(gpu, k, nk, gdt, off), uv = up_at(gpu, v, nk, gdt, off);
+    aha_tensor fq = up_at(gpu, q, nq, gdt, off), fk = up_at(gpu, k, nk, gdt, off), fv = up_at(gpu, v, nk, gdt, off);
+    /* the caches start as random values too, so a store to a wrong row shows */
+    float *c0 = rnd(nc, 1.0f, 0.0f);
+    aha_tensor ukc = up_at(gpu, c0, nc, gdt, off), uvc = up_at(gpu, c0, nc, gdt, off);
+    aha_tensor fkc = up_at(gpu, c0, nc, gdt, off), fvc = up_at(gpu, c0, nc, gdt, off);
     OK_BOTH(cpu->ops->rope_fwd(cpu, cq, cp, N, H, D, 1e6f, &e1), gpu->ops->rope_fwd(gpu, uq, gp, N, H, D, 1e6f, &e2));
     OK_BOTH(cpu->ops->rope_fwd(cpu, ck, cp, N, KV, D, 1e6f, &e1),
             gpu->ops->rope_fwd(gpu, uk, gp, N, KV, D, 1e6f, &e2));
     OK_BOTH(AHA_OK, gpu->ops->kv_store(gpu, ukc, uvc, uk, uv, gs, gp, N, KV, D, max_seq, &e2));
     OK_BOTH(AHA_OK, gpu->ops->rope_qk_store(gpu, fq, fk, fv, fkc, fvc, gs, gp, N, H, KV, D, max_seq, 1e6f, &e2));
-    compare_dev("rope_qk_store q", fq, cq, nq, BF);
-    compare_dev("rope_qk_store k", fk, ck, nk, BF);
+    double tol = rope_tol(gdt, pmax + 1);
+    compare_dev("rope_qk_store q", fq, cq, nq, tol);
+    compare_dev("rope_qk_store k", fk, ck, nk, tol);
     float *a = down(gpu, fq, nq), *b = down(gpu, uq, nq);
     CHECK(!memcmp(a, b, (size_t)nq * sizeof(float)), "rope_qk_store q differs from rope_fwd");
     free(a);
     free(b);
     a = down(gpu, fkc, nc), b = down(gpu, ukc, nc);
     CHECK(!memcmp(a, b, (size_t)nc * sizeof(float)), "rope_qk_store k cache differs from rope_fwd + kv_store");
+    /* the rows the tokens own hold k, every other row still its old value */
+    int64_t stored = 0;
+    for (int64_t i = 0; i < nc; i++) stored += a[i] != c0[i];
+    CHECK(stored > 0 && stored <= nk, "rope_qk_store k cache: %lld elements changed, at most %lld owned",
+          (long long)stored, (long long)nk);
     free(a);
     free(b);
     a = down(gpu, fvc, nc), b = down(gpu, uvc, nc);
@@ -494,36 +536,46 @@ static void t_rope_qk_store(int N, int H, int KV, int D)
     free(a);
     free(b);
     /* without a cache: only the rotations */
-    aha_tensor gq2 = up(gpu, q, nq, BF16), gk2 = up(gpu, k, nk, BF16);
+    aha_tensor gq2 = up_at(gpu, q, nq, gdt, off), gk2 = up_at(gpu, k, nk, gdt, off);
     OK_BOTH(AHA_OK, gpu->ops->rope_qk_store(gpu, gq2, gk2, fv, aha_tensor_none(), aha_tensor_none(),
                                             aha_tensor_none(), gp, N, H, KV, D, 0, 1e6f, &e2));
-    compare_dev("rope_qk_store q (no cache)", gq2, cq, nq, BF);
-    compare_dev("rope_qk_store k (no cache)", gk2, ck, nk, BF);
+    compare_dev("rope_qk_store q (no cache)", gq2, cq, nq, tol);
+    compare_dev("rope_qk_store k (no cache)", gk2, ck, nk, tol);
+    a = down(gpu, gq2, nq), b = down(gpu, fq, nq);
+    CHECK(!memcmp(a, b, (size_t)nq * sizeof(float)), "rope_qk_store q without a cache differs from with one");
+    free(a);
+    free(b);
     free(q);
     free(k);
     free(v);
+    free(c0);
     free(pos);
     free(slot);
-    free(zero);
     release();
 }
 
-static void t_rope(int N, int nh, int D, float theta)
+/* rope_fwd and rope_bwd of x (N, nh, D) against the CPU; half the tokens at positions 0, 1,
+ * ... (mod pmax), half at random positions below pmax; gdt / off as in t_rope_qk_store */
+static void t_rope(int N, int nh, int D, float theta, int pmax, aha_dtype gdt, int off)
 {
-    fprintf(stderr, "== rope N %d nh %d D %d theta %g\n", N, nh, D, theta);
+    fprintf(stderr, "== rope N %d nh %d D %d theta %g pos < %d %s off %d\n", N, nh, D, theta, pmax,
+            gdt == BF16 ? "bf16" : "f32", off);
     int64_t n = (int64_t)N * nh * D;
     float *x = rnd(n, 1.0f, 0.0f);
     int32_t *pos = malloc((size_t)N * 4);
-    for (int i = 0; i < N; i++) pos[i] = i < N / 2 ? i : (int32_t)aha_rng_below(&rng, 32768);
+    for (int i = 0; i < N; i++) pos[i] = i < N / 2 ? i % pmax : (int32_t)aha_rng_below(&rng, (uint64_t)pmax);
+    pos[N - 1] = pmax - 1;
     aha_tensor cp = up_i32(cpu, pos, N), gp = up_i32(gpu, pos, N);
-    aha_tensor cx = up(cpu, x, n, FP32), gx = up(gpu, x, n, BF16);
+    aha_tensor cx = up(cpu, x, n, FP32), gx = up_at(gpu, x, n, gdt, off);
+    double tol = rope_tol(gdt, pmax);
     OK_BOTH(cpu->ops->rope_fwd(cpu, cx, cp, N, nh, D, theta, &e1),
             gpu->ops->rope_fwd(gpu, gx, gp, N, nh, D, theta, &e2));
-    compare_dev("rope_fwd", gx, cx, n, BF);
+    compare_dev("rope_fwd", gx, cx, n, tol);
     OK_BOTH(cpu->ops->rope_bwd(cpu, cx, cp, N, nh, D, theta, &e1),
             gpu->ops->rope_bwd(gpu, gx, gp, N, nh, D, theta, &e2));
-    compare_dev("rope_bwd", gx, cx, n, BF);
-    compare("rope_bwd(rope_fwd(x)) = x", gx, x, n, BF);
+    compare_dev("rope_bwd", gx, cx, n, tol);
+    /* the backward is the forward's inverse whatever inv_freq's last bit: fp32 to 1e-5 */
+    compare("rope_bwd(rope_fwd(x)) = x", gx, x, n, gdt == BF16 ? BF : F32);
     free(x);
     free(pos);
     release();
@@ -1086,9 +1138,30 @@ int main(void)
     t_matmul_batched(256, 896, 128, true);
     t_matmul_batched(300, 896, 4864, false);
     t_matmul_batched(77, 96, 40, true);
-    t_rope(500, 14, 64, 1e6f);
-    t_rope(100, 4, 128, 1e4f);
-    t_rope_qk_store(300, 14, 2, 64);
+    t_rope(500, 14, 64, 1e6f, 32768, BF16, 0);
+    t_rope(100, 4, 128, 1e4f, 32768, BF16, 0);
+    t_rope(333, 7, 128, 1e6f, 32768, BF16, 0);  /* odd token count, 7 heads, D 128 */
+    t_rope(257, 1, 64, 1e6f, 32768, BF16, 0);   /* one head */
+    t_rope(37, 3, 24, 1e4f, 4096, BF16, 0);     /* D/2 = 12: no 16-byte packs of bf16 */
+    t_rope(9, 2, 1040, 1e4f, 32768, BF16, 0);   /* D/2 = 520: three chunks of angles */
+    t_rope(301, 14, 64, 1e6f, 32768, BF16, 1);  /* unaligned rows */
+    t_rope(200, 14, 64, 1e6f, 8, FP32, 0);      /* f32 in 16-byte packs, 1e-5 */
+    t_rope(99, 5, 24, 1e6f, 8, FP32, 1);        /* f32 element by element, 1e-5 */
+    t_rope(300, 2, 128, 1e6f, 32768, FP32, 0);  /* f32 at long positions */
+    t_rope_qk_store(300, 14, 2, 64, 307, 5, BF16, 0);
+    t_rope_qk_store(333, 7, 1, 128, 4096, 3, BF16, 0);
+    t_rope_qk_store(301, 14, 2, 64, 32768, 2, BF16, 0);
+    t_rope_qk_store(77, 7, 7, 24, 100, 2, BF16, 0);
+    t_rope_qk_store(101, 14, 2, 64, 61, 3, BF16, 1);
+    t_rope_qk_store(64, 14, 2, 64, 40, 2, FP32, 0);
+    t_rope_qk_store(1, 14, 2, 64, 640, 1, BF16, 0);
+    /* the many-token launch (above 4 tokens per SM: 528 on an H200; the ones above take the
+     * few-token launch on any GPU with 125 SMs or more) */
+    t_rope(3001, 14, 64, 1e6f, 32768, BF16, 0);
+    t_rope(2500, 2, 128, 1e6f, 32768, BF16, 1);
+    t_rope(2222, 3, 24, 1e6f, 8, FP32, 0);
+    t_rope_qk_store(2001, 14, 2, 64, 1009, 2, BF16, 0);
+    t_rope_qk_store(1999, 7, 1, 24, 1000, 2, FP32, 1);
     const int l1[] = {1, 37, 64, 65, 200, 130};
     t_attention(l1, 6, 14, 2, 64, BF16);
     t_attention(l1, 6, 14, 2, 64, FP32);

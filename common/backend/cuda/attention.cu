@@ -40,6 +40,75 @@ __device__ __forceinline__ void load_tile(float *dst, const T *src, int64_t base
     }
 }
 
+/* ---- per-warp pieces of the tiled kernels: a warp owns RPW rows of its tile, and a lane holds
+ * dims lane, lane + 32, ... (DPL = (D + 31) / 32 of them, zero past D) of each row ---- */
+
+__device__ __forceinline__ float dot4(float4 a, float4 b)
+{
+    return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+}
+
+/* The backward's two score products at once, for the warp's RPW rows of Wa and Wb against rows
+ * lane and lane + 32 of La and Lb (all four (rows, P) in shared memory):
+ * sa[r][c] = Wa[r] . La[lane + 32 c] and sb[r][c] = Wb[r] . Lb[lane + 32 c]. */
+template <int D, int P, int RPW>
+__device__ __forceinline__ void dots_2x2(float (&sa)[RPW][2], float (&sb)[RPW][2], const float *Wa, const float *Wb,
+                                         const float *La, const float *Lb, int lane)
+{
+#pragma unroll
+    for (int r = 0; r < RPW; r++) sa[r][0] = sa[r][1] = sb[r][0] = sb[r][1] = 0.0f;
+#pragma unroll 2
+    for (int d = 0; d < D; d += 4) {
+        float4 la0 = *(const float4 *)&La[lane * P + d];
+        float4 la1 = *(const float4 *)&La[(lane + 32) * P + d];
+        float4 lb0 = *(const float4 *)&Lb[lane * P + d];
+        float4 lb1 = *(const float4 *)&Lb[(lane + 32) * P + d];
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            float4 wa = *(const float4 *)&Wa[r * P + d];
+            float4 wb = *(const float4 *)&Wb[r * P + d];
+            sa[r][0] += dot4(wa, la0);
+            sa[r][1] += dot4(wa, la1);
+            sb[r][0] += dot4(wb, lb0);
+            sb[r][1] += dot4(wb, lb1);
+        }
+    }
+}
+
+/* the dims of one fp32 row (shared memory) that this lane owns */
+template <int D>
+__device__ __forceinline__ void row_lanes(float (&x)[(D + 31) / 32], const float *row, int lane)
+{
+#pragma unroll
+    for (int i = 0; i < (D + 31) / 32; i++) x[i] = (lane + 32 * i < D) ? row[lane + 32 * i] : 0.0f;
+}
+
+/* acc[r] += sum_j W[r][j] * X[j] for the warp's RPW rows: W (RPW, N) per-warp weights, X (N, P)
+ * the tile in shared memory */
+template <int D, int P, int RPW, int N>
+__device__ __forceinline__ void acc_rows(float (&acc)[RPW][(D + 31) / 32], const float *W, const float *X, int lane)
+{
+    for (int j = 0; j < N; j++) {
+        float x[(D + 31) / 32];
+        row_lanes<D>(x, X + j * P, lane);
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            float w = W[r * N + j];
+#pragma unroll
+            for (int i = 0; i < (D + 31) / 32; i++) acc[r][i] += w * x[i];
+        }
+    }
+}
+
+/* elements off + d of dst = a[d] * mul for the dims d this lane owns */
+template <int D, typename T>
+__device__ __forceinline__ void store_lanes(T *dst, int64_t off, const float (&a)[(D + 31) / 32], float mul, int lane)
+{
+#pragma unroll
+    for (int i = 0; i < (D + 31) / 32; i++)
+        if (lane + 32 * i < D) aha__st(dst, off + lane + 32 * i, a[i] * mul);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* forward                                                                                     */
 
@@ -88,8 +157,8 @@ __global__ void __launch_bounds__(128) k_attn_fwd(T *out, float *lse, const T *q
 #pragma unroll
             for (int r = 0; r < RPW; r++) {
                 float4 qv = *(const float4 *)&Qs[(warp * RPW + r) * P + d];
-                sc[r][0] += qv.x * ka.x + qv.y * ka.y + qv.z * ka.z + qv.w * ka.w;
-                sc[r][1] += qv.x * kb.x + qv.y * kb.y + qv.z * kb.z + qv.w * kb.w;
+                sc[r][0] += dot4(qv, ka);
+                sc[r][1] += dot4(qv, kb);
             }
         }
 #pragma unroll
@@ -114,17 +183,7 @@ __global__ void __launch_bounds__(128) k_attn_fwd(T *out, float *lse, const T *q
             Pw[r * BK + lane + 32] = p1;
         }
         __syncwarp();
-        for (int j = 0; j < BK; j++) {
-            float vv[DPL];
-#pragma unroll
-            for (int i = 0; i < DPL; i++) vv[i] = (lane + 32 * i < D) ? Vs[j * P + lane + 32 * i] : 0.0f;
-#pragma unroll
-            for (int r = 0; r < RPW; r++) {
-                float p = Pw[r * BK + j];
-#pragma unroll
-                for (int i = 0; i < DPL; i++) o[r][i] += p * vv[i];
-            }
-        }
+        acc_rows<D, P, RPW, BK>(o, Pw, Vs, lane);
         __syncwarp();
     }
 #pragma unroll
@@ -133,9 +192,7 @@ __global__ void __launch_bounds__(128) k_attn_fwd(T *out, float *lse, const T *q
         if (qi >= len) continue;
         int64_t row = (int64_t)start + qi;
         float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-#pragma unroll
-        for (int i = 0; i < DPL; i++)
-            if (lane + 32 * i < D) aha__st(out, (row * H + h) * D + lane + 32 * i, o[r][i] * inv);
+        store_lanes<D>(out, (row * H + h) * D, o[r], inv, lane);
         if (lane == 0) lse[row * H + h] = (m[r] + log2f(l[r])) * LN2;
     }
 }
@@ -196,25 +253,9 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dq(T *dq, const T *dout, const
         load_tile<D, P>(Ks, k, (int64_t)start + k0, BK, kvalid, KV, g, 1.0f);
         load_tile<D, P>(Vs, v, (int64_t)start + k0, BK, kvalid, KV, g, 1.0f);
         __syncthreads();
+        /* lanes over keys: sc = q . k, dp = dout . v */
         float sc[RPW][2], dp[RPW][2];
-#pragma unroll
-        for (int r = 0; r < RPW; r++) sc[r][0] = sc[r][1] = dp[r][0] = dp[r][1] = 0.0f;
-#pragma unroll 2
-        for (int d = 0; d < D; d += 4) {
-            float4 ka = *(const float4 *)&Ks[lane * P + d];
-            float4 kb = *(const float4 *)&Ks[(lane + 32) * P + d];
-            float4 va = *(const float4 *)&Vs[lane * P + d];
-            float4 vb = *(const float4 *)&Vs[(lane + 32) * P + d];
-#pragma unroll
-            for (int r = 0; r < RPW; r++) {
-                float4 qv = *(const float4 *)&Qs[(warp * RPW + r) * P + d];
-                float4 ov = *(const float4 *)&dOs[(warp * RPW + r) * P + d];
-                sc[r][0] += qv.x * ka.x + qv.y * ka.y + qv.z * ka.z + qv.w * ka.w;
-                sc[r][1] += qv.x * kb.x + qv.y * kb.y + qv.z * kb.z + qv.w * kb.w;
-                dp[r][0] += ov.x * va.x + ov.y * va.y + ov.z * va.z + ov.w * va.w;
-                dp[r][1] += ov.x * vb.x + ov.y * vb.y + ov.z * vb.z + ov.w * vb.w;
-            }
-        }
+        dots_2x2<D, P, RPW>(sc, dp, Qs + warp * RPW * P, dOs + warp * RPW * P, Ks, Vs, lane);
 #pragma unroll
         for (int r = 0; r < RPW; r++) {
             int qi = q0 + warp * RPW + r;
@@ -226,17 +267,7 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dq(T *dq, const T *dout, const
             dSw[r * BK + lane + 32] = p1 * (dp[r][1] - dr[r]);
         }
         __syncwarp();
-        for (int j = 0; j < BK; j++) {
-            float kk[DPL];
-#pragma unroll
-            for (int i = 0; i < DPL; i++) kk[i] = (lane + 32 * i < D) ? Ks[j * P + lane + 32 * i] : 0.0f;
-#pragma unroll
-            for (int r = 0; r < RPW; r++) {
-                float ds = dSw[r * BK + j];
-#pragma unroll
-                for (int i = 0; i < DPL; i++) acc[r][i] += ds * kk[i];
-            }
-        }
+        acc_rows<D, P, RPW, BK>(acc, dSw, Ks, lane);
         __syncwarp();
     }
 #pragma unroll
@@ -244,9 +275,7 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dq(T *dq, const T *dout, const
         int qi = q0 + warp * RPW + r;
         if (qi >= len) continue;
         int64_t row = (int64_t)start + qi;
-#pragma unroll
-        for (int i = 0; i < DPL; i++)
-            if (lane + 32 * i < D) aha__st(dq, (row * H + h) * D + lane + 32 * i, acc[r][i] * scale);
+        store_lanes<D>(dq, (row * H + h) * D, acc[r], scale, lane);
     }
 }
 
@@ -296,25 +325,9 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dkv(T *dk, T *dv, const T *dou
                 Ds[i] = Dv[row * H + h];
             }
             __syncthreads();
+            /* lanes over queries: sc = k . q, dp = v . dout */
             float sc[RPW][2], dp[RPW][2];
-#pragma unroll
-            for (int r = 0; r < RPW; r++) sc[r][0] = sc[r][1] = dp[r][0] = dp[r][1] = 0.0f;
-#pragma unroll 2
-            for (int d = 0; d < D; d += 4) {
-                float4 qa = *(const float4 *)&Qs[lane * P + d];
-                float4 qb = *(const float4 *)&Qs[(lane + 32) * P + d];
-                float4 oa = *(const float4 *)&dOs[lane * P + d];
-                float4 ob = *(const float4 *)&dOs[(lane + 32) * P + d];
-#pragma unroll
-                for (int r = 0; r < RPW; r++) {
-                    float4 kv = *(const float4 *)&Ks[(warp * RPW + r) * P + d];
-                    float4 vv = *(const float4 *)&Vs[(warp * RPW + r) * P + d];
-                    sc[r][0] += qa.x * kv.x + qa.y * kv.y + qa.z * kv.z + qa.w * kv.w;
-                    sc[r][1] += qb.x * kv.x + qb.y * kv.y + qb.z * kv.z + qb.w * kv.w;
-                    dp[r][0] += oa.x * vv.x + oa.y * vv.y + oa.z * vv.z + oa.w * vv.w;
-                    dp[r][1] += ob.x * vv.x + ob.y * vv.y + ob.z * vv.z + ob.w * vv.w;
-                }
-            }
+            dots_2x2<D, P, RPW>(sc, dp, Ks + warp * RPW * P, Vs + warp * RPW * P, Qs, dOs, lane);
             int qa_i = q0 + lane, qb_i = q0 + lane + 32;
 #pragma unroll
             for (int r = 0; r < RPW; r++) {
@@ -330,12 +343,8 @@ __global__ void __launch_bounds__(128) k_attn_bwd_dkv(T *dk, T *dv, const T *dou
             __syncwarp();
             for (int j = 0; j < BQ; j++) {
                 float qq[DPL], oo[DPL];
-#pragma unroll
-                for (int i = 0; i < DPL; i++) {
-                    bool in = lane + 32 * i < D;
-                    qq[i] = in ? Qs[j * P + lane + 32 * i] : 0.0f;
-                    oo[i] = in ? dOs[j * P + lane + 32 * i] : 0.0f;
-                }
+                row_lanes<D>(qq, Qs + j * P, lane);
+                row_lanes<D>(oo, dOs + j * P, lane);
 #pragma unroll
                 for (int r = 0; r < RPW; r++) {
                     float p = Pw[r * BQ + j], ds = dSw[r * BQ + j];
@@ -382,24 +391,6 @@ __global__ void k_kv_store(T *kc, T *vc, const T *k, const T *v, const int32_t *
 
 #define CA_CHUNK 128
 #define CA_MAXG 16
-
-/* eight consecutive elements as floats (16-byte loads for bf16, two 16-byte loads for f32) */
-__device__ __forceinline__ void load8(const bf16 *p, float *o)
-{
-    uint4 u = *(const uint4 *)p;
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 f = __bfloat1622float2(h[i]);
-        o[2 * i] = f.x;
-        o[2 * i + 1] = f.y;
-    }
-}
-__device__ __forceinline__ void load8(const float *p, float *o)
-{
-    float4 a = *(const float4 *)p, b = *(const float4 *)(p + 4);
-    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
-}
 
 /* block = (query i, kv head g), 4 warps that work independently until the end: warp w takes
  * the 32-key tiles w, w + 4, ... of the slot. Per tile, lane j scores key j against every
@@ -448,7 +439,7 @@ __global__ void __launch_bounds__(128, G <= 8 ? 4 : 1) k_attn_cached(T *out, con
 #pragma unroll
             for (int d = 0; d < D; d += 8) {
                 float kv[8];
-                load8(kr + d, kv);
+                aha__ld8(kr + d, kv);
 #pragma unroll
                 for (int h = 0; h < G; h++)
                     if (h < hg) {
@@ -480,7 +471,7 @@ __global__ void __launch_bounds__(128, G <= 8 ? 4 : 1) k_attn_cached(T *out, con
 #pragma unroll
             for (int kk = 0; kk < HALF; kk++) {
                 int jj = (k2 + kk) * KP + kl;
-                if (jj < nk) load8(vc + ((slot_base + c0 + jj) * KV + g) * D + dl * 8, vv[kk]);
+                if (jj < nk) aha__ld8(vc + ((slot_base + c0 + jj) * KV + g) * D + dl * 8, vv[kk]);
                 else
 #pragma unroll
                     for (int e = 0; e < 8; e++) vv[kk][e] = 0.0f;

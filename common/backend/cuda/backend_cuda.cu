@@ -134,20 +134,28 @@ static aha_status cu_synchronize(aha_backend *be, aha_err *err)
  * synchronisation, no launch gaps). Ops may add sub-segments (aha__cu_prof_seg: cuBLASLt GEMMs
  * by shape with their TFLOP/s, the attention kernels one by one). The table goes to stderr
  * when the backend is freed. */
+/* Every op of aha_backend_ops, in its declaration order (C++20 designated initializers keep
+ * it): those before the graph entry points, then those after. Both tables below and the
+ * profile's op names come from these lists; graph_begin / graph_end / graph_launch are not ops
+ * and are not timed as ops. */
+#define AHA__CU_OPS_HEAD(X)                                                                       \
+    X(fill) X(copy) X(scale) X(add) X(sumsq) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd)    \
+    X(rmsnorm_bwd) X(matmul) X(matmul_bwd_dx) X(matmul_bwd_dw) X(rope_fwd) X(rope_bwd)           \
+    X(attention_fwd) X(attention_bwd) X(kv_store) X(attention_cached) X(swiglu_fwd)               \
+    X(swiglu_bwd) X(logprob_fwd) X(logprob_bwd) X(grpo_loss) X(sft_loss) X(adamw)                 \
+    X(scatter_rows) X(sample)
+#define AHA__CU_OPS_TAIL(X) \
+    X(add_rmsnorm) X(copy2d) X(rope_qk_store) X(matmul_batched) X(matmul_bwd_dw_batched)
+#define AHA__CU_OPS(X) AHA__CU_OPS_HEAD(X) AHA__CU_OPS_TAIL(X)
+
 enum {
-#define AHA__PROF_ID(name) PROF_##name,
-#define AHA__PROF_OPS(X)                                                                        \
-    X(fill) X(copy) X(scale) X(add) X(sumsq) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd)   \
-    X(rmsnorm_bwd) X(matmul) X(matmul_bwd_dx) X(matmul_bwd_dw) X(rope_fwd) X(rope_bwd)          \
-    X(attention_fwd) X(attention_bwd) X(kv_store) X(attention_cached) X(swiglu_fwd)              \
-    X(swiglu_bwd) X(logprob_fwd) X(logprob_bwd) X(grpo_loss) X(sft_loss) X(adamw)                \
-    X(scatter_rows) X(sample) X(add_rmsnorm) X(copy2d) X(rope_qk_store) X(matmul_batched) X(matmul_bwd_dw_batched)
-    AHA__PROF_OPS(AHA__PROF_ID) PROF_COUNT
+#define AHA__PROF_ID(op) PROF_##op,
+    AHA__CU_OPS(AHA__PROF_ID) PROF_COUNT
 #undef AHA__PROF_ID
 };
 static const char *const prof_names[] = {
-#define AHA__PROF_NAME(name) #name,
-    AHA__PROF_OPS(AHA__PROF_NAME)
+#define AHA__PROF_NAME(op) #op,
+    AHA__CU_OPS(AHA__PROF_NAME)
 #undef AHA__PROF_NAME
 };
 
@@ -454,101 +462,24 @@ static void cu_free(aha_backend *be)
     be->ctx = NULL;
 }
 
-#define PROF(name, fn) prof_wrap<decltype(&fn), &fn, PROF_##name>::call
+/* the one table, with each op either called directly or through its profile wrapper */
+#define CU_OPS_TABLE(OP)                                                                            \
+    {                                                                                               \
+        .name = "cuda", .free = cu_free, .buf_alloc = cu_buf_alloc, .buf_free = cu_buf_free,        \
+        .buf_base = cu_buf_base, .buf_size = cu_buf_size, .to_device = cu_to_device,                \
+        .to_host = cu_to_host, .synchronize = cu_synchronize, AHA__CU_OPS_HEAD(OP)                  \
+        .graph_begin = cu_graph_begin, .graph_end = cu_graph_end, .graph_launch = cu_graph_launch, \
+        AHA__CU_OPS_TAIL(OP)                                                                        \
+    }
+#define CU_OP_PLAIN(op) .op = aha__cu_##op,
+#define CU_OP_PROF(op) .op = prof_wrap<decltype(&aha__cu_##op), &aha__cu_##op, PROF_##op>::call,
 
-static const aha_backend_ops cu_ops_prof = {
-    .name = "cuda",
-    .free = cu_free,
-    .buf_alloc = cu_buf_alloc,
-    .buf_free = cu_buf_free,
-    .buf_base = cu_buf_base,
-    .buf_size = cu_buf_size,
-    .to_device = cu_to_device,
-    .to_host = cu_to_host,
-    .synchronize = cu_synchronize,
-    .fill = PROF(fill, aha__cu_fill),
-    .copy = PROF(copy, aha__cu_copy),
-    .scale = PROF(scale, aha__cu_scale),
-    .add = PROF(add, aha__cu_add),
-    .sumsq = PROF(sumsq, aha__cu_sumsq),
-    .embedding_fwd = PROF(embedding_fwd, aha__cu_embedding_fwd),
-    .embedding_bwd = PROF(embedding_bwd, aha__cu_embedding_bwd),
-    .rmsnorm_fwd = PROF(rmsnorm_fwd, aha__cu_rmsnorm_fwd),
-    .rmsnorm_bwd = PROF(rmsnorm_bwd, aha__cu_rmsnorm_bwd),
-    .matmul = PROF(matmul, aha__cu_matmul),
-    .matmul_bwd_dx = PROF(matmul_bwd_dx, aha__cu_matmul_bwd_dx),
-    .matmul_bwd_dw = PROF(matmul_bwd_dw, aha__cu_matmul_bwd_dw),
-    .rope_fwd = PROF(rope_fwd, aha__cu_rope_fwd),
-    .rope_bwd = PROF(rope_bwd, aha__cu_rope_bwd),
-    .attention_fwd = PROF(attention_fwd, aha__cu_attention_fwd),
-    .attention_bwd = PROF(attention_bwd, aha__cu_attention_bwd),
-    .kv_store = PROF(kv_store, aha__cu_kv_store),
-    .attention_cached = PROF(attention_cached, aha__cu_attention_cached),
-    .swiglu_fwd = PROF(swiglu_fwd, aha__cu_swiglu_fwd),
-    .swiglu_bwd = PROF(swiglu_bwd, aha__cu_swiglu_bwd),
-    .logprob_fwd = PROF(logprob_fwd, aha__cu_logprob_fwd),
-    .logprob_bwd = PROF(logprob_bwd, aha__cu_logprob_bwd),
-    .grpo_loss = PROF(grpo_loss, aha__cu_grpo_loss),
-    .sft_loss = PROF(sft_loss, aha__cu_sft_loss),
-    .adamw = PROF(adamw, aha__cu_adamw),
-    .scatter_rows = PROF(scatter_rows, aha__cu_scatter_rows),
-    .sample = PROF(sample, aha__cu_sample),
-    .graph_begin = cu_graph_begin,
-    .graph_end = cu_graph_end,
-    .graph_launch = cu_graph_launch,
-    .add_rmsnorm = PROF(add_rmsnorm, aha__cu_add_rmsnorm),
-    .copy2d = PROF(copy2d, aha__cu_copy2d),
-    .rope_qk_store = PROF(rope_qk_store, aha__cu_rope_qk_store),
-    .matmul_batched = PROF(matmul_batched, aha__cu_matmul_batched),
-    .matmul_bwd_dw_batched = PROF(matmul_bwd_dw_batched, aha__cu_matmul_bwd_dw_batched),
-};
+static const aha_backend_ops cu_ops_prof = CU_OPS_TABLE(CU_OP_PROF);
+static const aha_backend_ops cu_ops = CU_OPS_TABLE(CU_OP_PLAIN);
 
-static const aha_backend_ops cu_ops = {
-    .name = "cuda",
-    .free = cu_free,
-    .buf_alloc = cu_buf_alloc,
-    .buf_free = cu_buf_free,
-    .buf_base = cu_buf_base,
-    .buf_size = cu_buf_size,
-    .to_device = cu_to_device,
-    .to_host = cu_to_host,
-    .synchronize = cu_synchronize,
-    .fill = aha__cu_fill,
-    .copy = aha__cu_copy,
-    .scale = aha__cu_scale,
-    .add = aha__cu_add,
-    .sumsq = aha__cu_sumsq,
-    .embedding_fwd = aha__cu_embedding_fwd,
-    .embedding_bwd = aha__cu_embedding_bwd,
-    .rmsnorm_fwd = aha__cu_rmsnorm_fwd,
-    .rmsnorm_bwd = aha__cu_rmsnorm_bwd,
-    .matmul = aha__cu_matmul,
-    .matmul_bwd_dx = aha__cu_matmul_bwd_dx,
-    .matmul_bwd_dw = aha__cu_matmul_bwd_dw,
-    .rope_fwd = aha__cu_rope_fwd,
-    .rope_bwd = aha__cu_rope_bwd,
-    .attention_fwd = aha__cu_attention_fwd,
-    .attention_bwd = aha__cu_attention_bwd,
-    .kv_store = aha__cu_kv_store,
-    .attention_cached = aha__cu_attention_cached,
-    .swiglu_fwd = aha__cu_swiglu_fwd,
-    .swiglu_bwd = aha__cu_swiglu_bwd,
-    .logprob_fwd = aha__cu_logprob_fwd,
-    .logprob_bwd = aha__cu_logprob_bwd,
-    .grpo_loss = aha__cu_grpo_loss,
-    .sft_loss = aha__cu_sft_loss,
-    .adamw = aha__cu_adamw,
-    .scatter_rows = aha__cu_scatter_rows,
-    .sample = aha__cu_sample,
-    .graph_begin = cu_graph_begin,
-    .graph_end = cu_graph_end,
-    .graph_launch = cu_graph_launch,
-    .add_rmsnorm = aha__cu_add_rmsnorm,
-    .copy2d = aha__cu_copy2d,
-    .rope_qk_store = aha__cu_rope_qk_store,
-    .matmul_batched = aha__cu_matmul_batched,
-    .matmul_bwd_dw_batched = aha__cu_matmul_bwd_dw_batched,
-};
+#undef CU_OP_PROF
+#undef CU_OP_PLAIN
+#undef CU_OPS_TABLE
 
 static aha_status cu_init(aha__cu_ctx *c, int device, aha_err *err)
 {

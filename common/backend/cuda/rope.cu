@@ -1,66 +1,184 @@
 /* rope.cu: rotary position embedding in the rotate-half form of transformers, in place on
  * x (N, nh, D): for i < D/2, angle = pos * theta^(-2i/D),
  *   (x[i], x[i+D/2]) -> (x[i] cos - x[i+D/2] sin, x[i+D/2] cos + x[i] sin).
- * The backward is the inverse rotation (sin negated). Angles and sin/cos in fp32 with the
- * accurate sincosf (positions reach 1e5 radians; the fast intrinsics are wrong there). The
- * inverse frequency is computed as transformers does: 1 / theta^(2i/D) in fp32. */
+ * The backward is the inverse rotation (sin negated). rope_qk_store rotates q (N, H, D) and
+ * k (N, KV, D) of the same tokens in one launch and, with a KV cache, also writes the rotated
+ * k and v (N, KV, D) into kc, vc (slots, max_seq, KV, D) at (slots[t], pos[t]).
+ *
+ * One kernel serves all three ops: a warp per token. The warp computes the token's D/2
+ * (cos, sin) once into its slice of shared memory, then applies them to every head of the
+ * token (H + KV heads: 16 at Qwen2.5-0.5B, whose angles the former per-pair kernel computed
+ * 16 times over, with 64-bit index divisions: 60 us for the 0.5B training forward where this
+ * kernel takes 17). Heads move in 16-byte packs of V pairs (x[j..j+V) with
+ * x[j+D/2..j+D/2+V)) when D/2 is a multiple of V and every row is 16-byte aligned, else pair
+ * by pair. Each lane issues its first packs' loads before it computes the angles, so their
+ * latency overlaps the sincosf; how many packs (1 for many tokens, 4 for a decode step) is
+ * rope_launch's choice. The inverse frequencies are computed once per block. Wide heads
+ * (D/2 > ROPE_CHUNK) go in chunks of ROPE_CHUNK pairs, so shared memory stays bounded for
+ * any even D.
+ *
+ * Angles and sin/cos in fp32 with the accurate sincosf: positions reach 1e5 radians and the
+ * fast intrinsics are wrong there (no --use_fast_math in this build for that reason). The
+ * inverse frequency is computed as transformers does: 1 / theta^(2i/D) in fp32. The rotation
+ * is written with explicit fmaf so rope_fwd and rope_qk_store give the same bits for the same
+ * inputs whatever the compiler would contract. */
 #include "common.cuh"
 
-template <typename T>
-__global__ void k_rope(T *x, const int32_t *pos, int N, int nh, int D, float theta, float sign)
+#define ROPE_CHUNK 256 /* rotation pairs whose (cos, sin) a warp holds at a time */
+#define ROPE_WARPS 8   /* tokens (warps) per block at most */
+
+/* V consecutive elements moved as one load / store (16 bytes when V * sizeof(T) == 16) */
+template <typename T, int V> struct alignas(V * sizeof(T)) rope_pack {
+    T e[V];
+};
+
+/* the token's (cos, sin) of the chunk's cn pairs into the warp's table: cs, sn (cn) */
+__device__ __forceinline__ void rope_table(float *cs, float *sn, const float *inv, int cn, int p, float sign,
+                                           int lane)
 {
-    int half = D / 2;
-    int64_t total = (int64_t)N * nh * half;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        int j = (int)(i % half);
-        int64_t row = i / half; /* token * nh + head */
-        int64_t tok = row / nh;
-        float inv = 1.0f / powf(theta, (float)(2 * j) / (float)D);
-        float ang = (float)pos[tok] * inv;
+    __syncwarp(); /* the previous chunk's or token's readers are done */
+    for (int j = lane; j < cn; j += 32) {
         float s, c;
-        sincosf(ang, &s, &c);
-        s *= sign;
-        T *xr = x + row * D;
-        float a = aha__ld(xr, j), b = aha__ld(xr, j + half);
-        aha__st(xr, j, a * c - b * s);
-        aha__st(xr, j + half, b * c + a * s);
+        sincosf((float)p * inv[j], &s, &c);
+        cs[j] = c;
+        sn[j] = sign * s;
+    }
+    __syncwarp();
+}
+
+/* q (N, H, D), k (N, KV, D) rotated in place by pos (N); when kc is not NULL, the rotated k
+ * and v (N, KV, D) are also stored at kc, vc (slots, max_seq, KV, D) row (slots[t], pos[t]).
+ * k may be NULL when KV == 0. sign = 1 rotates forward, -1 backward. ch = min(D/2, ROPE_CHUNK),
+ * a multiple of V. Dynamic shared memory: (1 + 2 * warps) * ch floats, the chunk's inverse
+ * frequencies (shared by the block) and each warp's (cos, sin) table. U: packs a lane loads
+ * before it stores any; MINB: __launch_bounds__ minimum blocks per SM (see rope_launch). */
+template <typename T, int V, int U, int MINB>
+__global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
+    k_rope(T *q, T *k, const T *v, T *kc, T *vc, const int32_t *slots, const int32_t *pos, int N, int H, int KV,
+           int D, int max_seq, float theta, float sign, int ch)
+{
+    typedef rope_pack<T, V> P;
+    extern __shared__ float rope_tab[];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, wpb = blockDim.x >> 5;
+    float *inv = rope_tab, *cs = rope_tab + (size_t)(1 + 2 * w) * ch, *sn = cs + ch;
+    int half = D / 2, nh = H + KV, nvp = kc ? KV * D / V : 0; /* v packs per token */
+    for (int j0 = 0; j0 < half; j0 += ch) {
+        int cn = min(ch, half - j0), ip = cn / V; /* pairs and packs per head in the chunk */
+        int nrot = nh * ip, nit = nrot + (j0 == 0 ? nvp : 0);
+        __syncthreads(); /* the previous chunk's readers of inv are done */
+        for (int j = threadIdx.x; j < cn; j += blockDim.x)
+            inv[j] = 1.0f / powf(theta, (float)(2 * (j0 + j)) / (float)D);
+        __syncthreads();
+        for (int64_t tok = (int64_t)blockIdx.x * wpb + w; tok < N; tok += (int64_t)gridDim.x * wpb) {
+            int p = pos[tok];
+            T *qr = q + tok * H * D, *kr = k + tok * KV * D;
+            const T *vr = kc ? v + tok * KV * D : NULL;
+            /* the token's (slot, pos) row in the cache, as an element offset */
+            int64_t crow = kc ? ((int64_t)slots[tok] * max_seq + p) * KV * D : 0;
+            for (int base = 0; base < nit; base += 32 * U) {
+                P a[U], b[U];
+                T *xp[U], *cp[U]; /* rotated row, cache destination */
+                int jr[U];        /* first pair's index in the chunk */
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    int it = base + u * 32 + lane;
+                    xp[u] = cp[u] = NULL;
+                    jr[u] = 0;
+                    if (it < nrot) {
+                        int head = it / ip;
+                        jr[u] = (it - head * ip) * V;
+                        int64_t col = j0 + jr[u];
+                        if (head < H) {
+                            xp[u] = qr + (int64_t)head * D + col;
+                        } else {
+                            xp[u] = kr + (int64_t)(head - H) * D + col;
+                            if (kc) cp[u] = kc + crow + (int64_t)(head - H) * D + col;
+                        }
+                        a[u] = *(const P *)xp[u];
+                        b[u] = *(const P *)(xp[u] + half);
+                    } else if (it < nit) {
+                        int64_t e = (int64_t)(it - nrot) * V;
+                        cp[u] = vc + crow + e;
+                        a[u] = *(const P *)(vr + e);
+                    }
+                }
+                if (base == 0) rope_table(cs, sn, inv, cn, p, sign, lane);
+#pragma unroll
+                for (int u = 0; u < U; u++) {
+                    if (xp[u]) {
+#pragma unroll
+                        for (int e = 0; e < V; e++) {
+                            float x0 = aha__ld(a[u].e, e), x1 = aha__ld(b[u].e, e);
+                            float c = cs[jr[u] + e], s = sn[jr[u] + e];
+                            aha__st(a[u].e, e, fmaf(x0, c, -(x1 * s)));
+                            aha__st(b[u].e, e, fmaf(x1, c, x0 * s));
+                        }
+                        *(P *)xp[u] = a[u];
+                        *(P *)(xp[u] + half) = b[u];
+                        if (cp[u]) {
+                            *(P *)cp[u] = a[u];
+                            *(P *)(cp[u] + half) = b[u];
+                        }
+                    } else if (cp[u]) {
+                        *(P *)cp[u] = a[u];
+                    }
+                }
+            }
+        }
     }
 }
 
-/* index space: the N * (H + KV) * D/2 rotation pairs, then (with a cache) the N * KV * D
- * elements of v; k's rotated pair goes to the cache by the thread that rotated it */
-template <typename T>
-__global__ void k_rope_qk_store(T *q, T *k, const T *v, T *kc, T *vc, const int32_t *slots, const int32_t *pos,
-                                int N, int H, int KV, int D, int max_seq, float theta)
+/* Packs of 16 bytes when D/2 is a multiple of the pack and every base pointer is 16-byte
+ * aligned (rows are then too: their offsets are multiples of D); pairs one by one otherwise.
+ *
+ * Two shapes of launch, chosen by measurement on an H200 (docs/gpu-notes.md, helper rope):
+ * - many tokens (training, reference, prefill of long prompts): occupancy wins. One pack per
+ *   lane per step under a 64-register cap (4 blocks of 8 warps per SM) ran 16.7 us for the
+ *   0.5B forward of 10,240 tokens, against 21.1 us with two packs per lane at ~100 registers
+ *   (2 blocks per SM) and 34.7 us with four.
+ * - few tokens (a decode step: one warp per token cannot fill the SMs anyway): latency wins.
+ *   Four packs per lane issue all of a 0.5B token's q, k and v loads (80 packs) before the
+ *   first wait; with fewer, the v packs wait for the rotation's stores (a second round trip
+ *   to memory). Small blocks spread the few tokens over all SMs. */
+#define ROPE_FEW_TOKENS_PER_SM 4
+
+template <typename T, int V>
+static void rope_go(cudaStream_t st, bool few, unsigned nb, int wpb, size_t sh, T *q, T *k, const T *v, T *kc, T *vc,
+                    const int32_t *slots, const int32_t *pos, int N, int H, int KV, int D, int max_seq, float theta,
+                    float sign, int ch)
 {
-    int half = D / 2, nh = H + KV;
-    int64_t nrot = (int64_t)N * nh * half, nv = kc ? (int64_t)N * KV * D : 0;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nrot + nv;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        if (i >= nrot) {
-            int64_t e = i - nrot, tok = e / ((int64_t)KV * D), r = e % ((int64_t)KV * D);
-            vc[((int64_t)slots[tok] * max_seq + pos[tok]) * KV * D + r] = v[e];
-            continue;
-        }
-        int j = (int)(i % half);
-        int64_t row = i / half; /* token * (H + KV) + head */
-        int64_t tok = row / nh;
-        int head = (int)(row % nh);
-        float inv = 1.0f / powf(theta, (float)(2 * j) / (float)D);
-        float ang = (float)pos[tok] * inv;
-        float s, c;
-        sincosf(ang, &s, &c);
-        T *xr = head < H ? q + (tok * H + head) * D : k + (tok * KV + head - H) * D;
-        float a = aha__ld(xr, j), b = aha__ld(xr, j + half);
-        aha__st(xr, j, a * c - b * s);
-        aha__st(xr, j + half, b * c + a * s);
-        if (head >= H && kc) {
-            T *dst = kc + (((int64_t)slots[tok] * max_seq + pos[tok]) * KV + head - H) * D;
-            dst[j] = xr[j];
-            dst[j + half] = xr[j + half];
-        }
-    }
+    if (few)
+        k_rope<T, V, 4, 1><<<nb, wpb * 32, sh, st>>>(q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta,
+                                                     sign, ch);
+    else
+        k_rope<T, V, 1, 4><<<nb, wpb * 32, sh, st>>>(q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta,
+                                                     sign, ch);
+}
+
+template <typename T>
+static aha_status rope_launch(aha_backend *be, T *q, T *k, const T *v, T *kc, T *vc, const int32_t *slots,
+                              const int32_t *pos, int N, int H, int KV, int D, int max_seq, float theta, float sign,
+                              aha_err *err)
+{
+    aha__cu_ctx *c = aha__cu(be);
+    const int VW = 16 / (int)sizeof(T);
+    int half = D / 2, ch = half < ROPE_CHUNK ? half : ROPE_CHUNK;
+    uintptr_t al = (uintptr_t)q | (uintptr_t)k | (kc ? (uintptr_t)v | (uintptr_t)kc | (uintptr_t)vc : 0);
+    bool packed = half % VW == 0 && al % 16 == 0;
+    int sms = c->sm_count > 0 ? c->sm_count : 1;
+    bool few = (int64_t)N <= (int64_t)ROPE_FEW_TOKENS_PER_SM * sms;
+    int wpb = N / (2 * sms);
+    wpb = wpb < 1 ? 1 : wpb > ROPE_WARPS ? ROPE_WARPS : wpb;
+    unsigned nb = aha__blocks(N, wpb, 1 << 20);
+    size_t sh = (size_t)(1 + 2 * wpb) * ch * sizeof(float);
+    if (packed)
+        rope_go<T, 16 / sizeof(T)>(c->stream, few, nb, wpb, sh, q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq,
+                                   theta, sign, ch);
+    else
+        rope_go<T, 1>(c->stream, few, nb, wpb, sh, q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta, sign,
+                      ch);
+    AHA_CU_LAUNCHED();
+    return AHA_OK;
 }
 
 aha_status aha__cu_rope_qk_store(aha_backend *be, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
@@ -74,15 +192,13 @@ aha_status aha__cu_rope_qk_store(aha_backend *be, aha_tensor q, aha_tensor k, ah
         return aha__cu_bad_dtype(err, "rope_qk_store", "kc/vc/slots", kc.dt);
     if (pos.dt != AHA_DT_I32) return aha__cu_bad_dtype(err, "rope_qk_store", "pos", pos.dt);
     if (D % 2) return aha_errf(err, AHA_EINVAL, "cuda rope_qk_store: head dim %d is odd", D);
-    if (N <= 0 || D <= 0) return AHA_OK;
-    int64_t total = (int64_t)N * (H + KV) * (D / 2) + (cache ? (int64_t)N * KV * D : 0);
-    unsigned nb = aha__blocks(total, 256, 16384);
-    AHA__DISPATCH_FLOAT(q.dt, T, (k_rope_qk_store<T><<<nb, 256, 0, aha__cu(be)->stream>>>(
-        (T *)q.data, (T *)k.data, (const T *)v.data, cache ? (T *)kc.data : (T *)NULL,
-        cache ? (T *)vc.data : (T *)NULL, cache ? (const int32_t *)slots.data : (const int32_t *)NULL,
-        (const int32_t *)pos.data, N, H, KV, D, max_seq, theta)));
-    AHA_CU_LAUNCHED();
-    return AHA_OK;
+    if (N <= 0 || D <= 0 || H < 0 || KV < 0) return AHA_OK;
+    aha_status st = AHA_OK;
+    AHA__DISPATCH_FLOAT(q.dt, T, st = rope_launch<T>(be, (T *)q.data, (T *)k.data, (const T *)v.data,
+        cache ? (T *)kc.data : (T *)NULL, cache ? (T *)vc.data : (T *)NULL,
+        cache ? (const int32_t *)slots.data : (const int32_t *)NULL, (const int32_t *)pos.data, N, H, KV, D,
+        max_seq, theta, 1.0f, err));
+    return st;
 }
 
 static aha_status rope(aha_backend *be, aha_tensor x, aha_tensor pos, int N, int nh, int D,
@@ -92,12 +208,10 @@ static aha_status rope(aha_backend *be, aha_tensor x, aha_tensor pos, int N, int
     if (pos.dt != AHA_DT_I32) return aha__cu_bad_dtype(err, op, "pos", pos.dt);
     if (D % 2) return aha_errf(err, AHA_EINVAL, "cuda %s: head dim %d is odd", op, D);
     if (N <= 0 || nh <= 0 || D <= 0) return AHA_OK;
-    cudaStream_t st = aha__cu(be)->stream;
-    unsigned nb = aha__blocks((int64_t)N * nh * (D / 2), 256, 16384);
-    AHA__DISPATCH_FLOAT(x.dt, T, (k_rope<T><<<nb, 256, 0, st>>>((T *)x.data,
-        (const int32_t *)pos.data, N, nh, D, theta, sign)));
-    AHA_CU_LAUNCHED();
-    return AHA_OK;
+    aha_status st = AHA_OK;
+    AHA__DISPATCH_FLOAT(x.dt, T, st = rope_launch<T>(be, (T *)x.data, (T *)NULL, (const T *)NULL, (T *)NULL,
+        (T *)NULL, (const int32_t *)NULL, (const int32_t *)pos.data, N, nh, 0, D, 0, theta, sign, err));
+    return st;
 }
 
 aha_status aha__cu_rope_fwd(aha_backend *be, aha_tensor x, aha_tensor pos, int N, int nh, int D,
