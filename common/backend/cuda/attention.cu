@@ -544,15 +544,6 @@ static aha_status check_heads(const char *op, int H, int KV, int D, aha_err *err
     return AHA_OK;
 }
 
-template <typename K>
-static aha_status set_smem(K kern, size_t smem, aha_backend *be, aha_err *err)
-{
-    if (smem > aha__cu(be)->smem_optin)
-        return aha_errf(err, AHA_EUNSUPPORTED, "cuda attention: %zu bytes of shared memory needed", smem);
-    AHA_CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    return AHA_OK;
-}
-
 template <int D, typename T>
 static aha_status attn_fwd(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q, aha_tensor k,
                            aha_tensor v, aha_tensor cu, int n_seqs, int H, int KV, int max_seqlen,
@@ -560,7 +551,7 @@ static aha_status attn_fwd(aha_backend *be, aha_tensor out, aha_tensor lse, aha_
 {
     constexpr int P = D + 4;
     size_t smem = (size_t)(64 * P * 3 + 4 * 16 * 64) * sizeof(float);
-    AHA_TRY(set_smem(k_attn_fwd<D, T>, smem, be, err));
+    AHA_TRY(aha__cu_smem(k_attn_fwd<D, T>, smem, be, "attention", err));
     dim3 grid((max_seqlen + 63) / 64, H, n_seqs);
     k_attn_fwd<D, T><<<grid, 128, smem, aha__cu(be)->stream>>>(
         (T *)out.data, (float *)lse.data, (const T *)q.data, (const T *)k.data, (const T *)v.data,
@@ -614,7 +605,7 @@ static aha_status attn_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_te
                                         KV, D, max_seqlen, err);
 
     size_t smem_q = (size_t)(64 * P * 4 + 4 * 16 * 64) * sizeof(float);
-    AHA_TRY(set_smem(k_attn_bwd_dq<D, T>, smem_q, be, err));
+    AHA_TRY(aha__cu_smem(k_attn_bwd_dq<D, T>, smem_q, be, "attention", err));
     dim3 gq((max_seqlen + 63) / 64, H, n_seqs);
     k_attn_bwd_dq<D, T><<<gq, 128, smem_q, st>>>((T *)dq.data, (const T *)dout.data, (const T *)q.data,
                                                  (const T *)k.data, (const T *)v.data,
@@ -624,7 +615,7 @@ static aha_status attn_bwd(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_te
 
     constexpr int BK = 4 * RPW;
     size_t smem_k = (size_t)(BK * P * 2 + 64 * P * 2 + 2 * 64 + 2 * 4 * RPW * 64) * sizeof(float);
-    AHA_TRY(set_smem(k_attn_bwd_dkv<D, RPW, T>, smem_k, be, err));
+    AHA_TRY(aha__cu_smem(k_attn_bwd_dkv<D, RPW, T>, smem_k, be, "attention", err));
     dim3 gk((max_seqlen + BK - 1) / BK, KV, n_seqs);
     k_attn_bwd_dkv<D, RPW, T><<<gk, 128, smem_k, st>>>((T *)dk.data, (T *)dv.data, (const T *)dout.data,
                                                        (const T *)q.data, (const T *)k.data,

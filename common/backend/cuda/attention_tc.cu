@@ -650,22 +650,13 @@ __global__ void __launch_bounds__(128) k_attn_cached_tc(bf16 *out, const bf16 *q
 
 /* ------------------------------------------------------------------------------------------ */
 
-template <typename K>
-static aha_status tc_smem(K kern, size_t smem, aha_backend *be, aha_err *err)
-{
-    if (smem > aha__cu(be)->smem_optin)
-        return aha_errf(err, AHA_EUNSUPPORTED, "cuda attention: %zu bytes of shared memory needed", smem);
-    AHA_CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    return AHA_OK;
-}
-
 template <int D>
 static aha_status fwd_tc(aha_backend *be, aha_tensor out, aha_tensor lse, aha_tensor q, aha_tensor k, aha_tensor v,
                          aha_tensor cu, int n_seqs, int H, int KV, int max_seqlen, aha_err *err)
 {
     constexpr int P = D + 8;
     size_t smem = 5 * 64 * P * 2;
-    AHA_TRY(tc_smem(k_attn_fwd_tc<D>, smem, be, err));
+    AHA_TRY(aha__cu_smem(k_attn_fwd_tc<D>, smem, be, "attention", err));
     dim3 grid((max_seqlen + 63) / 64, H, n_seqs);
     k_attn_fwd_tc<D><<<grid, 128, smem, aha__cu(be)->stream>>>((bf16 *)out.data, (float *)lse.data,
                                                                (const bf16 *)q.data, (const bf16 *)k.data,
@@ -684,7 +675,7 @@ static aha_status bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tens
     cudaStream_t st = aha__cu(be)->stream;
     float scale = 1.0f / sqrtf((float)D);
     size_t smq = 6 * 64 * P * 2;
-    AHA_TRY(tc_smem(k_attn_bwd_dq_tc<D>, smq, be, err));
+    AHA_TRY(aha__cu_smem(k_attn_bwd_dq_tc<D>, smq, be, "attention", err));
     dim3 gq((max_seqlen + 63) / 64, H, n_seqs);
     k_attn_bwd_dq_tc<D><<<gq, 128, smq, st>>>((bf16 *)dq.data, (const bf16 *)dout.data, (const bf16 *)q.data,
                                               (const bf16 *)k.data, (const bf16 *)v.data, (const float *)lse.data,
@@ -692,7 +683,7 @@ static aha_status bwd_tc(aha_backend *be, aha_tensor dq, aha_tensor dk, aha_tens
     AHA_CU_LAUNCHED();
     aha__cu_prof_seg(be, "attention_bwd: dq kernel", 0);
     size_t smk = 6 * 64 * P * 2 + 4 * 64 * 4;
-    AHA_TRY(tc_smem(k_attn_bwd_dkv_tc<D>, smk, be, err));
+    AHA_TRY(aha__cu_smem(k_attn_bwd_dkv_tc<D>, smk, be, "attention", err));
     AHA_CU_CHECK(cudaMemsetAsync(dkacc, 0, 2 * nkv * sizeof(float), st));
     dim3 gk((max_seqlen + 63) / 64, H, n_seqs);
     k_attn_bwd_dkv_tc<D><<<gk, 128, smk, st>>>(dkacc, dkacc + nkv, (const bf16 *)dout.data, (const bf16 *)q.data,
@@ -744,7 +735,7 @@ static aha_status cached_tc(aha_backend *be, aha_tensor out, aha_tensor q, aha_t
     aha__cu_ctx *c = aha__cu(be);
     size_t smem = (16 * P + 8 * NK * P) * 2 + 128 * 4;
     static_assert(16 * (D + 8) * 4 <= NK * P * 2, "a warp's output fits its K tile");
-    AHA_TRY(tc_smem(k_attn_cached_tc<D>, smem, be, err));
+    AHA_TRY(aha__cu_smem(k_attn_cached_tc<D>, smem, be, "attention", err));
     int ns = cached_splits(c, n, KV, H / KV, D, max_seq);
     dim3 grid(n, KV, ns);
     k_attn_cached_tc<D><<<grid, 128, smem, c->stream>>>(

@@ -105,6 +105,17 @@ aha_status aha__cu_bad_dtype(aha_err *err, const char *op, const char *arg, aha_
  * segment of the op) to label; flop > 0 adds a TFLOP/s column. No-op when not profiling. */
 void aha__cu_prof_seg(aha_backend *be, const char *label, double flop);
 
+/* Let kern use smem bytes of dynamic shared memory (beyond the default 48 KB needs the
+ * opt-in attribute); more than the device offers is AHA_EUNSUPPORTED naming op. */
+template <typename K>
+static aha_status aha__cu_smem(K kern, size_t smem, aha_backend *be, const char *op, aha_err *err)
+{
+    if (smem > aha__cu(be)->smem_optin)
+        return aha_errf(err, AHA_EUNSUPPORTED, "cuda %s: %zu bytes of shared memory needed", op, smem);
+    AHA_CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    return AHA_OK;
+}
+
 /* Scratch of at least n bytes (device), valid until the next call that asks for scratch. */
 aha_status aha__cu_scratch(aha_backend *be, size_t n, void **out, aha_err *err);
 
