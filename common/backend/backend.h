@@ -253,6 +253,13 @@ typedef struct {
     aha_status (*rope_qk_store)(aha_backend *be, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
                                 aha_tensor vc, aha_tensor slots, aha_tensor pos, int N, int H, int KV, int D,
                                 int max_seq, float theta, aha_err *err);
+    /* rope_qk_store from one fused projection: qkv (N, (H + 2 KV) D) holds each token's q
+     * heads, then k heads, then v heads. Writes the rotated q to q (N, H, D), the rotated k and
+     * v to k, v (N, KV, D) unless those are none, and, when kc is not none, both into the cache
+     * as rope_qk_store does. The same values as splitting qkv then rope_qk_store. */
+    aha_status (*rope_qkv)(aha_backend *be, aha_tensor qkv, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
+                           aha_tensor vc, aha_tensor slots, aha_tensor pos, int N, int H, int KV, int D, int max_seq,
+                           float theta, aha_err *err);
     /* nb products sharing x: y_b (M, N) = x (M, K) . w_b^T (+ bias_b) for b < nb, with
      * w_b = w + b * w_stride, bias_b = bias + b * bias_stride, y_b = y + b * y_stride (elements;
      * no overlap). The model's k and v, and gate and up, whose weights sit a fixed distance

@@ -54,6 +54,7 @@ typedef struct {
     layer_acts *la;  /* (L) */
     aha_tensor hf, rstdf, logits, logits32, lp, lse, dlp;
     aha_tensor sel, hsel, dhsel; /* rows the loss head works on, gathered (head row selection) */
+    aha_tensor qkv;              /* the fused q/k/v projection of the layer at hand (rope_qkv) */
     aha_tensor dres, dh, dq, dk, dv, datt, dkpre, dg, du, da;
     aha_tensor ids, pos, targets, cu, slots, lens;
     aha_tensor old, ref, adv, weight, mask, stats;
@@ -178,11 +179,13 @@ static aha_status build_table(aha_model *m, aha_err *err)
     m->embed = add_param(m, cap, P_EMBED, c->vocab_size, C, "model.embed_tokens.weight", -1, NULL);
     for (int l = 0; l < L; l++) {
         layer_params *lp = &m->layers[l];
+        /* q, k, v weights back to back, then their biases: one (HD + 2 KD, C) matrix and one
+         * bias vector for the fused projection (forward) */
         lp->q = add_param(m, cap, P_MATRIX, HD, C, lf, l, "self_attn.q_proj.weight");
-        lp->qb = c->attention_bias ? add_param(m, cap, P_BIAS, HD, 0, lf, l, "self_attn.q_proj.bias") : -1;
         lp->k = add_param(m, cap, P_MATRIX, KD, C, lf, l, "self_attn.k_proj.weight");
-        lp->kb = c->attention_bias ? add_param(m, cap, P_BIAS, KD, 0, lf, l, "self_attn.k_proj.bias") : -1;
         lp->v = add_param(m, cap, P_MATRIX, KD, C, lf, l, "self_attn.v_proj.weight");
+        lp->qb = c->attention_bias ? add_param(m, cap, P_BIAS, HD, 0, lf, l, "self_attn.q_proj.bias") : -1;
+        lp->kb = c->attention_bias ? add_param(m, cap, P_BIAS, KD, 0, lf, l, "self_attn.k_proj.bias") : -1;
         lp->vb = c->attention_bias ? add_param(m, cap, P_BIAS, KD, 0, lf, l, "self_attn.v_proj.bias") : -1;
         lp->o = add_param(m, cap, P_MATRIX, C, HD, lf, l, "self_attn.o_proj.weight");
         lp->ob = c->o_bias ? add_param(m, cap, P_BIAS, C, 0, lf, l, "self_attn.o_proj.bias") : -1;
@@ -589,6 +592,7 @@ static void carve_acts(aha_model *m, acts *a, carver *cv, int N, bool train)
         x->u = carve(cv, ad, (int64_t)N * I);
         x->a = carve(cv, ad, (int64_t)N * I);
     }
+    a->qkv = m->be->ops->rope_qkv ? carve(cv, ad, N * (HD + 2 * KD)) : aha_tensor_none();
     a->hf = carve(cv, ad, (int64_t)N * C);
     a->rstdf = carve(cv, f, N);
     a->logits = carve(cv, ad, (int64_t)a->chunk * V);
@@ -708,6 +712,18 @@ static bool kv_batched(const aha_model *m, const layer_params *p)
 {
     return OPS(m)->matmul_batched && !m->cfg.qk_norm && (p->kb < 0) == (p->vb < 0);
 }
+/* q, k and v as one product (rope_qkv splits it): the three weights (and biases, all or none)
+ * contiguous with no alignment padding between them */
+static bool qkv_fused(const aha_model *m, const layer_params *p)
+{
+    const aha_model_config *c = &m->cfg;
+    int64_t HD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
+    int64_t C = c->hidden_size;
+    if (!OPS(m)->rope_qkv || c->qk_norm) return false;
+    if (pdist(m, p->q, p->k) != HD * C || pdist(m, p->k, p->v) != KD * C) return false;
+    if ((p->qb < 0) != (p->kb < 0) || (p->kb < 0) != (p->vb < 0)) return false;
+    return p->qb < 0 || (pdist(m, p->qb, p->kb) == HD && pdist(m, p->kb, p->vb) == KD);
+}
 static bool gu_batched(const aha_model *m, const layer_params *p)
 {
     return OPS(m)->matmul_batched && (p->gateb < 0) == (p->upb < 0);
@@ -733,32 +749,42 @@ static aha_status forward(aha_model *m, const fwd_args *fa, aha_err *err)
         layer_acts *x = &a->la[l];
         aha_tensor xin = a->res[l], xout = a->res[l + 1];
         if (l == 0 || !fuse) TRY_OP(o->rmsnorm_fwd(be, x->h1, x->rstd1, xin, W(m, p->ln1), N, C, eps, err));
-        if (c->qk_norm) {
-            TRY_OP(o->matmul(be, x->qpre, x->h1, W(m, p->q), Wopt(m, p->qb), N, C, HD, err));
-            TRY_OP(o->matmul(be, x->kpre, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
-            TRY_OP(o->rmsnorm_fwd(be, x->q, x->qrstd, x->qpre, W(m, p->qn), N * H, D, eps, err));
-            TRY_OP(o->rmsnorm_fwd(be, x->k, x->krstd, x->kpre, W(m, p->kn), N * KV, D, eps, err));
+        if (qkv_fused(m, p)) {
+            /* decode reads k and v from the cache only: they are not written out */
+            bool cached = fa->mode != ATT_PACKED;
+            TRY_OP(o->matmul(be, a->qkv, x->h1, W(m, p->q), Wopt(m, p->qb), N, C, HD + 2 * KD, err));
+            TRY_OP(o->rope_qkv(be, a->qkv, x->q, cached ? aha_tensor_none() : x->k, cached ? aha_tensor_none() : x->v,
+                               fa->cache ? cache_k(fa->cache, l) : aha_tensor_none(),
+                               fa->cache ? cache_v(fa->cache, l) : aha_tensor_none(), a->slots, a->pos, N, H, KV, D,
+                               fa->cache ? fa->cache->max_seq : 0, theta, err));
         } else {
-            TRY_OP(o->matmul(be, x->q, x->h1, W(m, p->q), Wopt(m, p->qb), N, C, HD, err));
-            if (!kv_batched(m, p))
-                TRY_OP(o->matmul(be, x->k, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
-        }
-        if (kv_batched(m, p) && !c->qk_norm)
-            TRY_OP(o->matmul_batched(be, x->k, elem_dist(x->k, x->v), x->h1, W(m, p->k), pdist(m, p->k, p->v),
-                                     Wopt(m, p->kb), p->kb >= 0 ? pdist(m, p->kb, p->vb) : 0, N, C, KD, 2, err));
-        else
-            TRY_OP(o->matmul(be, x->v, x->h1, W(m, p->v), Wopt(m, p->vb), N, C, KD, err));
-        if (o->rope_qk_store) {
-            aha_tensor kc = fa->cache ? cache_k(fa->cache, l) : aha_tensor_none(),
-                       vc = fa->cache ? cache_v(fa->cache, l) : aha_tensor_none();
-            TRY_OP(o->rope_qk_store(be, x->q, x->k, x->v, kc, vc, a->slots, a->pos, N, H, KV, D,
-                                    fa->cache ? fa->cache->max_seq : 0, theta, err));
-        } else {
-            TRY_OP(o->rope_fwd(be, x->q, a->pos, N, H, D, theta, err));
-            TRY_OP(o->rope_fwd(be, x->k, a->pos, N, KV, D, theta, err));
-            if (fa->cache)
-                TRY_OP(o->kv_store(be, cache_k(fa->cache, l), cache_v(fa->cache, l), x->k, x->v, a->slots,
-                                   a->pos, N, KV, D, fa->cache->max_seq, err));
+    if (c->qk_norm) {
+                TRY_OP(o->matmul(be, x->qpre, x->h1, W(m, p->q), Wopt(m, p->qb), N, C, HD, err));
+                TRY_OP(o->matmul(be, x->kpre, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
+                TRY_OP(o->rmsnorm_fwd(be, x->q, x->qrstd, x->qpre, W(m, p->qn), N * H, D, eps, err));
+                TRY_OP(o->rmsnorm_fwd(be, x->k, x->krstd, x->kpre, W(m, p->kn), N * KV, D, eps, err));
+            } else {
+                TRY_OP(o->matmul(be, x->q, x->h1, W(m, p->q), Wopt(m, p->qb), N, C, HD, err));
+                if (!kv_batched(m, p))
+                    TRY_OP(o->matmul(be, x->k, x->h1, W(m, p->k), Wopt(m, p->kb), N, C, KD, err));
+            }
+            if (kv_batched(m, p) && !c->qk_norm)
+                TRY_OP(o->matmul_batched(be, x->k, elem_dist(x->k, x->v), x->h1, W(m, p->k), pdist(m, p->k, p->v),
+                                         Wopt(m, p->kb), p->kb >= 0 ? pdist(m, p->kb, p->vb) : 0, N, C, KD, 2, err));
+            else
+                TRY_OP(o->matmul(be, x->v, x->h1, W(m, p->v), Wopt(m, p->vb), N, C, KD, err));
+            if (o->rope_qk_store) {
+                aha_tensor kc = fa->cache ? cache_k(fa->cache, l) : aha_tensor_none(),
+                           vc = fa->cache ? cache_v(fa->cache, l) : aha_tensor_none();
+                TRY_OP(o->rope_qk_store(be, x->q, x->k, x->v, kc, vc, a->slots, a->pos, N, H, KV, D,
+                                        fa->cache ? fa->cache->max_seq : 0, theta, err));
+            } else {
+                TRY_OP(o->rope_fwd(be, x->q, a->pos, N, H, D, theta, err));
+                TRY_OP(o->rope_fwd(be, x->k, a->pos, N, KV, D, theta, err));
+                if (fa->cache)
+                    TRY_OP(o->kv_store(be, cache_k(fa->cache, l), cache_v(fa->cache, l), x->k, x->v, a->slots,
+                                       a->pos, N, KV, D, fa->cache->max_seq, err));
+            }
         }
         if (fa->mode == ATT_PACKED)
             TRY_OP(o->attention_fwd(be, x->att, x->lse, x->q, x->k, x->v, a->cu, fa->n_seqs, N, H, KV, D,

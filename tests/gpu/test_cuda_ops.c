@@ -482,6 +482,59 @@ static double rope_tol(aha_dtype gdt, int pmax)
  * bit) and the CPU's rope_fwd. Tokens alternate over the cache's slots; positions are distinct
  * within a slot and reach max_seq - 1 (max_seq 32768 tests the accurate sincosf at ~3e4 rad).
  * off: element offset of every GPU tensor (1: unaligned rows). */
+/* bit-for-bit equality of n elements of two device tensors */
+static void same_dev(const char *what, aha_tensor x, aha_tensor y, int64_t n)
+{
+    float *a = down(gpu, x, n), *b = down(gpu, y, n);
+    CHECK(!memcmp(a, b, (size_t)n * sizeof(float)), "%s", what);
+    free(a);
+    free(b);
+}
+
+/* rope_qkv on the fused rows (q heads, k heads, v heads) of the same q, k, v: the same bits as
+ * rope_qk_store's q, k and caches (rq, rk, rkc, rvc, against the CPU above) and v unchanged
+ * (uv: v as uploaded); with k and v none only q and the caches are written; without a cache,
+ * q, k and v */
+static void t_rope_qkv(const float *q, const float *k, const float *v, const float *c0, aha_tensor gs, aha_tensor gp,
+                       aha_tensor rq, aha_tensor rk, aha_tensor uv, aha_tensor rkc, aha_tensor rvc, int N, int H,
+                       int KV, int D, int max_seq, int slots_n, aha_dtype gdt, int off)
+{
+    CHECK(gpu->ops->rope_qkv != NULL, "cuda backend offers rope_qkv");
+    if (!gpu->ops->rope_qkv) return;
+    int64_t nq = (int64_t)N * H * D, nk = (int64_t)N * KV * D, row = (int64_t)(H + 2 * KV) * D;
+    int64_t nc = (int64_t)slots_n * max_seq * KV * D;
+    float *f = malloc((size_t)(N * row) * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        memcpy(f + i * row, q + (int64_t)i * H * D, (size_t)H * D * sizeof(float));
+        memcpy(f + i * row + (int64_t)H * D, k + (int64_t)i * KV * D, (size_t)KV * D * sizeof(float));
+        memcpy(f + i * row + (int64_t)(H + KV) * D, v + (int64_t)i * KV * D, (size_t)KV * D * sizeof(float));
+    }
+    aha_tensor g = up_at(gpu, f, N * row, gdt, off);
+    aha_tensor q3 = alloc_t(gpu, nq, gdt), k3 = alloc_t(gpu, nk, gdt), v3 = alloc_t(gpu, nk, gdt);
+    aha_tensor kc3 = up_at(gpu, c0, nc, gdt, off), vc3 = up_at(gpu, c0, nc, gdt, off);
+    OK_BOTH(AHA_OK, gpu->ops->rope_qkv(gpu, g, q3, k3, v3, kc3, vc3, gs, gp, N, H, KV, D, max_seq, 1e6f, &e2));
+    same_dev("rope_qkv q differs from rope_qk_store", q3, rq, nq);
+    same_dev("rope_qkv k differs from rope_qk_store", k3, rk, nk);
+    same_dev("rope_qkv v differs from the v part of its input", v3, uv, nk);
+    same_dev("rope_qkv k cache differs from rope_qk_store", kc3, rkc, nc);
+    same_dev("rope_qkv v cache differs from rope_qk_store", vc3, rvc, nc);
+    /* decode's form: k and v to the cache only */
+    aha_tensor q4 = alloc_t(gpu, nq, gdt), kc4 = up_at(gpu, c0, nc, gdt, off), vc4 = up_at(gpu, c0, nc, gdt, off);
+    OK_BOTH(AHA_OK, gpu->ops->rope_qkv(gpu, g, q4, aha_tensor_none(), aha_tensor_none(), kc4, vc4, gs, gp, N, H, KV,
+                                       D, max_seq, 1e6f, &e2));
+    same_dev("rope_qkv q (cache only) differs", q4, rq, nq);
+    same_dev("rope_qkv k cache (cache only) differs", kc4, rkc, nc);
+    same_dev("rope_qkv v cache (cache only) differs", vc4, rvc, nc);
+    /* training's form: no cache */
+    aha_tensor q5 = alloc_t(gpu, nq, gdt), k5 = alloc_t(gpu, nk, gdt), v5 = alloc_t(gpu, nk, gdt);
+    OK_BOTH(AHA_OK, gpu->ops->rope_qkv(gpu, g, q5, k5, v5, aha_tensor_none(), aha_tensor_none(), aha_tensor_none(), gp,
+                                       N, H, KV, D, 0, 1e6f, &e2));
+    same_dev("rope_qkv q (no cache) differs", q5, rq, nq);
+    same_dev("rope_qkv k (no cache) differs", k5, rk, nk);
+    same_dev("rope_qkv v (no cache) differs", v5, uv, nk);
+    free(f);
+}
+
 static void t_rope_qk_store(int N, int H, int KV, int D, int max_seq, int slots_n, aha_dtype gdt, int off)
 {
     fprintf(stderr, "== rope_qk_store N %d H %d KV %d D %d max_seq %d %s off %d\n", N, H, KV, D, max_seq,
@@ -545,6 +598,7 @@ static void t_rope_qk_store(int N, int H, int KV, int D, int max_seq, int slots_
     CHECK(!memcmp(a, b, (size_t)nq * sizeof(float)), "rope_qk_store q without a cache differs from with one");
     free(a);
     free(b);
+    t_rope_qkv(q, k, v, c0, gs, gp, fq, fk, uv, fkc, fvc, N, H, KV, D, max_seq, slots_n, gdt, off);
     free(q);
     free(k);
     free(v);

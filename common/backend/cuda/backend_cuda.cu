@@ -145,7 +145,7 @@ static aha_status cu_synchronize(aha_backend *be, aha_err *err)
     X(swiglu_bwd) X(logprob_fwd) X(logprob_bwd) X(grpo_loss) X(sft_loss) X(adamw)                 \
     X(scatter_rows) X(sample)
 #define AHA__CU_OPS_TAIL(X) \
-    X(add_rmsnorm) X(copy2d) X(rope_qk_store) X(matmul_batched) X(matmul_bwd_dw_batched)
+    X(add_rmsnorm) X(copy2d) X(rope_qk_store) X(rope_qkv) X(matmul_batched) X(matmul_bwd_dw_batched)
 #define AHA__CU_OPS(X) AHA__CU_OPS_HEAD(X) AHA__CU_OPS_TAIL(X)
 
 enum {

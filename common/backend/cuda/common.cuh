@@ -267,6 +267,9 @@ aha_status aha__cu_rope_fwd(aha_backend *be, aha_tensor x, aha_tensor pos, int N
 aha_status aha__cu_rope_qk_store(aha_backend *be, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
                                  aha_tensor vc, aha_tensor slots, aha_tensor pos, int N, int H, int KV, int D,
                                  int max_seq, float theta, aha_err *err);
+aha_status aha__cu_rope_qkv(aha_backend *be, aha_tensor qkv, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
+                            aha_tensor vc, aha_tensor slots, aha_tensor pos, int N, int H, int KV, int D, int max_seq,
+                            float theta, aha_err *err);
 aha_status aha__cu_rope_bwd(aha_backend *be, aha_tensor dx, aha_tensor pos, int N, int nh, int D,
                             float theta, aha_err *err);
 /* gemm.cu */

@@ -3,7 +3,9 @@
  *   (x[i], x[i+D/2]) -> (x[i] cos - x[i+D/2] sin, x[i+D/2] cos + x[i] sin).
  * The backward is the inverse rotation (sin negated). rope_qk_store rotates q (N, H, D) and
  * k (N, KV, D) of the same tokens in one launch and, with a KV cache, also writes the rotated
- * k and v (N, KV, D) into kc, vc (slots, max_seq, KV, D) at (slots[t], pos[t]).
+ * k and v (N, KV, D) into kc, vc (slots, max_seq, KV, D) at (slots[t], pos[t]). rope_qkv does
+ * the same reading q, k and v from one fused projection's rows (q heads, k heads, v heads) and
+ * writing them apart (k and v only where asked: decode needs them in the cache alone).
  *
  * One kernel serves all three ops: a warp per token. The warp computes the token's D/2
  * (cos, sin) once into its slice of shared memory, then applies them to every head of the
@@ -48,20 +50,23 @@ __device__ __forceinline__ void rope_table(float *cs, float *sn, const float *in
 
 /* q (N, H, D), k (N, KV, D) rotated in place by pos (N); when kc is not NULL, the rotated k
  * and v (N, KV, D) are also stored at kc, vc (slots, max_seq, KV, D) row (slots[t], pos[t]).
- * k may be NULL when KV == 0. sign = 1 rotates forward, -1 backward. ch = min(D/2, ROPE_CHUNK),
- * a multiple of V. Dynamic shared memory: (1 + 2 * warps) * ch floats, the chunk's inverse
- * frequencies (shared by the block) and each warp's (cos, sin) table. U: packs a lane loads
- * before it stores any; MINB: __launch_bounds__ minimum blocks per SM (see rope_launch). */
+ * k may be NULL when KV == 0. With src (rope_qkv), q, k and v are read from the fused rows
+ * src + t * ss (q heads, k heads, v heads) instead, the rotated q written to q, the rotated k
+ * to k and v copied to vo where those are not NULL (and to the cache as above). sign = 1
+ * rotates forward, -1 backward. ch = min(D/2, ROPE_CHUNK), a multiple of V. Dynamic shared
+ * memory: (1 + 2 * warps) * ch floats, the chunk's inverse frequencies (shared by the block)
+ * and each warp's (cos, sin) table. U: packs a lane loads before it stores any; MINB:
+ * __launch_bounds__ minimum blocks per SM (see rope_launch). */
 template <typename T, int V, int U, int MINB>
 __global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
-    k_rope(T *q, T *k, const T *v, T *kc, T *vc, const int32_t *slots, const int32_t *pos, int N, int H, int KV,
-           int D, int max_seq, float theta, float sign, int ch)
+    k_rope(const T *src, int64_t ss, T *q, T *k, T *vo, const T *v, T *kc, T *vc, const int32_t *slots,
+           const int32_t *pos, int N, int H, int KV, int D, int max_seq, float theta, float sign, int ch)
 {
     typedef rope_pack<T, V> P;
     extern __shared__ float rope_tab[];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, wpb = blockDim.x >> 5;
     float *inv = rope_tab, *cs = rope_tab + (size_t)(1 + 2 * w) * ch, *sn = cs + ch;
-    int half = D / 2, nh = H + KV, nvp = kc ? KV * D / V : 0; /* v packs per token */
+    int half = D / 2, nh = H + KV, nvp = kc || vo ? KV * D / V : 0; /* v packs per token */
     for (int j0 = 0; j0 < half; j0 += ch) {
         int cn = min(ch, half - j0), ip = cn / V; /* pairs and packs per head in the chunk */
         int nrot = nh * ip, nit = nrot + (j0 == 0 ? nvp : 0);
@@ -71,41 +76,48 @@ __global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
         __syncthreads();
         for (int64_t tok = (int64_t)blockIdx.x * wpb + w; tok < N; tok += (int64_t)gridDim.x * wpb) {
             int p = pos[tok];
-            T *qr = q + tok * H * D, *kr = k + tok * KV * D;
-            const T *vr = kc ? v + tok * KV * D : NULL;
+            T *qr = q + tok * H * D, *kr = k ? k + tok * KV * D : NULL, *vor = vo ? vo + tok * KV * D : NULL;
+            const T *sr = src ? src + tok * ss : NULL;
+            const T *vr = sr ? sr + (int64_t)nh * D : nvp ? v + tok * KV * D : NULL;
             /* the token's (slot, pos) row in the cache, as an element offset */
             int64_t crow = kc ? ((int64_t)slots[tok] * max_seq + p) * KV * D : 0;
             for (int base = 0; base < nit; base += 32 * U) {
                 P a[U], b[U];
-                T *xp[U], *cp[U]; /* rotated row, cache destination */
+                T *xp[U], *cp[U]; /* destination row, cache destination */
                 int jr[U];        /* first pair's index in the chunk */
+                bool rot[U];
 #pragma unroll
                 for (int u = 0; u < U; u++) {
                     int it = base + u * 32 + lane;
                     xp[u] = cp[u] = NULL;
                     jr[u] = 0;
+                    rot[u] = it < nrot;
                     if (it < nrot) {
                         int head = it / ip;
                         jr[u] = (it - head * ip) * V;
                         int64_t col = j0 + jr[u];
+                        const T *rp;
                         if (head < H) {
                             xp[u] = qr + (int64_t)head * D + col;
+                            rp = sr ? sr + (int64_t)head * D + col : xp[u];
                         } else {
-                            xp[u] = kr + (int64_t)(head - H) * D + col;
+                            xp[u] = kr ? kr + (int64_t)(head - H) * D + col : NULL;
+                            rp = sr ? sr + (int64_t)head * D + col : xp[u];
                             if (kc) cp[u] = kc + crow + (int64_t)(head - H) * D + col;
                         }
-                        a[u] = *(const P *)xp[u];
-                        b[u] = *(const P *)(xp[u] + half);
+                        a[u] = *(const P *)rp;
+                        b[u] = *(const P *)(rp + half);
                     } else if (it < nit) {
                         int64_t e = (int64_t)(it - nrot) * V;
-                        cp[u] = vc + crow + e;
+                        if (kc) cp[u] = vc + crow + e;
+                        if (vor) xp[u] = vor + e;
                         a[u] = *(const P *)(vr + e);
                     }
                 }
                 if (base == 0) rope_table(cs, sn, inv, cn, p, sign, lane);
 #pragma unroll
                 for (int u = 0; u < U; u++) {
-                    if (xp[u]) {
+                    if (rot[u]) {
 #pragma unroll
                         for (int e = 0; e < V; e++) {
                             float x0 = aha__ld(a[u].e, e), x1 = aha__ld(b[u].e, e);
@@ -113,14 +125,17 @@ __global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
                             aha__st(a[u].e, e, fmaf(x0, c, -(x1 * s)));
                             aha__st(b[u].e, e, fmaf(x1, c, x0 * s));
                         }
-                        *(P *)xp[u] = a[u];
-                        *(P *)(xp[u] + half) = b[u];
+                        if (xp[u]) {
+                            *(P *)xp[u] = a[u];
+                            *(P *)(xp[u] + half) = b[u];
+                        }
                         if (cp[u]) {
                             *(P *)cp[u] = a[u];
                             *(P *)(cp[u] + half) = b[u];
                         }
-                    } else if (cp[u]) {
-                        *(P *)cp[u] = a[u];
+                    } else {
+                        if (xp[u]) *(P *)xp[u] = a[u];
+                        if (cp[u]) *(P *)cp[u] = a[u];
                     }
                 }
             }
@@ -143,27 +158,29 @@ __global__ void __launch_bounds__(ROPE_WARPS * 32, MINB)
 #define ROPE_FEW_TOKENS_PER_SM 4
 
 template <typename T, int V>
-static void rope_go(cudaStream_t st, bool few, unsigned nb, int wpb, size_t sh, T *q, T *k, const T *v, T *kc, T *vc,
-                    const int32_t *slots, const int32_t *pos, int N, int H, int KV, int D, int max_seq, float theta,
-                    float sign, int ch)
+static void rope_go(cudaStream_t st, bool few, unsigned nb, int wpb, size_t sh, const T *src, int64_t ss, T *q, T *k,
+                    T *vo, const T *v, T *kc, T *vc, const int32_t *slots, const int32_t *pos, int N, int H, int KV,
+                    int D, int max_seq, float theta, float sign, int ch)
 {
     if (few)
-        k_rope<T, V, 4, 1><<<nb, wpb * 32, sh, st>>>(q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta,
-                                                     sign, ch);
+        k_rope<T, V, 4, 1><<<nb, wpb * 32, sh, st>>>(src, ss, q, k, vo, v, kc, vc, slots, pos, N, H, KV, D, max_seq,
+                                                     theta, sign, ch);
     else
-        k_rope<T, V, 1, 4><<<nb, wpb * 32, sh, st>>>(q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta,
-                                                     sign, ch);
+        k_rope<T, V, 1, 4><<<nb, wpb * 32, sh, st>>>(src, ss, q, k, vo, v, kc, vc, slots, pos, N, H, KV, D, max_seq,
+                                                     theta, sign, ch);
 }
 
 template <typename T>
-static aha_status rope_launch(aha_backend *be, T *q, T *k, const T *v, T *kc, T *vc, const int32_t *slots,
-                              const int32_t *pos, int N, int H, int KV, int D, int max_seq, float theta, float sign,
-                              aha_err *err)
+static aha_status rope_launch(aha_backend *be, const T *src, T *q, T *k, T *vo, const T *v, T *kc, T *vc,
+                              const int32_t *slots, const int32_t *pos, int N, int H, int KV, int D, int max_seq,
+                              float theta, float sign, aha_err *err)
 {
     aha__cu_ctx *c = aha__cu(be);
     const int VW = 16 / (int)sizeof(T);
     int half = D / 2, ch = half < ROPE_CHUNK ? half : ROPE_CHUNK;
-    uintptr_t al = (uintptr_t)q | (uintptr_t)k | (kc ? (uintptr_t)v | (uintptr_t)kc | (uintptr_t)vc : 0);
+    uintptr_t al = (uintptr_t)q | (uintptr_t)k | (uintptr_t)src | (uintptr_t)vo |
+                   (kc ? (uintptr_t)v | (uintptr_t)kc | (uintptr_t)vc : 0);
+    int64_t ss = (int64_t)(H + 2 * KV) * D; /* fused row (rope_qkv) */
     bool packed = half % VW == 0 && al % 16 == 0;
     int sms = c->sm_count > 0 ? c->sm_count : 1;
     bool few = (int64_t)N <= (int64_t)ROPE_FEW_TOKENS_PER_SM * sms;
@@ -172,11 +189,11 @@ static aha_status rope_launch(aha_backend *be, T *q, T *k, const T *v, T *kc, T 
     unsigned nb = aha__blocks(N, wpb, 1 << 20);
     size_t sh = (size_t)(1 + 2 * wpb) * ch * sizeof(float);
     if (packed)
-        rope_go<T, 16 / sizeof(T)>(c->stream, few, nb, wpb, sh, q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq,
-                                   theta, sign, ch);
+        rope_go<T, 16 / sizeof(T)>(c->stream, few, nb, wpb, sh, src, ss, q, k, vo, v, kc, vc, slots, pos, N, H, KV, D,
+                                   max_seq, theta, sign, ch);
     else
-        rope_go<T, 1>(c->stream, few, nb, wpb, sh, q, k, v, kc, vc, slots, pos, N, H, KV, D, max_seq, theta, sign,
-                      ch);
+        rope_go<T, 1>(c->stream, few, nb, wpb, sh, src, ss, q, k, vo, v, kc, vc, slots, pos, N, H, KV, D, max_seq,
+                      theta, sign, ch);
     AHA_CU_LAUNCHED();
     return AHA_OK;
 }
@@ -194,7 +211,30 @@ aha_status aha__cu_rope_qk_store(aha_backend *be, aha_tensor q, aha_tensor k, ah
     if (D % 2) return aha_errf(err, AHA_EINVAL, "cuda rope_qk_store: head dim %d is odd", D);
     if (N <= 0 || D <= 0 || H < 0 || KV < 0) return AHA_OK;
     aha_status st = AHA_OK;
-    AHA__DISPATCH_FLOAT(q.dt, T, st = rope_launch<T>(be, (T *)q.data, (T *)k.data, (const T *)v.data,
+    AHA__DISPATCH_FLOAT(q.dt, T, st = rope_launch<T>(be, (const T *)NULL, (T *)q.data, (T *)k.data, (T *)NULL,
+        (const T *)v.data,
+        cache ? (T *)kc.data : (T *)NULL, cache ? (T *)vc.data : (T *)NULL,
+        cache ? (const int32_t *)slots.data : (const int32_t *)NULL, (const int32_t *)pos.data, N, H, KV, D,
+        max_seq, theta, 1.0f, err));
+    return st;
+}
+
+aha_status aha__cu_rope_qkv(aha_backend *be, aha_tensor qkv, aha_tensor q, aha_tensor k, aha_tensor v, aha_tensor kc,
+                            aha_tensor vc, aha_tensor slots, aha_tensor pos, int N, int H, int KV, int D, int max_seq,
+                            float theta, aha_err *err)
+{
+    if (!aha__is_float(qkv.dt)) return aha__cu_bad_dtype(err, "rope_qkv", "qkv", qkv.dt);
+    bool has_k = !aha_tensor_is_none(k), has_v = !aha_tensor_is_none(v), cache = !aha_tensor_is_none(kc);
+    if (q.dt != qkv.dt || (has_k && k.dt != qkv.dt) || (has_v && v.dt != qkv.dt))
+        return aha__cu_bad_dtype(err, "rope_qkv", "q/k/v (must match qkv)", q.dt);
+    if (cache && (kc.dt != qkv.dt || vc.dt != qkv.dt || slots.dt != AHA_DT_I32))
+        return aha__cu_bad_dtype(err, "rope_qkv", "kc/vc/slots", kc.dt);
+    if (pos.dt != AHA_DT_I32) return aha__cu_bad_dtype(err, "rope_qkv", "pos", pos.dt);
+    if (D % 2) return aha_errf(err, AHA_EINVAL, "cuda rope_qkv: head dim %d is odd", D);
+    if (N <= 0 || D <= 0 || H < 0 || KV < 0) return AHA_OK;
+    aha_status st = AHA_OK;
+    AHA__DISPATCH_FLOAT(qkv.dt, T, st = rope_launch<T>(be, (const T *)qkv.data, (T *)q.data,
+        has_k ? (T *)k.data : (T *)NULL, has_v ? (T *)v.data : (T *)NULL, (const T *)NULL,
         cache ? (T *)kc.data : (T *)NULL, cache ? (T *)vc.data : (T *)NULL,
         cache ? (const int32_t *)slots.data : (const int32_t *)NULL, (const int32_t *)pos.data, N, H, KV, D,
         max_seq, theta, 1.0f, err));
@@ -209,7 +249,8 @@ static aha_status rope(aha_backend *be, aha_tensor x, aha_tensor pos, int N, int
     if (D % 2) return aha_errf(err, AHA_EINVAL, "cuda %s: head dim %d is odd", op, D);
     if (N <= 0 || nh <= 0 || D <= 0) return AHA_OK;
     aha_status st = AHA_OK;
-    AHA__DISPATCH_FLOAT(x.dt, T, st = rope_launch<T>(be, (T *)x.data, (T *)NULL, (const T *)NULL, (T *)NULL,
+    AHA__DISPATCH_FLOAT(x.dt, T, st = rope_launch<T>(be, (const T *)NULL, (T *)x.data, (T *)NULL, (T *)NULL,
+        (const T *)NULL, (T *)NULL,
         (T *)NULL, (const int32_t *)NULL, (const int32_t *)pos.data, N, nh, 0, D, 0, theta, sign, err));
     return st;
 }
