@@ -439,6 +439,16 @@ aha_status aha_model_param_get_f32(aha_model *m, int i, float *dst, aha_err *err
     return aha_errf(err, AHA_EUNSUPPORTED, "model: compute dtype %s", aha_dtype_name(m->be->act_dtype));
 }
 
+aha_status aha_model_param_get_bf16(aha_model *m, int i, uint16_t *dst, aha_err *err)
+{
+    if (i < 0 || i >= m->n_params) return aha_errf(err, AHA_EINVAL, "model: parameter %d out of range", i);
+    size_t n = (size_t)m->params[i].info.numel;
+    if (m->be->act_dtype == AHA_DT_BF16) return OPS(m)->to_host(BE(m), dst, W(m, i), n * 2, err);
+    AHA_TRY(aha_model_param_get_f32(m, i, m->host_tmp, err));
+    for (size_t j = 0; j < n; j++) dst[j] = aha_f32_to_bf16(m->host_tmp[j]);
+    return AHA_OK;
+}
+
 /* ---- open / init / save ------------------------------------------------------------------ */
 
 

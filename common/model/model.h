@@ -82,6 +82,10 @@ int64_t aha_model_param_count(const aha_model *m);
  * master; the caller validates and stages a whole update first (UpdateWeights is all or
  * nothing) and applies it between decode steps. */
 aha_status aha_model_param_get_f32(aha_model *m, int i, float *dst, aha_err *err);
+/* Parameter i rounded to bf16 (round to nearest even, as aha_f32_to_bf16). On a bf16 backend
+ * this is the compute copy itself, which every update writes as the rounded master: half the
+ * bytes of the fp32 master to move, and no conversion on the host. */
+aha_status aha_model_param_get_bf16(aha_model *m, int i, uint16_t *dst, aha_err *err);
 aha_status aha_model_param_set_f32(aha_model *m, int i, const float *src, aha_err *err);
 aha_status aha_model_param_set_bf16(aha_model *m, int i, const uint16_t *src, aha_err *err);
 /* A batch of parameter writes (UpdateWeights applying a staged, complete upload): every entry

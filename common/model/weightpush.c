@@ -223,33 +223,21 @@ aha_status aha_weight_snapshot_create(aha_model *m, aha_dtype dt, aha_weight_sna
     s->dt = dt;
     s->info = calloc((size_t)n, sizeof *s->info);
     s->off = calloc((size_t)n, sizeof *s->off);
-    int64_t max_numel = 0;
     for (int i = 0; i < n && s->info; i++) {
         s->info[i] = aha_model_param(m, i);
         s->off[i] = s->bytes;
         s->bytes += (size_t)s->info[i]->numel * aha_dtype_size(dt);
-        if (s->info[i]->numel > max_numel) max_numel = s->info[i]->numel;
     }
     s->data = malloc(s->bytes ? s->bytes : 1);
-    float *tmp = dt == AHA_DT_BF16 ? malloc((size_t)(max_numel ? max_numel : 1) * sizeof(float)) : NULL;
-    if (!s->info || !s->off || !s->data || (dt == AHA_DT_BF16 && !tmp)) {
-        free(tmp);
+    if (!s->info || !s->off || !s->data) {
         aha_weight_snapshot_free(s);
         return aha_errf(err, AHA_ENOMEM, "weight push: cannot allocate a %zu-byte snapshot",
                         s->bytes);
     }
     aha_status st = AHA_OK;
-    for (int i = 0; i < n && st == AHA_OK; i++) {
-        if (dt == AHA_DT_F32) {
-            st = aha_model_param_get_f32(m, i, (float *)(s->data + s->off[i]), err);
-        } else {
-            st = aha_model_param_get_f32(m, i, tmp, err);
-            uint16_t *dst = (uint16_t *)(s->data + s->off[i]);
-            for (int64_t j = 0; st == AHA_OK && j < s->info[i]->numel; j++)
-                dst[j] = aha_f32_to_bf16(tmp[j]);
-        }
-    }
-    free(tmp);
+    for (int i = 0; i < n && st == AHA_OK; i++)
+        st = dt == AHA_DT_F32 ? aha_model_param_get_f32(m, i, (float *)(s->data + s->off[i]), err)
+                              : aha_model_param_get_bf16(m, i, (uint16_t *)(s->data + s->off[i]), err);
     if (st != AHA_OK) {
         aha_weight_snapshot_free(s);
         return st;

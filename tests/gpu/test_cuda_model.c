@@ -238,6 +238,13 @@ static void run_fixture(aha_backend *be, const char *fixture)
         double e = th_max_abs(name, got, want, n);
         if (e > worst) worst = e;
         CHECK(e <= 1e-5, "%s after AdamW max |d| %.3e", name, e);
+        /* the bf16 compute copy the weight push sends is the rounded master, bit for bit */
+        uint16_t *b16 = malloc((size_t)n * 2);
+        CHECK(aha_model_param_get_bf16(m, i, b16, &err) == AHA_OK, "%s", err.msg);
+        int64_t off = 0;
+        for (int64_t j = 0; j < n; j++) off += b16[j] != aha_f32_to_bf16(got[j]);
+        CHECK(off == 0, "%s: %lld bf16 weights differ from the rounded fp32 master", name, (long long)off);
+        free(b16);
         free(got);
         free(want);
     }

@@ -219,6 +219,21 @@ static void test_malformed(void)
         CHECK(aha_model_param_find(m, "model.norm.weight") >= 0, "find");
         float x[4];
         CHECK(aha_model_param_get_f32(m, aha_model_n_params(m), x, &err) == AHA_EINVAL, "index out of range");
+        uint16_t h[4];
+        CHECK(aha_model_param_get_bf16(m, -1, h, &err) == AHA_EINVAL, "bf16: index out of range");
+        /* bf16 of every parameter: the fp32 values rounded to nearest even */
+        int64_t bad = 0;
+        for (int i = 0; i < aha_model_n_params(m); i++) {
+            int64_t n = aha_model_param(m, i)->numel;
+            float *f = malloc((size_t)n * sizeof(float));
+            uint16_t *b = malloc((size_t)n * 2);
+            CHECK(aha_model_param_get_f32(m, i, f, &err) == AHA_OK && aha_model_param_get_bf16(m, i, b, &err) == AHA_OK,
+                  "get: %s", err.msg);
+            for (int64_t j = 0; j < n; j++) bad += b[j] != aha_f32_to_bf16(f[j]);
+            free(f);
+            free(b);
+        }
+        CHECK(bad == 0, "%lld bf16 weights are not the rounded fp32 ones", (long long)bad);
         int32_t ids[3] = {1, 2, 9999}, cu[2] = {0, 3};
         aha_batch b = {ids, cu, 1};
         CHECK(aha_model_token_logprobs(m, &b, x, NULL, &err) == AHA_EINVAL, "id outside the vocabulary");
