@@ -614,7 +614,7 @@ static aha_status parse_optim(rd *r, double lr, aha_optim_spec *o)
 {
     AHA_TRY(rd_num(r, "lr", lr, OPEN_CLOSED(0, 1), &o->lr));
     AHA_TRY(rd_i32(r, "warmup_steps", 0, 0, INT_MAX, &o->warmup_steps));
-    int sch;
+    int sch = AHA_SCHED_CONSTANT; /* set by rd_enum; gcc -O3 cannot see it */
     AHA_TRY(rd_enum(r, "schedule", sched_names, 3, AHA_SCHED_CONSTANT, &sch));
     o->schedule = (aha_lr_schedule)sch;
     AHA_TRY(rd_num(r, "min_lr_ratio", 0, CLOSED(0, 1), &o->min_lr_ratio));
@@ -1035,7 +1035,7 @@ static aha_status parse_job(json_t *obj, const char *path, const aha_job_spec *p
     rd_init(&r, obj, path, err);
     json_t *k = rd_get(&r, "kind");
     if (!k) return rd_fail(&r, "kind", "required (grpo, sft, distill, eval, generate, mix, pipeline)");
-    int kind;
+    int kind = 0; /* set by rd_enum; gcc -O3 cannot see it */
     AHA_TRY(rd_enum(&r, "kind", kind_names, AHA_JOB_KIND_COUNT, 0, &kind));
     s->kind = (aha_job_kind)kind;
     if (parent && s->kind == AHA_JOB_PIPELINE)

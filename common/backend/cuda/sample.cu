@@ -90,6 +90,20 @@ __device__ uint32_t radix_select(const T *x, int V, float inv_t, uint32_t lo_key
     return prefix;
 }
 
+/* (max, index) over the warp, every lane gets it; ties go to the lowest index */
+__device__ __forceinline__ void warp_argmax(float &m, int &idx)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+        int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
+        if (m2 > m || (m2 == m && i2 < idx)) {
+            m = m2;
+            idx = i2;
+        }
+    }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(SP_THREADS) k_sample(int32_t *tokens, float *logprobs, const T *logits,
                                                        const int32_t *rng_ids, const int32_t *rng_pos,
@@ -115,15 +129,7 @@ __global__ void __launch_bounds__(SP_THREADS) k_sample(int32_t *tokens, float *l
             mi = i;
         }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, mx, o);
-        int i2 = __shfl_xor_sync(0xffffffffu, mi, o);
-        if (m2 > mx || (m2 == mx && i2 < mi)) {
-            mx = m2;
-            mi = i2;
-        }
-    }
+    warp_argmax(mx, mi);
     if (lane == 0) {
         shv[w] = mx;
         shi[w] = mi;
@@ -345,15 +351,7 @@ __global__ void __launch_bounds__(PL_THREADS, 2)
     /* 2. row max and argmax, raw logsumexp */
     float m = st.m;
     int am = st.am;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-        int a2 = __shfl_xor_sync(0xffffffffu, am, o);
-        if (m2 > m || (m2 == m && a2 < am)) {
-            m = m2;
-            am = a2;
-        }
-    }
+    warp_argmax(m, am);
     if (lane == 0) {
         sh_m[wid] = m;
         sh_am[wid] = am;
