@@ -7,6 +7,10 @@
 
 #include "base/fs.h"
 
+/* WeightChunk.data's field number (weights.proto: bytes data = 6): both ends move it without
+ * the packed copy (aha_rpc_upload_send_bytes / aha_rpc_call_recv_bytes) */
+#define CHUNK_DATA_FIELD 6
+
 /* ---- receiver --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -181,14 +185,24 @@ aha_status aha_weight_rx_receive(aha_rpc_call *call, const aha_model *m, aha_wei
     aha_status st;
     for (;;) {
         ProtobufCMessage *msg = NULL;
-        st = aha_rpc_call_recv(call, &msg, err);
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        aha_rpc_bytes *hold = NULL;
+        /* the chunk's bytes are read where they arrived: one copy, into the staging */
+        st = aha_rpc_call_recv_bytes(call, CHUNK_DATA_FIELD, &msg, &data, &len, &hold, err);
         if (st != AHA_OK) break;
         if (!msg) {
             st = aha_weight_rx_finish(rx, err);
             break;
         }
-        st = aha_weight_rx_chunk(rx, (const Aha__V1__WeightChunk *)msg, err);
+        Aha__V1__WeightChunk *c = (Aha__V1__WeightChunk *)msg;
+        c->data.data = (uint8_t *)data;
+        c->data.len = len;
+        st = aha_weight_rx_chunk(rx, c, err);
+        c->data.data = NULL; /* the bytes are hold's, not the message's */
+        c->data.len = 0;
         protobuf_c_message_free_unpacked(msg, NULL);
+        aha_rpc_bytes_free(hold);
         if (st != AHA_OK) break;
     }
     if (st != AHA_OK) {
@@ -294,10 +308,10 @@ aha_status aha_weight_snapshot_send(const aha_weight_snapshot *s, aha_rpc_channe
             c.n_shape = (size_t)p->ndim;
             c.shape = shape;
             c.offset = (int64_t)off;
-            c.data.len = len;
-            c.data.data = s->data + s->off[i] + off;
             c.tensor_bytes = (int64_t)tb;
-            st = aha_rpc_upload_send(up, &c.base, err);
+            /* the chunk's bytes go out of the snapshot itself (unchanged until the stream
+             * ends), not through a packed copy */
+            st = aha_rpc_upload_send_bytes(up, &c.base, CHUNK_DATA_FIELD, s->data + s->off[i] + off, len, err);
             off += len;
         } while (st == AHA_OK && off < tb);
     }
