@@ -39,7 +39,11 @@ static float scalar(aha_st_file *f, const char *name)
 static aha_st_file *open_fixture(const char *dir, const char *file)
 {
     char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
+    int pn = snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (pn < 0 || pn >= (int)sizeof path) {
+        fprintf(stderr, "fixture path too long: %s/%s\n", dir, file);
+        exit(1);
+    }
     aha_st_file *f = NULL;
     aha_err err = {0};
     if (aha_st_open(path, &f, &err) != AHA_OK) {
