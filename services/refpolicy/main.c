@@ -13,6 +13,7 @@
 #include "refpolicy.h"
 #include "rpc/rpc.h"
 #include "rpc/service.h"
+#include "rpc/service_main.h"
 
 typedef struct {
     aha_refpolicy *rp;
@@ -114,57 +115,46 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: aha-refpolicy --model DIR [--device cpu|cuda:N] [--max-batch-tokens N]\n"
                "                     [--max-request-tokens N] [--cpu-threads N] [common flags]\n");
-    aha_rpc_service_usage(f);
 }
+
+static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, const char *v)
+{
+    aha_refpolicy_opts *o = user;
+    long x = 0;
+    int ok = 1;
+    if (strcmp(f, "--model") == 0)
+        o->model_dir = v;
+    else if (strcmp(f, "--device") == 0)
+        o->device = v;
+    else if (strcmp(f, "--max-batch-tokens") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 1L << 24, &x), o->max_batch_tokens = (int)x;
+    else if (strcmp(f, "--max-request-tokens") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 1L << 30, &x), o->max_request_tokens = x;
+    else if (strcmp(f, "--cpu-threads") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 0, 1024, &x), o->threads = (int)x;
+    else
+        ok = AHA_RPC_FLAG_UNKNOWN;
+    return ok;
+}
+
+static int check_flags(void *user)
+{
+    const aha_refpolicy_opts *o = user;
+    if (!o->model_dir) fprintf(stderr, "aha-refpolicy: --model DIR is required\n");
+    return o->model_dir != NULL;
+}
+
+static const aha_rpc_service_main refpolicy_main = {
+    "refpolicy", "0.0.0.0:50053", usage, take_flag, check_flags,
+};
 
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
-    aha_rpc_service_args_init(&a, "refpolicy", "0.0.0.0:50053");
-    aha_err err;
-    if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
-        fprintf(stderr, "aha-refpolicy: %s\n", err.msg);
-        usage(stderr);
-        aha_rpc_service_args_free(&a);
-        return 2;
-    }
-    if (a.help) {
-        usage(stdout);
-        aha_rpc_service_args_free(&a);
-        return 0;
-    }
     aha_refpolicy_opts o = {.device = "cpu"};
-    for (int i = 1; i < a.rest_argc; i += 2) {
-        const char *f = a.rest_argv[i];
-        const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
-        long x = 0;
-        int ok = v != NULL;
-        if (ok && strcmp(f, "--model") == 0)
-            o.model_dir = v;
-        else if (ok && strcmp(f, "--device") == 0)
-            o.device = v;
-        else if (ok && strcmp(f, "--max-batch-tokens") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1L << 24, &x), o.max_batch_tokens = (int)x;
-        else if (ok && strcmp(f, "--max-request-tokens") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1L << 30, &x), o.max_request_tokens = x;
-        else if (ok && strcmp(f, "--cpu-threads") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 0, 1024, &x), o.threads = (int)x;
-        else {
-            fprintf(stderr, "aha-refpolicy: unknown flag or missing value: %s\n", f);
-            ok = 0;
-        }
-        if (!ok) {
-            usage(stderr);
-            aha_rpc_service_args_free(&a);
-            return 2;
-        }
-    }
-    if (!o.model_dir) {
-        fprintf(stderr, "aha-refpolicy: --model DIR is required\n");
-        usage(stderr);
-        aha_rpc_service_args_free(&a);
-        return 2;
-    }
+    int rc;
+    if (!aha_rpc_service_begin(&a, &refpolicy_main, argc, argv, &o, &rc)) return rc;
+    aha_err err;
     service svc = {.model_dir = o.model_dir, .device = o.device};
     if (aha_refpolicy_create(&o, &svc.rp, &err) != AHA_OK) {
         fprintf(stderr, "aha-refpolicy: %s\n", err.msg);
