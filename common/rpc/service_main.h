@@ -7,6 +7,7 @@
  *   a bad common flag           "aha-NAME: <why>", usage on stderr, exit 2
  *   an unknown flag, or a flag without a value
  *                               "aha-NAME: unknown flag or missing value: --flag", usage, exit 2
+ *   the required flag missing   "aha-NAME: --flag WHAT is required", usage, exit 2
  *   a refused value or set      the service's own line, usage on stderr, exit 2
  *
  *   aha_rpc_service_args a;
@@ -31,8 +32,11 @@ typedef struct {
     /* One of the service's flags with its value (never NULL): 1 when taken, 0 after one line
      * on stderr saying why the value is refused, AHA_RPC_FLAG_UNKNOWN when not the service's. */
     int (*flag)(void *user, const aha_rpc_service_args *a, const char *flag, const char *value);
-    /* NULL, or after the last flag: 1 when the flags make a whole (a required one is there,
-     * two agree), else 0 after one line on stderr. */
+    /* "--model DIR": the flag (its first word) every start must give, or NULL. Without it
+     * the start fails with "aha-NAME: --model DIR is required". */
+    const char *required;
+    /* NULL, or after the last flag and the required one: 1 when the flags make a whole (two
+     * agree), else 0 after one line on stderr. */
     int (*check)(void *user);
 } aha_rpc_service_main;
 

@@ -170,7 +170,6 @@ static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, c
 static int check_flags(void *user)
 {
     learner_flags *lf = user;
-    if (!lf->jobs_dir) return fprintf(stderr, "aha-learner: --jobs-dir DIR is required\n"), 0;
     if (lf->rank >= lf->world_size) {
         fprintf(stderr, "aha-learner: --rank %ld must be below --world-size %ld\n", lf->rank,
                 lf->world_size);
@@ -188,7 +187,8 @@ static int check_flags(void *user)
 }
 
 static const aha_rpc_service_main learner_main = {
-    "learner", "0.0.0.0:50050", usage, take_flag, check_flags,
+    .name = "learner", .default_listen = "0.0.0.0:50050", .usage = usage, .flag = take_flag,
+    .required = "--jobs-dir DIR", .check = check_flags,
 };
 
 /* Signals reach whichever thread the kernel picks (libraries such as OpenBLAS start threads

@@ -137,15 +137,9 @@ static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, c
     return ok;
 }
 
-static int check_flags(void *user)
-{
-    const aha_refpolicy_opts *o = user;
-    if (!o->model_dir) fprintf(stderr, "aha-refpolicy: --model DIR is required\n");
-    return o->model_dir != NULL;
-}
-
 static const aha_rpc_service_main refpolicy_main = {
-    "refpolicy", "0.0.0.0:50053", usage, take_flag, check_flags,
+    .name = "refpolicy", .default_listen = "0.0.0.0:50053", .usage = usage,
+    .flag = take_flag, .required = "--model DIR",
 };
 
 int main(int argc, char **argv)

@@ -285,7 +285,7 @@ static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, c
 }
 
 static const aha_rpc_service_main reward_main = {
-    "reward", "0.0.0.0:50051", usage, take_flag, NULL,
+    .name = "reward", .default_listen = "0.0.0.0:50051", .usage = usage, .flag = take_flag,
 };
 
 int main(int argc, char **argv)

@@ -253,15 +253,9 @@ static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, c
     return ok;
 }
 
-static int check_flags(void *user)
-{
-    const aha_engine_opts *o = user;
-    if (!o->model_dir) fprintf(stderr, "aha-rollout: --model DIR is required\n");
-    return o->model_dir != NULL;
-}
-
 static const aha_rpc_service_main rollout_main = {
-    "rollout", "0.0.0.0:50052", usage, take_flag, check_flags,
+    .name = "rollout", .default_listen = "0.0.0.0:50052", .usage = usage,
+    .flag = take_flag, .required = "--model DIR",
 };
 
 int main(int argc, char **argv)
