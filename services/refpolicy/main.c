@@ -2,14 +2,13 @@
  * logprobs of a frozen reference model (the KL term of Eq. 1); UpdateWeights replaces the
  * reference (R1-Zero refreshed it with the current policy); Info describes it. The scoring
  * lives in refpolicy.c; this file maps messages and serves. */
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "aha/v1/refpolicy.pb-c.h"
-#include "base/fs.h"
 #include "base/log.h"
+#include "model/weightserve.h"
 #include "refpolicy.h"
 #include "rpc/rpc.h"
 #include "rpc/service.h"
@@ -70,25 +69,17 @@ static aha_status h_logprobs(aha_rpc_call *call, const ProtobufCMessage *msg, vo
     return st;
 }
 
+static aha_status apply_weights(void *user, const aha_weight_rx *rx, aha_err *err)
+{
+    return aha_refpolicy_apply(user, rx, err);
+}
+
 static aha_status h_update(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
                            aha_err *err)
 {
     (void)msg;
     service *svc = user;
-    double t0 = aha_now_s();
-    aha_weight_rx *rx;
-    AHA_TRY(aha_weight_rx_receive(call, aha_refpolicy_model(svc->rp), &rx, err));
-    aha_status st = aha_refpolicy_apply(svc->rp, rx, err);
-    if (st == AHA_OK) {
-        Aha__V1__UpdateWeightsReply r = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
-        r.version = aha_weight_rx_version(rx);
-        r.tensors = aha_weight_rx_tensors(rx);
-        r.bytes = aha_weight_rx_bytes(rx);
-        r.seconds = aha_now_s() - t0;
-        st = aha_rpc_call_send(call, &r.base, err);
-    }
-    aha_weight_rx_free(rx);
-    return st;
+    return aha_weightserve_update(call, aha_refpolicy_model(svc->rp), apply_weights, svc->rp, err);
 }
 
 static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
@@ -96,19 +87,11 @@ static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *
 {
     (void)msg;
     service *svc = user;
-    const aha_model_config *cfg = aha_model_cfg(aha_refpolicy_model(svc->rp));
-    char *cfg_json = aha_config_to_json(cfg);
-    char dirbuf[1024];
-    snprintf(dirbuf, sizeof dirbuf, "%s", svc->model_dir);
     Aha__V1__InfoReply r = AHA__V1__INFO_REPLY__INIT;
-    r.model_name = basename(dirbuf);
-    r.config_json = cfg_json ? cfg_json : "";
     r.policy_version = aha_refpolicy_version(svc->rp);
     r.tokens_generated = aha_refpolicy_tokens(svc->rp);
-    r.device = (char *)svc->device;
-    aha_status st = aha_rpc_call_send(call, &r.base, err);
-    free(cfg_json);
-    return st;
+    return aha_weightserve_info(call, &r, svc->model_dir, aha_refpolicy_model(svc->rp),
+                                svc->device, err);
 }
 
 static void usage(FILE *f)

@@ -3,15 +3,14 @@
  * weights between decode steps; JoinWeightGroup joins the learner's NCCL weights group (the
  * one-node fast path, dist/weightgroup.h); Info describes the worker. The sampler is
  * engine.c; this file maps messages and serves. */
-#include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "aha/v1/rollout.pb-c.h"
-#include "base/fs.h"
 #include "base/log.h"
+#include "model/weightserve.h"
 #include "dist/weightgroup.h"
 #include "engine.h"
 #include "genreq.h"
@@ -131,25 +130,17 @@ static aha_status h_generate(aha_rpc_call *call, const ProtobufCMessage *msg, vo
     return st;
 }
 
+static aha_status apply_weights(void *user, const aha_weight_rx *rx, aha_err *err)
+{
+    return aha_engine_update_weights(user, rx, err);
+}
+
 static aha_status h_update(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
                            aha_err *err)
 {
     (void)msg;
     service *svc = user;
-    double t0 = aha_now_s();
-    aha_weight_rx *rx;
-    AHA_TRY(aha_weight_rx_receive(call, aha_engine_model(svc->eng), &rx, err));
-    aha_status st = aha_engine_update_weights(svc->eng, rx, err);
-    if (st == AHA_OK) {
-        Aha__V1__UpdateWeightsReply r = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
-        r.version = aha_weight_rx_version(rx);
-        r.tensors = aha_weight_rx_tensors(rx);
-        r.bytes = aha_weight_rx_bytes(rx);
-        r.seconds = aha_now_s() - t0;
-        st = aha_rpc_call_send(call, &r.base, err);
-    }
-    aha_weight_rx_free(rx);
-    return st;
+    return aha_weightserve_update(call, aha_engine_model(svc->eng), apply_weights, svc->eng, err);
 }
 
 /* ---- JoinWeightGroup: pushes arrive on the group's receiver thread; the engine copies each
@@ -199,22 +190,15 @@ static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *
     service *svc = user;
     aha_engine_stats s;
     aha_engine_get_stats(svc->eng, &s);
-    char *cfg_json = aha_config_to_json(aha_model_cfg(aha_engine_model(svc->eng)));
-    char dirbuf[1024];
-    snprintf(dirbuf, sizeof dirbuf, "%s", svc->model_dir);
     Aha__V1__InfoReply r = AHA__V1__INFO_REPLY__INIT;
-    r.model_name = basename(dirbuf);
-    r.config_json = cfg_json ? cfg_json : "";
     r.policy_version = s.policy_version;
     r.active_sequences = s.active;
     r.max_batch = s.max_batch;
     r.tokens_generated = s.tokens_generated;
     r.queued = s.queued;
-    r.device = (char *)svc->device;
     r.requests_served = s.requests;
-    aha_status st = aha_rpc_call_send(call, &r.base, err);
-    free(cfg_json);
-    return st;
+    return aha_weightserve_info(call, &r, svc->model_dir, aha_engine_model(svc->eng), svc->device,
+                                err);
 }
 
 static void usage(FILE *f)
