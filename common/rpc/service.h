@@ -1,4 +1,6 @@
-/* service.h: the common start-up of every aha service binary.
+/* service.h: the common start-up of every aha service binary. The services' mains go through
+ * aha_rpc_service_begin (service_main.h), which runs the parse and usage steps below for
+ * them; this is the layer underneath:
  *
  *   aha_rpc_service_args a;
  *   aha_rpc_service_args_init(&a, "reward", "0.0.0.0:50052");
