@@ -123,6 +123,16 @@ static aha_status rd_fail(rd *r, const char *key, const char *fmt, ...)
     return aha_errf(r->err, AHA_EINVAL, "%s.%s: %s", r->path, key, msg);
 }
 
+/* v (the value of key) must be an array of 1 to max entries, named noun in the message. */
+static aha_status rd_check_list(rd *r, const char *key, const json_t *v, int max, const char *noun,
+                                size_t *n)
+{
+    if (!json_is_array(v)) return rd_fail(r, key, "must be an array, got %s", aha__json_type_word(v));
+    *n = json_array_size(v);
+    if (*n < 1 || *n > (size_t)max) return rd_fail(r, key, "must hold 1 to %d %s, got %zu", max, noun, *n);
+    return AHA_OK;
+}
+
 static aha_status rd_int(rd *r, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out)
 {
     json_t *v = rd_get(r, key);
@@ -562,13 +572,7 @@ static aha_status rd_eval_datasets(rd *r, bool required, aha_eval_spec *e)
     if (one && many) return rd_fail(r, "datasets", "give either dataset or datasets, not both");
     if (!one && !many) return required ? rd_fail(r, "datasets", "required") : AHA_OK;
     size_t n = 1;
-    if (many) {
-        if (!json_is_array(many))
-            return rd_fail(r, "datasets", "must be an array, got %s", aha__json_type_word(many));
-        n = json_array_size(many);
-        if (n < 1 || n > MAX_LIST)
-            return rd_fail(r, "datasets", "must hold 1 to %d datasets, got %zu", MAX_LIST, n);
-    }
+    if (many) AHA_TRY(rd_check_list(r, "datasets", many, MAX_LIST, "datasets", &n));
     e->datasets = calloc(n, sizeof *e->datasets);
     if (!e->datasets) return aha_errf(r->err, AHA_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
@@ -784,10 +788,8 @@ static aha_status parse_mix(rd *r, aha_job_spec *s)
 {
     json_t *v = rd_get(r, "sources");
     if (!v) return rd_fail(r, "sources", "required");
-    if (!json_is_array(v)) return rd_fail(r, "sources", "must be an array, got %s", aha__json_type_word(v));
-    size_t n = json_array_size(v);
-    if (n < 1 || n > MAX_LIST)
-        return rd_fail(r, "sources", "must hold 1 to %d sources, got %zu", MAX_LIST, n);
+    size_t n;
+    AHA_TRY(rd_check_list(r, "sources", v, MAX_LIST, "sources", &n));
     AHA_TRY(rd_int(r, "total", 0, 0, 1000000000, &s->total));
     AHA_TRY(rd_bool(r, "shuffle", true, &s->shuffle));
     AHA_TRY(rd_bool(r, "skip_bad_lines", false, &s->mix_skip_bad_lines));
@@ -1005,10 +1007,8 @@ static aha_status parse_pipeline(rd *r, aha_job_spec *s)
 {
     json_t *v = rd_get(r, "stages");
     if (!v) return rd_fail(r, "stages", "required");
-    if (!json_is_array(v)) return rd_fail(r, "stages", "must be an array, got %s", aha__json_type_word(v));
-    size_t n = json_array_size(v);
-    if (n < 1 || n > MAX_STAGES)
-        return rd_fail(r, "stages", "must hold 1 to %d stages, got %zu", MAX_STAGES, n);
+    size_t n;
+    AHA_TRY(rd_check_list(r, "stages", v, MAX_STAGES, "stages", &n));
     s->stages = calloc(n, sizeof *s->stages);
     if (!s->stages) return aha_errf(r->err, AHA_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
