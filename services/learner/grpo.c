@@ -955,14 +955,10 @@ aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err)
     if (!pids || !pn || !prompts || !answers || !langs || !s || !sc || !ref || !adv || !rew || !cs)
         st = aha_errf(err, AHA_ENOMEM, "out of memory");
     while (st == AHA_OK && j->step < j->total) {
-        if (aha__job_cancelled(j)) {
-            st = aha_errf(err, AHA_ECANCELLED, "cancelled at step %" PRId64, j->step);
-            break;
-        }
-        double t0 = aha_now_s();
+        double t0;
         aha_step_metrics mt;
-        aha_step_metrics_init(&mt, j->step + 1, j->total);
-        mt.stage = sp->name;
+        st = aha__job_step_begin(j, sp->name, &mt, &t0, err);
+        if (st != AHA_OK) break;
         /* 1. questions → prompts (a question whose prompt is too long is passed over) */
         int64_t tries = 0;
         for (int q = 0; st == AHA_OK && q < B;) {
