@@ -787,6 +787,20 @@ static aha_status group_answers(aha__job *j, const char **ans, int k, int32_t *g
     return st;
 }
 
+/* The arrays of one batch of questions as generate_all and score_all take them (an eval
+ * dataset or a training step), freed together; their entries are the caller's to clear. */
+static void batch_arrays_free(int32_t **pids, size_t *pn, char **prompts, char **answers, char **langs,
+                              gsample *s, score_out *sc)
+{
+    free(pids);
+    free(pn);
+    free(prompts);
+    free(answers);
+    free(langs);
+    free(s);
+    free(sc);
+}
+
 aha_status aha__eval_run(aha__job *j, const aha_eval_spec *es, int64_t step, double *pass1, aha_err *err)
 {
     double t0 = aha_now_s();
@@ -865,13 +879,7 @@ aha_status aha__eval_run(aha__job *j, const aha_eval_spec *es, int64_t step, dou
             gsample_clear(&s[x]);
             free(sc[x].answer);
         }
-        free(pids);
-        free(pn);
-        free(prompts);
-        free(answers);
-        free(langs);
-        free(s);
-        free(sc);
+        batch_arrays_free(pids, pn, prompts, answers, langs, s, sc);
         free(es_);
     }
     return st;
@@ -1073,13 +1081,7 @@ aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err)
             ref[i] = NULL;
         }
     }
-    free(pids);
-    free(pn);
-    free(prompts);
-    free(answers);
-    free(langs);
-    free(s);
-    free(sc);
+    batch_arrays_free(pids, pn, prompts, answers, langs, s, sc);
     free(ref);
     free(adv);
     free(rew);
