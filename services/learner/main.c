@@ -21,6 +21,7 @@
 #include "jobs.h"
 #include "rpc/rpc.h"
 #include "rpc/service.h"
+#include "rpc/service_main.h"
 
 static void usage(FILE *f)
 {
@@ -53,7 +54,6 @@ static void usage(FILE *f)
           "  --watcher-queue N       events buffered per WatchJob client before old metrics\n"
           "                          are dropped (default 256)\n",
           f);
-    aha_rpc_service_usage(f);
 }
 
 typedef struct {
@@ -64,20 +64,6 @@ typedef struct {
     const char *rendezvous;
     long watcher_queue;
 } learner_flags;
-
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "aha-learner: %s: '%s' is not an integer in [%ld, %ld]\n", flag, v, lo,
-                hi);
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
 
 /* A service address: host:port or unix:PATH, no blanks. */
 static int valid_addr(const char *flag, const char *a)
@@ -122,75 +108,68 @@ static int valid_device(const char *d)
     return strlen(d + 5) <= 3;
 }
 
-static int parse_flags(learner_flags *lf, int argc, char **argv)
+static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, const char *v)
 {
-    lf->env.device = "cpu";
-    lf->env.rpc_timeout_ms = 600000;
-    lf->world_size = 1;
-    lf->env.dist_retries = 3;
-    lf->watcher_queue = 256;
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long x;
-        if (!v) {
-            fprintf(stderr, "aha-learner: unknown flag or missing value: %s\n", f);
-            return 0;
-        }
-        i++;
-        if (!strcmp(f, "--jobs-dir")) {
-            if (!*v) return fprintf(stderr, "aha-learner: --jobs-dir: empty\n"), 0;
-            lf->jobs_dir = v;
-        } else if (!strcmp(f, "--rollout")) {
-            if (!parse_rollout(lf, v)) return 0;
-        } else if (!strcmp(f, "--reward")) {
-            if (!valid_addr(f, v)) return 0;
-            lf->env.reward = v;
-        } else if (!strcmp(f, "--refpolicy")) {
-            if (!valid_addr(f, v)) return 0;
-            lf->env.refpolicy = v;
-        } else if (!strcmp(f, "--device")) {
-            if (!valid_device(v))
-                return fprintf(stderr, "aha-learner: --device: '%s' is not cpu or cuda:N\n", v), 0;
-            lf->env.device = v;
-        } else if (!strcmp(f, "--rpc-timeout-ms")) {
-            if (!parse_long(f, v, 100, 86400000L, &x)) return 0;
-            lf->env.rpc_timeout_ms = (int)x;
-        } else if (!strcmp(f, "--rank")) {
-            if (!parse_long(f, v, 0, 4095, &lf->rank)) return 0;
-        } else if (!strcmp(f, "--world-size")) {
-            if (!parse_long(f, v, 1, 4096, &lf->world_size)) return 0;
-        } else if (!strcmp(f, "--rendezvous")) {
-            if (!valid_addr(f, v)) return 0;
-            lf->rendezvous = v;
-        } else if (!strcmp(f, "--dist-timeout-ms")) {
-            if (!parse_long(f, v, 100, 86400000L, &x)) return 0;
-            lf->env.dist_timeout_ms = (int)x;
-        } else if (!strcmp(f, "--dist-retries")) {
-            if (!parse_long(f, v, 0, 1000, &x)) return 0;
-            lf->env.dist_retries = (int)x;
-        } else if (!strcmp(f, "--dist-check-every")) {
-            if (!parse_long(f, v, 1, 1000000, &x)) return 0;
-            lf->env.dist_check_every = (int)x;
-        } else if (!strcmp(f, "--dist-transport")) {
-            if (strcmp(v, "tcp") != 0 && strcmp(v, "nccl") != 0)
-                return fprintf(stderr, "aha-learner: --dist-transport: '%s' is not tcp or nccl\n", v), 0;
-            lf->env.dist_transport = v;
-        } else if (!strcmp(f, "--weights-rendezvous")) {
-            if (!valid_addr(f, v)) return 0;
-            lf->env.weights_rendezvous = v;
-        } else if (!strcmp(f, "--weights-transport")) {
-            if (strcmp(v, "tcp") != 0 && strcmp(v, "nccl") != 0 && strcmp(v, "grpc") != 0)
-                return fprintf(stderr, "aha-learner: --weights-transport: '%s' is not nccl, tcp or grpc\n", v), 0;
-            lf->env.weights_transport = v;
-        } else if (!strcmp(f, "--watcher-queue")) {
-            if (!parse_long(f, v, 4, 1000000, &lf->watcher_queue)) return 0;
-        } else {
-            fprintf(stderr, "aha-learner: unknown flag: %s\n", f);
-            return 0;
-        }
+    learner_flags *lf = user;
+    long x;
+    if (!strcmp(f, "--jobs-dir")) {
+        if (!*v) return fprintf(stderr, "aha-learner: --jobs-dir: empty\n"), 0;
+        lf->jobs_dir = v;
+    } else if (!strcmp(f, "--rollout")) {
+        if (!parse_rollout(lf, v)) return 0;
+    } else if (!strcmp(f, "--reward")) {
+        if (!valid_addr(f, v)) return 0;
+        lf->env.reward = v;
+    } else if (!strcmp(f, "--refpolicy")) {
+        if (!valid_addr(f, v)) return 0;
+        lf->env.refpolicy = v;
+    } else if (!strcmp(f, "--device")) {
+        if (!valid_device(v))
+            return fprintf(stderr, "aha-learner: --device: '%s' is not cpu or cuda:N\n", v), 0;
+        lf->env.device = v;
+    } else if (!strcmp(f, "--rpc-timeout-ms")) {
+        if (!aha_rpc_service_int_flag(a, f, v, 100, 86400000L, &x)) return 0;
+        lf->env.rpc_timeout_ms = (int)x;
+    } else if (!strcmp(f, "--rank")) {
+        if (!aha_rpc_service_int_flag(a, f, v, 0, 4095, &lf->rank)) return 0;
+    } else if (!strcmp(f, "--world-size")) {
+        if (!aha_rpc_service_int_flag(a, f, v, 1, 4096, &lf->world_size)) return 0;
+    } else if (!strcmp(f, "--rendezvous")) {
+        if (!valid_addr(f, v)) return 0;
+        lf->rendezvous = v;
+    } else if (!strcmp(f, "--dist-timeout-ms")) {
+        if (!aha_rpc_service_int_flag(a, f, v, 100, 86400000L, &x)) return 0;
+        lf->env.dist_timeout_ms = (int)x;
+    } else if (!strcmp(f, "--dist-retries")) {
+        if (!aha_rpc_service_int_flag(a, f, v, 0, 1000, &x)) return 0;
+        lf->env.dist_retries = (int)x;
+    } else if (!strcmp(f, "--dist-check-every")) {
+        if (!aha_rpc_service_int_flag(a, f, v, 1, 1000000, &x)) return 0;
+        lf->env.dist_check_every = (int)x;
+    } else if (!strcmp(f, "--dist-transport")) {
+        if (strcmp(v, "tcp") != 0 && strcmp(v, "nccl") != 0)
+            return fprintf(stderr, "aha-learner: --dist-transport: '%s' is not tcp or nccl\n", v), 0;
+        lf->env.dist_transport = v;
+    } else if (!strcmp(f, "--weights-rendezvous")) {
+        if (!valid_addr(f, v)) return 0;
+        lf->env.weights_rendezvous = v;
+    } else if (!strcmp(f, "--weights-transport")) {
+        if (strcmp(v, "tcp") != 0 && strcmp(v, "nccl") != 0 && strcmp(v, "grpc") != 0)
+            return fprintf(stderr, "aha-learner: --weights-transport: '%s' is not nccl, tcp or grpc\n", v), 0;
+        lf->env.weights_transport = v;
+    } else if (!strcmp(f, "--watcher-queue")) {
+        if (!aha_rpc_service_int_flag(a, f, v, 4, 1000000, &lf->watcher_queue)) return 0;
+    } else {
+        /* the learner has always named an unknown flag that has a value this way */
+        fprintf(stderr, "aha-learner: unknown flag: %s\n", f);
+        return 0;
     }
-    if (!lf->jobs_dir) return fprintf(stderr, "aha-learner: --jobs-dir DIR is required\n"), 0;
+    return 1;
+}
+
+static int check_flags(void *user)
+{
+    learner_flags *lf = user;
     if (lf->rank >= lf->world_size) {
         fprintf(stderr, "aha-learner: --rank %ld must be below --world-size %ld\n", lf->rank,
                 lf->world_size);
@@ -206,6 +185,11 @@ static int parse_flags(learner_flags *lf, int argc, char **argv)
     lf->env.rendezvous = lf->rendezvous;
     return 1;
 }
+
+static const aha_rpc_service_main learner_main = {
+    .name = "learner", .default_listen = "0.0.0.0:50050", .usage = usage, .flag = take_flag,
+    .required = "--jobs-dir DIR", .check = check_flags,
+};
 
 /* Signals reach whichever thread the kernel picks (libraries such as OpenBLAS start threads
  * before main, so blocking them here cannot cover every thread): the handler only writes the
@@ -267,26 +251,15 @@ static int run_follower(aha_rpc_service_args *a, const learner_flags *lf)
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
-    aha_rpc_service_args_init(&a, "learner", "0.0.0.0:50050");
-    aha_err err;
-    learner_flags lf = {0};
-    if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
-        fprintf(stderr, "aha-learner: %s\n", err.msg);
-        usage(stderr);
-        aha_rpc_service_args_free(&a);
-        return 2;
-    }
-    if (a.help) {
-        usage(stdout);
-        aha_rpc_service_args_free(&a);
-        return 0;
-    }
-    if (!parse_flags(&lf, a.rest_argc, a.rest_argv)) {
-        usage(stderr);
+    learner_flags lf = {.env = {.device = "cpu", .rpc_timeout_ms = 600000, .dist_retries = 3},
+                        .world_size = 1,
+                        .watcher_queue = 256};
+    int rc;
+    if (!aha_rpc_service_begin(&a, &learner_main, argc, argv, &lf, &rc)) {
         free(lf.rollout_store);
-        aha_rpc_service_args_free(&a);
-        return 2;
+        return rc;
     }
+    aha_err err;
     /* --job-token-file, --service-token-file and --tls-ca are common service flags
      * (rpc/service.h): the job token is accepted on the job API only, and the service token
      * and CA go to the job runner's clients through the environment. */
@@ -301,7 +274,7 @@ int main(int argc, char **argv)
              a.server.job_token || a.server.auth_token ? "; job token required" : "");
 
     if (lf.rank > 0) {
-        int rc = run_follower(&a, &lf);
+        rc = run_follower(&a, &lf);
         free(lf.rollout_store);
         aha_rpc_service_args_free(&a);
         return rc;

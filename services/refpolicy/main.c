@@ -2,17 +2,17 @@
  * logprobs of a frozen reference model (the KL term of Eq. 1); UpdateWeights replaces the
  * reference (R1-Zero refreshed it with the current policy); Info describes it. The scoring
  * lives in refpolicy.c; this file maps messages and serves. */
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "aha/v1/refpolicy.pb-c.h"
-#include "base/fs.h"
 #include "base/log.h"
+#include "model/weightserve.h"
 #include "refpolicy.h"
 #include "rpc/rpc.h"
 #include "rpc/service.h"
+#include "rpc/service_main.h"
 
 typedef struct {
     aha_refpolicy *rp;
@@ -69,25 +69,17 @@ static aha_status h_logprobs(aha_rpc_call *call, const ProtobufCMessage *msg, vo
     return st;
 }
 
+static aha_status apply_weights(void *user, const aha_weight_rx *rx, aha_err *err)
+{
+    return aha_refpolicy_apply(user, rx, err);
+}
+
 static aha_status h_update(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
                            aha_err *err)
 {
     (void)msg;
     service *svc = user;
-    double t0 = aha_now_s();
-    aha_weight_rx *rx;
-    AHA_TRY(aha_weight_rx_receive(call, aha_refpolicy_model(svc->rp), &rx, err));
-    aha_status st = aha_refpolicy_apply(svc->rp, rx, err);
-    if (st == AHA_OK) {
-        Aha__V1__UpdateWeightsReply r = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
-        r.version = aha_weight_rx_version(rx);
-        r.tensors = aha_weight_rx_tensors(rx);
-        r.bytes = aha_weight_rx_bytes(rx);
-        r.seconds = aha_now_s() - t0;
-        st = aha_rpc_call_send(call, &r.base, err);
-    }
-    aha_weight_rx_free(rx);
-    return st;
+    return aha_weightserve_update(call, aha_refpolicy_model(svc->rp), apply_weights, svc->rp, err);
 }
 
 static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
@@ -95,76 +87,51 @@ static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *
 {
     (void)msg;
     service *svc = user;
-    const aha_model_config *cfg = aha_model_cfg(aha_refpolicy_model(svc->rp));
-    char *cfg_json = aha_config_to_json(cfg);
-    char dirbuf[1024];
-    snprintf(dirbuf, sizeof dirbuf, "%s", svc->model_dir);
     Aha__V1__InfoReply r = AHA__V1__INFO_REPLY__INIT;
-    r.model_name = basename(dirbuf);
-    r.config_json = cfg_json ? cfg_json : "";
     r.policy_version = aha_refpolicy_version(svc->rp);
     r.tokens_generated = aha_refpolicy_tokens(svc->rp);
-    r.device = (char *)svc->device;
-    aha_status st = aha_rpc_call_send(call, &r.base, err);
-    free(cfg_json);
-    return st;
+    return aha_weightserve_info(call, &r, svc->model_dir, aha_refpolicy_model(svc->rp),
+                                svc->device, err);
 }
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: aha-refpolicy --model DIR [--device cpu|cuda:N] [--max-batch-tokens N]\n"
                "                     [--max-request-tokens N] [--cpu-threads N] [common flags]\n");
-    aha_rpc_service_usage(f);
 }
+
+static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, const char *v)
+{
+    aha_refpolicy_opts *o = user;
+    long x = 0;
+    int ok = 1;
+    if (strcmp(f, "--model") == 0)
+        o->model_dir = v;
+    else if (strcmp(f, "--device") == 0)
+        o->device = v;
+    else if (strcmp(f, "--max-batch-tokens") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 1L << 24, &x), o->max_batch_tokens = (int)x;
+    else if (strcmp(f, "--max-request-tokens") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 1L << 30, &x), o->max_request_tokens = x;
+    else if (strcmp(f, "--cpu-threads") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 0, 1024, &x), o->threads = (int)x;
+    else
+        ok = AHA_RPC_FLAG_UNKNOWN;
+    return ok;
+}
+
+static const aha_rpc_service_main refpolicy_main = {
+    .name = "refpolicy", .default_listen = "0.0.0.0:50053", .usage = usage,
+    .flag = take_flag, .required = "--model DIR",
+};
 
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
-    aha_rpc_service_args_init(&a, "refpolicy", "0.0.0.0:50053");
-    aha_err err;
-    if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
-        fprintf(stderr, "aha-refpolicy: %s\n", err.msg);
-        usage(stderr);
-        aha_rpc_service_args_free(&a);
-        return 2;
-    }
-    if (a.help) {
-        usage(stdout);
-        aha_rpc_service_args_free(&a);
-        return 0;
-    }
     aha_refpolicy_opts o = {.device = "cpu"};
-    for (int i = 1; i < a.rest_argc; i += 2) {
-        const char *f = a.rest_argv[i];
-        const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
-        long x = 0;
-        int ok = v != NULL;
-        if (ok && strcmp(f, "--model") == 0)
-            o.model_dir = v;
-        else if (ok && strcmp(f, "--device") == 0)
-            o.device = v;
-        else if (ok && strcmp(f, "--max-batch-tokens") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1L << 24, &x), o.max_batch_tokens = (int)x;
-        else if (ok && strcmp(f, "--max-request-tokens") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1L << 30, &x), o.max_request_tokens = x;
-        else if (ok && strcmp(f, "--cpu-threads") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 0, 1024, &x), o.threads = (int)x;
-        else {
-            fprintf(stderr, "aha-refpolicy: unknown flag or missing value: %s\n", f);
-            ok = 0;
-        }
-        if (!ok) {
-            usage(stderr);
-            aha_rpc_service_args_free(&a);
-            return 2;
-        }
-    }
-    if (!o.model_dir) {
-        fprintf(stderr, "aha-refpolicy: --model DIR is required\n");
-        usage(stderr);
-        aha_rpc_service_args_free(&a);
-        return 2;
-    }
+    int rc;
+    if (!aha_rpc_service_begin(&a, &refpolicy_main, argc, argv, &o, &rc)) return rc;
+    aha_err err;
     service svc = {.model_dir = o.model_dir, .device = o.device};
     if (aha_refpolicy_create(&o, &svc.rp, &err) != AHA_OK) {
         fprintf(stderr, "aha-refpolicy: %s\n", err.msg);

@@ -22,6 +22,7 @@
 #include "rpc/rpc.h"
 #include "sandbox.h"
 #include "rpc/service.h"
+#include "rpc/service_main.h"
 
 typedef struct {
     aha_reward_weights weights; /* from --config, or the defaults */
@@ -263,53 +264,40 @@ static void usage(FILE *f)
           "  --code-wall-s N      code items: wall-clock seconds per test run (default 5)\n"
           "--config FILE.json: {\"weights\": {\"accuracy\": 1, \"format\": 1, \"language\": 0}}\n",
           f);
-    aha_rpc_service_usage(f);
 }
+
+static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, const char *v)
+{
+    reward_service *svc = user;
+    int ok;
+    if (strcmp(f, "--max-items") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 1000000, &svc->max_items);
+    else if (strcmp(f, "--max-text-bytes") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 1L << 30, &svc->max_text_bytes);
+    else if (strcmp(f, "--code-cpu-s") == 0 || strcmp(f, "--code-wall-s") == 0) {
+        long x = 0;
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 3600, &x);
+        if (strcmp(f, "--code-cpu-s") == 0) svc->sandbox.cpu_s = (double)x;
+        else svc->sandbox.wall_s = (double)x;
+    } else
+        ok = AHA_RPC_FLAG_UNKNOWN;
+    return ok;
+}
+
+static const aha_rpc_service_main reward_main = {
+    .name = "reward", .default_listen = "0.0.0.0:50051", .usage = usage, .flag = take_flag,
+};
 
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
-    aha_rpc_service_args_init(&a, "reward", "0.0.0.0:50051");
-    aha_err err;
-    if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
-        fprintf(stderr, "aha-reward: %s\n", err.msg);
-        usage(stderr);
-        aha_rpc_service_args_free(&a);
-        return 2;
-    }
-    if (a.help) {
-        usage(stdout);
-        aha_rpc_service_args_free(&a);
-        return 0;
-    }
     reward_service svc = {.weights = aha_reward_weights_default(),
                           .max_items = 4096,
                           .max_text_bytes = 1 << 20};
     aha_sandbox_opts_init(&svc.sandbox);
-    for (int i = 1; i < a.rest_argc; i++) {
-        const char *f = a.rest_argv[i];
-        const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
-        int ok;
-        if (strcmp(f, "--max-items") == 0 && v)
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1000000, &svc.max_items), i++;
-        else if (strcmp(f, "--max-text-bytes") == 0 && v)
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1L << 30, &svc.max_text_bytes), i++;
-        else if ((strcmp(f, "--code-cpu-s") == 0 || strcmp(f, "--code-wall-s") == 0) && v) {
-            long x = 0;
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 3600, &x), i++;
-            if (f[7] == 'c') svc.sandbox.cpu_s = (double)x;
-            else svc.sandbox.wall_s = (double)x;
-        }
-        else {
-            fprintf(stderr, "aha-reward: unknown flag or missing value: %s\n", f);
-            ok = 0;
-        }
-        if (!ok) {
-            usage(stderr);
-            aha_rpc_service_args_free(&a);
-            return 2;
-        }
-    }
+    int rc;
+    if (!aha_rpc_service_begin(&a, &reward_main, argc, argv, &svc, &rc)) return rc;
+    aha_err err;
     if (a.config_path) {
         char *text = NULL;
         size_t len = 0;

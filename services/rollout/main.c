@@ -3,22 +3,20 @@
  * weights between decode steps; JoinWeightGroup joins the learner's NCCL weights group (the
  * one-node fast path, dist/weightgroup.h); Info describes the worker. The sampler is
  * engine.c; this file maps messages and serves. */
-#include <libgen.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "aha/v1/rollout.pb-c.h"
-#include "base/fs.h"
 #include "base/log.h"
+#include "model/weightserve.h"
 #include "dist/weightgroup.h"
 #include "engine.h"
+#include "genreq.h"
 #include "rpc/rpc.h"
 #include "rpc/service.h"
-
-#define DEFAULT_MAX_NEW_TOKENS 256
+#include "rpc/service_main.h"
 
 typedef struct {
     aha_engine *eng;
@@ -113,25 +111,12 @@ static aha_status h_generate(aha_rpc_call *call, const ProtobufCMessage *msg, vo
     }
     aha_gen *gen = NULL;
     if (st == AHA_OK) {
-        const Aha__V1__SamplingParams *sp = req->sampling;
         aha_gen_request r = {
             .n_prompts = (int)np, .prompt_ids = (const int32_t *const *)g.ids, .prompt_lens = g.lens,
             .n = req->n, .prompt_seeds = seeds, .on_done = on_done, .user = &g,
-            .max_new_tokens = DEFAULT_MAX_NEW_TOKENS, .sampling = {.temperature = 1.0f},
         };
-        if (sp) {
-            r.sampling.temperature = sp->temperature;
-            r.sampling.top_p = sp->top_p;
-            r.sampling.top_k = sp->top_k;
-            if (sp->max_new_tokens != 0) r.max_new_tokens = sp->max_new_tokens;
-            r.stop = (const char *const *)sp->stop;
-            r.n_stop = (int)sp->n_stop;
-            r.seed = sp->seed;
-        }
-        if (!(r.sampling.temperature >= 0) || !isfinite(r.sampling.temperature))
-            st = aha_errf(err, AHA_EINVAL, "temperature %g must be >= 0", (double)r.sampling.temperature);
-        else
-            st = aha_engine_submit(svc->eng, &r, &gen, err);
+        st = aha_rollout_sampling_from_proto(req->sampling, &r, err);
+        if (st == AHA_OK) st = aha_engine_submit(svc->eng, &r, &gen, err);
     }
     if (st == AHA_OK) {
         st = aha_gen_wait(gen, call_cancelled, call, err);
@@ -145,25 +130,17 @@ static aha_status h_generate(aha_rpc_call *call, const ProtobufCMessage *msg, vo
     return st;
 }
 
+static aha_status apply_weights(void *user, const aha_weight_rx *rx, aha_err *err)
+{
+    return aha_engine_update_weights(user, rx, err);
+}
+
 static aha_status h_update(aha_rpc_call *call, const ProtobufCMessage *msg, void *user,
                            aha_err *err)
 {
     (void)msg;
     service *svc = user;
-    double t0 = aha_now_s();
-    aha_weight_rx *rx;
-    AHA_TRY(aha_weight_rx_receive(call, aha_engine_model(svc->eng), &rx, err));
-    aha_status st = aha_engine_update_weights(svc->eng, rx, err);
-    if (st == AHA_OK) {
-        Aha__V1__UpdateWeightsReply r = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
-        r.version = aha_weight_rx_version(rx);
-        r.tensors = aha_weight_rx_tensors(rx);
-        r.bytes = aha_weight_rx_bytes(rx);
-        r.seconds = aha_now_s() - t0;
-        st = aha_rpc_call_send(call, &r.base, err);
-    }
-    aha_weight_rx_free(rx);
-    return st;
+    return aha_weightserve_update(call, aha_engine_model(svc->eng), apply_weights, svc->eng, err);
 }
 
 /* ---- JoinWeightGroup: pushes arrive on the group's receiver thread; the engine copies each
@@ -213,22 +190,15 @@ static aha_status h_info(aha_rpc_call *call, const ProtobufCMessage *msg, void *
     service *svc = user;
     aha_engine_stats s;
     aha_engine_get_stats(svc->eng, &s);
-    char *cfg_json = aha_config_to_json(aha_model_cfg(aha_engine_model(svc->eng)));
-    char dirbuf[1024];
-    snprintf(dirbuf, sizeof dirbuf, "%s", svc->model_dir);
     Aha__V1__InfoReply r = AHA__V1__INFO_REPLY__INIT;
-    r.model_name = basename(dirbuf);
-    r.config_json = cfg_json ? cfg_json : "";
     r.policy_version = s.policy_version;
     r.active_sequences = s.active;
     r.max_batch = s.max_batch;
     r.tokens_generated = s.tokens_generated;
     r.queued = s.queued;
-    r.device = (char *)svc->device;
     r.requests_served = s.requests;
-    aha_status st = aha_rpc_call_send(call, &r.base, err);
-    free(cfg_json);
-    return st;
+    return aha_weightserve_info(call, &r, svc->model_dir, aha_engine_model(svc->eng), svc->device,
+                                err);
 }
 
 static void usage(FILE *f)
@@ -238,64 +208,47 @@ static void usage(FILE *f)
                "                   [--draw auto|host|model] [common flags]\n"
                "  --draw  where tokens are drawn: host (full logits to the host), model (the model's\n"
                "          decode_sample: on the GPU under CUDA), auto (model on CUDA, host on the CPU)\n");
-    aha_rpc_service_usage(f);
 }
+
+static int take_flag(void *user, const aha_rpc_service_args *a, const char *f, const char *v)
+{
+    aha_engine_opts *o = user;
+    long x = 0;
+    int ok = 1;
+    if (strcmp(f, "--model") == 0)
+        o->model_dir = v;
+    else if (strcmp(f, "--device") == 0)
+        o->device = v;
+    else if (strcmp(f, "--max-batch") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 65536, &x), o->max_batch = (int)x;
+    else if (strcmp(f, "--max-seq-len") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 2, 1 << 20, &x), o->max_seq_len = (int)x;
+    else if (strcmp(f, "--max-queue") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 1, 1 << 24, &x), o->max_queue = (int)x;
+    else if (strcmp(f, "--draw") == 0) {
+        int d = aha_engine_draw_parse(v);
+        if (d < 0) fprintf(stderr, "aha-rollout: --draw %s: expected auto, host or model\n", v);
+        ok = d >= 0;
+        o->draw = (aha_engine_draw)(ok ? d : 0);
+    } else if (strcmp(f, "--cpu-threads") == 0)
+        ok = aha_rpc_service_int_flag(a, f, v, 0, 1024, &x), o->threads = (int)x;
+    else
+        ok = AHA_RPC_FLAG_UNKNOWN;
+    return ok;
+}
+
+static const aha_rpc_service_main rollout_main = {
+    .name = "rollout", .default_listen = "0.0.0.0:50052", .usage = usage,
+    .flag = take_flag, .required = "--model DIR",
+};
 
 int main(int argc, char **argv)
 {
     aha_rpc_service_args a;
-    aha_rpc_service_args_init(&a, "rollout", "0.0.0.0:50052");
-    aha_err err;
-    if (aha_rpc_service_parse(&a, argc, argv, &err) != AHA_OK) {
-        fprintf(stderr, "aha-rollout: %s\n", err.msg);
-        usage(stderr);
-        aha_rpc_service_args_free(&a);
-        return 2;
-    }
-    if (a.help) {
-        usage(stdout);
-        aha_rpc_service_args_free(&a);
-        return 0;
-    }
     aha_engine_opts o = {.device = "cpu"};
-    for (int i = 1; i < a.rest_argc; i += 2) {
-        const char *f = a.rest_argv[i];
-        const char *v = i + 1 < a.rest_argc ? a.rest_argv[i + 1] : NULL;
-        long x = 0;
-        int ok = v != NULL;
-        if (ok && strcmp(f, "--model") == 0)
-            o.model_dir = v;
-        else if (ok && strcmp(f, "--device") == 0)
-            o.device = v;
-        else if (ok && strcmp(f, "--max-batch") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 65536, &x), o.max_batch = (int)x;
-        else if (ok && strcmp(f, "--max-seq-len") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 2, 1 << 20, &x), o.max_seq_len = (int)x;
-        else if (ok && strcmp(f, "--max-queue") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 1, 1 << 24, &x), o.max_queue = (int)x;
-        else if (ok && strcmp(f, "--draw") == 0) {
-            int d = aha_engine_draw_parse(v);
-            if (d < 0) fprintf(stderr, "aha-rollout: --draw %s: expected auto, host or model\n", v);
-            ok = d >= 0;
-            o.draw = (aha_engine_draw)(ok ? d : 0);
-        } else if (ok && strcmp(f, "--cpu-threads") == 0)
-            ok = aha_rpc_service_int_flag(&a, f, v, 0, 1024, &x), o.threads = (int)x;
-        else {
-            fprintf(stderr, "aha-rollout: unknown flag or missing value: %s\n", f);
-            ok = 0;
-        }
-        if (!ok) {
-            usage(stderr);
-            aha_rpc_service_args_free(&a);
-            return 2;
-        }
-    }
-    if (!o.model_dir) {
-        fprintf(stderr, "aha-rollout: --model DIR is required\n");
-        usage(stderr);
-        aha_rpc_service_args_free(&a);
-        return 2;
-    }
+    int rc;
+    if (!aha_rpc_service_begin(&a, &rollout_main, argc, argv, &o, &rc)) return rc;
+    aha_err err;
     service svc = {.model_dir = o.model_dir, .device = o.device, .wg_mu = PTHREAD_MUTEX_INITIALIZER};
     if (aha_engine_create(&o, &svc.eng, &err) != AHA_OK) {
         fprintf(stderr, "aha-rollout: %s\n", err.msg);

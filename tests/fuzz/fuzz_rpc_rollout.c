@@ -1,11 +1,10 @@
 /* fuzz_rpc_rollout.c: libFuzzer target over aha-rollout's Generate decoding and validation on
  * the tiny Qwen2 fixture: the input is a wire-format aha.v1.GenerateRequest, unpacked by
  * protobuf-c and mapped to an engine request as the handler (services/rollout/main.c) does
- * for token-id prompts (sampling defaults included), then aha_engine_submit validates it
- * (n, temperature, top_p, top_k, max_new_tokens, ids in the vocabulary, the sequence budget,
- * the queue). An accepted request is cancelled at once and waited for, so each input costs
- * at most a prefill. */
-#include <math.h>
+ * for token-id prompts (the sampling settings through the handler's own genreq.c), then
+ * aha_engine_submit validates it (n, temperature, top_p, top_k, max_new_tokens, ids in the
+ * vocabulary, the sequence budget, the queue). An accepted request is cancelled at once and
+ * waited for, so each input costs at most a prefill. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include "aha/v1/rollout.pb-c.h"
 #include "base/log.h"
 #include "../../services/rollout/engine.h"
+#include "../../services/rollout/genreq.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -57,21 +57,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (ok && np <= (size_t)1 << 20) {
         aha_gen_request r = {.n_prompts = (int)np, .prompt_ids = (const int32_t *const *)ids,
-                             .prompt_lens = lens, .n = req->n, .on_done = on_done,
-                             .max_new_tokens = 256, .sampling = {.temperature = 1.0f}};
-        const Aha__V1__SamplingParams *sp = req->sampling;
-        if (sp) {
-            r.sampling.temperature = sp->temperature;
-            r.sampling.top_p = sp->top_p;
-            r.sampling.top_k = sp->top_k;
-            if (sp->max_new_tokens != 0) r.max_new_tokens = sp->max_new_tokens;
-            r.stop = (const char *const *)sp->stop;
-            r.n_stop = (int)sp->n_stop;
-            r.seed = sp->seed;
-        }
+                             .prompt_lens = lens, .n = req->n, .on_done = on_done};
         aha_gen *g = NULL;
         aha_err err;
-        if (r.sampling.temperature >= 0 && isfinite(r.sampling.temperature) &&
+        if (aha_rollout_sampling_from_proto(req->sampling, &r, &err) == AHA_OK &&
             aha_engine_submit(g_eng, &r, &g, &err) == AHA_OK) {
             aha_gen_cancel(g);
             aha_gen_wait(g, NULL, NULL, &err);
