@@ -142,20 +142,6 @@ aha_status aha_math_boxed_answer(const char *sol, char **out, aha_err *err)
 
 /* ---- one line ------------------------------------------------------------------------ */
 
-static const char *type_word(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 /* A string field (numbers allowed when allow_num, written as JSON writes them). */
 static aha_status get_text(json_t *o, const char *key, bool required, bool allow_num,
                            bool allow_empty, char **out, aha_err *err)
@@ -174,7 +160,7 @@ static aha_status get_text(json_t *o, const char *key, bool required, bool allow
         *out = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
     } else {
         return aha_errf(err, AHA_EFORMAT, "field \"%.64s\" must be a string%s, got %s", key,
-                        allow_num ? " or a number" : "", type_word(v));
+                        allow_num ? " or a number" : "", aha__json_type_word(v));
     }
     return *out ? AHA_OK : aha_errf(err, AHA_ENOMEM, "out of memory");
 }
@@ -242,7 +228,7 @@ aha_status aha_dataset_parse_line(const aha_dataset_spec *spec, const char *line
     json_t *o = json_loadb(line, len, 0, &jerr);
     if (!o) return aha_errf(err, AHA_EFORMAT, "invalid JSON at column %d: %s", jerr.column, jerr.text);
     aha_status st;
-    if (!json_is_object(o)) st = aha_errf(err, AHA_EFORMAT, "not a JSON object (%s)", type_word(o));
+    if (!json_is_object(o)) st = aha_errf(err, AHA_EFORMAT, "not a JSON object (%s)", aha__json_type_word(o));
     else st = parse_obj(spec, o, lineno, ex, err);
     json_decref(o);
     if (st != AHA_OK) aha_example_free(ex);

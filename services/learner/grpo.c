@@ -787,6 +787,20 @@ static aha_status group_answers(aha__job *j, const char **ans, int k, int32_t *g
     return st;
 }
 
+/* The arrays of one batch of questions as generate_all and score_all take them (an eval
+ * dataset or a training step), freed together; their entries are the caller's to clear. */
+static void batch_arrays_free(int32_t **pids, size_t *pn, char **prompts, char **answers, char **langs,
+                              gsample *s, score_out *sc)
+{
+    free(pids);
+    free(pn);
+    free(prompts);
+    free(answers);
+    free(langs);
+    free(s);
+    free(sc);
+}
+
 aha_status aha__eval_run(aha__job *j, const aha_eval_spec *es, int64_t step, double *pass1, aha_err *err)
 {
     double t0 = aha_now_s();
@@ -865,13 +879,7 @@ aha_status aha__eval_run(aha__job *j, const aha_eval_spec *es, int64_t step, dou
             gsample_clear(&s[x]);
             free(sc[x].answer);
         }
-        free(pids);
-        free(pn);
-        free(prompts);
-        free(answers);
-        free(langs);
-        free(s);
-        free(sc);
+        batch_arrays_free(pids, pn, prompts, answers, langs, s, sc);
         free(es_);
     }
     return st;
@@ -955,14 +963,10 @@ aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err)
     if (!pids || !pn || !prompts || !answers || !langs || !s || !sc || !ref || !adv || !rew || !cs)
         st = aha_errf(err, AHA_ENOMEM, "out of memory");
     while (st == AHA_OK && j->step < j->total) {
-        if (aha__job_cancelled(j)) {
-            st = aha_errf(err, AHA_ECANCELLED, "cancelled at step %" PRId64, j->step);
-            break;
-        }
-        double t0 = aha_now_s();
+        double t0;
         aha_step_metrics mt;
-        aha_step_metrics_init(&mt, j->step + 1, j->total);
-        mt.stage = sp->name;
+        st = aha__job_step_begin(j, sp->name, &mt, &t0, err);
+        if (st != AHA_OK) break;
         /* 1. questions → prompts (a question whose prompt is too long is passed over) */
         int64_t tries = 0;
         for (int q = 0; st == AHA_OK && q < B;) {
@@ -1077,13 +1081,7 @@ aha_status aha__grpo_run(aha__job *j, const aha_dataset *ds, aha_err *err)
             ref[i] = NULL;
         }
     }
-    free(pids);
-    free(pn);
-    free(prompts);
-    free(answers);
-    free(langs);
-    free(s);
-    free(sc);
+    batch_arrays_free(pids, pn, prompts, answers, langs, s, sc);
     free(ref);
     free(adv);
     free(rew);

@@ -391,29 +391,22 @@ static void job_free(job *j)
     free(j);
 }
 
-static void store_add(aha_jobs *s, job *j)
+/* append j to a growable list of jobs (the store and the queue) */
+static void jobs_append(job ***v, size_t *n, size_t *cap, job *j)
 {
-    if (s->n_jobs == s->cap_jobs) {
-        size_t nc = s->cap_jobs ? s->cap_jobs * 2 : 16;
-        job **nj = realloc(s->jobs, nc * sizeof *nj);
-        AHA_ASSERT(nj);
-        s->jobs = nj;
-        s->cap_jobs = nc;
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        job **nv = realloc(*v, nc * sizeof *nv);
+        AHA_ASSERT(nv);
+        *v = nv;
+        *cap = nc;
     }
-    s->jobs[s->n_jobs++] = j;
+    (*v)[(*n)++] = j;
 }
 
-static void queue_push(aha_jobs *s, job *j)
-{
-    if (s->n_queue == s->cap_queue) {
-        size_t nc = s->cap_queue ? s->cap_queue * 2 : 16;
-        job **nq = realloc(s->queue, nc * sizeof *nq);
-        AHA_ASSERT(nq);
-        s->queue = nq;
-        s->cap_queue = nc;
-    }
-    s->queue[s->n_queue++] = j;
-}
+static void store_add(aha_jobs *s, job *j) { jobs_append(&s->jobs, &s->n_jobs, &s->cap_jobs, j); }
+
+static void queue_push(aha_jobs *s, job *j) { jobs_append(&s->queue, &s->n_queue, &s->cap_queue, j); }
 
 static void queue_remove(aha_jobs *s, job *j)
 {

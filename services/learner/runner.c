@@ -57,6 +57,16 @@ aha_status aha__job_record(aha__job *j, aha_job_event_type type, int64_t step, c
 
 bool aha__job_cancelled(const aha__job *j) { return j->ctx->cancel && *j->ctx->cancel; }
 
+aha_status aha__job_step_begin(aha__job *j, const char *stage, aha_step_metrics *mt, double *t0,
+                               aha_err *err)
+{
+    if (aha__job_cancelled(j)) return aha_errf(err, AHA_ECANCELLED, "cancelled at step %" PRId64, j->step);
+    *t0 = aha_now_s();
+    aha_step_metrics_init(mt, j->step + 1, j->total);
+    mt->stage = stage;
+    return AHA_OK;
+}
+
 void aha__job_progress(aha__job *j)
 {
     if (j->ctx->progress_step) *j->ctx->progress_step = j->step;
@@ -657,14 +667,10 @@ static aha_status run_sft(aha__job *j, aha_err *err)
     if (st == AHA_OK && !j->resumed) aha__job_log(j, "%s: %" PRId64 " examples, %" PRId64 " steps of %d", aha_job_kind_name(sp->kind), n, j->total, sp->batch_size);
     double t_tok = 0, t_time = 0;
     while (st == AHA_OK && j->step < j->total) {
-        if (aha__job_cancelled(j)) {
-            st = aha_errf(err, AHA_ECANCELLED, "cancelled at step %" PRId64, j->step);
-            break;
-        }
-        double t0 = aha_now_s();
+        double t0;
         aha_step_metrics mt;
-        aha_step_metrics_init(&mt, j->step + 1, j->total);
-        mt.stage = sp->name;
+        st = aha__job_step_begin(j, sp->name, &mt, &t0, err);
+        if (st != AHA_OK) break;
         st = sft_step(j, seqs, n, &mt, err);
         if (st != AHA_OK) break;
         j->step++;

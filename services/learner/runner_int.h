@@ -9,6 +9,7 @@
 #include "dataset.h"
 #include "dist/comm.h"
 #include "dist/dp.h"
+#include "grpo_math.h"
 #include "model/model.h"
 #include "rpc/rpc.h"
 #include "runner.h" /* no include guard: include runner_int.h only */
@@ -65,6 +66,10 @@ void aha__job_log(aha__job *j, const char *fmt, ...) __attribute__((format(print
 aha_status aha__job_record(aha__job *j, aha_job_event_type type, int64_t step, const char *path,
                            const char *json, aha_err *err);
 bool aha__job_cancelled(const aha__job *j);
+/* the start of one training step: ECANCELLED when the job was cancelled, else *t0 = now and
+ * fresh metrics for step j->step + 1 of stage */
+aha_status aha__job_step_begin(aha__job *j, const char *stage, aha_step_metrics *mt, double *t0,
+                               aha_err *err);
 void aha__job_progress(aha__job *j);
 
 /* service channels from the spec or the learner's flags */

@@ -97,7 +97,7 @@ static json_t *rd_get(rd *r, const char *key)
     return json_is_null(v) ? NULL : v;
 }
 
-static const char *json_type_word(const json_t *v)
+const char *aha__json_type_word(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";
@@ -123,6 +123,16 @@ static aha_status rd_fail(rd *r, const char *key, const char *fmt, ...)
     return aha_errf(r->err, AHA_EINVAL, "%s.%s: %s", r->path, key, msg);
 }
 
+/* v (the value of key) must be an array of 1 to max entries, named noun in the message. */
+static aha_status rd_check_list(rd *r, const char *key, const json_t *v, int max, const char *noun,
+                                size_t *n)
+{
+    if (!json_is_array(v)) return rd_fail(r, key, "must be an array, got %s", aha__json_type_word(v));
+    *n = json_array_size(v);
+    if (*n < 1 || *n > (size_t)max) return rd_fail(r, key, "must hold 1 to %d %s, got %zu", max, noun, *n);
+    return AHA_OK;
+}
+
 static aha_status rd_int(rd *r, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out)
 {
     json_t *v = rd_get(r, key);
@@ -138,7 +148,7 @@ static aha_status rd_int(rd *r, const char *key, int64_t def, int64_t lo, int64_
     } else if (json_is_integer(v)) {
         *out = json_integer_value(v);
     } else {
-        return rd_fail(r, key, "must be an integer, got %s", json_type_word(v));
+        return rd_fail(r, key, "must be an integer, got %s", aha__json_type_word(v));
     }
     if (*out < lo || *out > hi) {
         if (hi == INT64_MAX || hi == INT_MAX)
@@ -177,7 +187,7 @@ static aha_status rd_num(rd *r, const char *key, double def, drange rg, double *
         *out = def;
         return AHA_OK;
     }
-    if (!json_is_number(v)) return rd_fail(r, key, "must be a number, got %s", json_type_word(v));
+    if (!json_is_number(v)) return rd_fail(r, key, "must be a number, got %s", aha__json_type_word(v));
     double d = json_number_value(v);
     bool ok = (rg.lo_open ? d > rg.lo : d >= rg.lo) && (rg.hi_open ? d < rg.hi : d <= rg.hi);
     if (!ok) {
@@ -197,7 +207,7 @@ static aha_status rd_bool(rd *r, const char *key, bool def, bool *out)
         *out = def;
         return AHA_OK;
     }
-    if (!json_is_boolean(v)) return rd_fail(r, key, "must be true or false, got %s", json_type_word(v));
+    if (!json_is_boolean(v)) return rd_fail(r, key, "must be true or false, got %s", aha__json_type_word(v));
     *out = json_is_true(v);
     return AHA_OK;
 }
@@ -219,7 +229,7 @@ static aha_status rd_str(rd *r, const char *key, const char *def, bool required,
         if (required) return rd_fail(r, key, "required");
         return dup_str(def, out, r->err);
     }
-    if (!json_is_string(v)) return rd_fail(r, key, "must be a string, got %s", json_type_word(v));
+    if (!json_is_string(v)) return rd_fail(r, key, "must be a string, got %s", aha__json_type_word(v));
     size_t n = json_string_length(v);
     if (n == 0) return rd_fail(r, key, "must not be empty");
     if (n > maxlen) return rd_fail(r, key, "too long (%zu bytes, at most %zu)", n, maxlen);
@@ -241,7 +251,7 @@ static aha_status rd_enum(rd *r, const char *key, const char *const *names, int 
         snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", names[i]);
     }
     if (!json_is_string(v))
-        return rd_fail(r, key, "must be one of %s, got %s", list, json_type_word(v));
+        return rd_fail(r, key, "must be one of %s, got %s", list, aha__json_type_word(v));
     for (int i = 0; i < n; i++)
         if (strcmp(json_string_value(v), names[i]) == 0) {
             *out = i;
@@ -279,7 +289,7 @@ static aha_status rd_obj(rd *r, const char *key, rd *sub, bool *present)
     json_t *v = rd_get(r, key);
     *present = v != NULL;
     if (!v) return AHA_OK;
-    if (!json_is_object(v)) return rd_fail(r, key, "must be an object, got %s", json_type_word(v));
+    if (!json_is_object(v)) return rd_fail(r, key, "must be an object, got %s", aha__json_type_word(v));
     char p[MAX_PATH_LEN];
     pathf(p, sizeof p, "%s.%s", r->path, key);
     rd_init(sub, v, p, r->err);
@@ -311,7 +321,7 @@ static aha_status rd_strv(rd *r, const char *key, bool allow_single, int min_n, 
     } else if (!json_is_array(v)) {
         return rd_fail(r, key, "must be %s, got %s",
                        allow_single ? "a string or an array of strings" : "an array of strings",
-                       json_type_word(v));
+                       aha__json_type_word(v));
     }
     size_t n = json_array_size(arr);
     aha_status st = AHA_OK;
@@ -327,7 +337,7 @@ static aha_status rd_strv(rd *r, const char *key, bool allow_single, int min_n, 
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_array_get(arr, i);
         if (!json_is_string(s)) {
-            st = rd_fail(r, key, "entry %zu must be a string, got %s", i, json_type_word(s));
+            st = rd_fail(r, key, "entry %zu must be a string, got %s", i, aha__json_type_word(s));
         } else if (json_string_length(s) == 0 || json_string_length(s) > maxlen ||
                    strlen(json_string_value(s)) != json_string_length(s)) {
             st = rd_fail(r, key, "entry %zu must be a non-empty string of at most %zu bytes", i,
@@ -413,7 +423,7 @@ static aha_status parse_template(rd *r, const char *inherit, char **out)
     json_t *v = rd_get(r, "template");
     if (!v) return dup_str(inherit ? inherit : aha_template_builtin("r1-zero"), out, r->err);
     if (!json_is_string(v))
-        return rd_fail(r, "template", "must be a string, got %s", json_type_word(v));
+        return rd_fail(r, "template", "must be a string, got %s", aha__json_type_word(v));
     const char *s = json_string_value(v);
     if (json_string_length(v) > MAX_TEMPLATE || strlen(s) != json_string_length(v))
         return rd_fail(r, "template", "too long or holds NUL (at most %d bytes)", MAX_TEMPLATE);
@@ -495,7 +505,7 @@ static aha_status parse_dataset_value(json_t *v, const char *path, unsigned allo
         AHA_TRY(rd_obj(&r, "fields", &fr, &have_fields));
     } else {
         return aha_errf(err, AHA_EINVAL, "%s: must be a path string or an object, got %s", path,
-                        json_type_word(v));
+                        aha__json_type_word(v));
     }
     d->format = (aha_dataset_format)fmt;
     if (!(allowed & (1u << fmt))) {
@@ -562,13 +572,7 @@ static aha_status rd_eval_datasets(rd *r, bool required, aha_eval_spec *e)
     if (one && many) return rd_fail(r, "datasets", "give either dataset or datasets, not both");
     if (!one && !many) return required ? rd_fail(r, "datasets", "required") : AHA_OK;
     size_t n = 1;
-    if (many) {
-        if (!json_is_array(many))
-            return rd_fail(r, "datasets", "must be an array, got %s", json_type_word(many));
-        n = json_array_size(many);
-        if (n < 1 || n > MAX_LIST)
-            return rd_fail(r, "datasets", "must hold 1 to %d datasets, got %zu", MAX_LIST, n);
-    }
+    if (many) AHA_TRY(rd_check_list(r, "datasets", many, MAX_LIST, "datasets", &n));
     e->datasets = calloc(n, sizeof *e->datasets);
     if (!e->datasets) return aha_errf(r->err, AHA_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
@@ -784,10 +788,8 @@ static aha_status parse_mix(rd *r, aha_job_spec *s)
 {
     json_t *v = rd_get(r, "sources");
     if (!v) return rd_fail(r, "sources", "required");
-    if (!json_is_array(v)) return rd_fail(r, "sources", "must be an array, got %s", json_type_word(v));
-    size_t n = json_array_size(v);
-    if (n < 1 || n > MAX_LIST)
-        return rd_fail(r, "sources", "must hold 1 to %d sources, got %zu", MAX_LIST, n);
+    size_t n;
+    AHA_TRY(rd_check_list(r, "sources", v, MAX_LIST, "sources", &n));
     AHA_TRY(rd_int(r, "total", 0, 0, 1000000000, &s->total));
     AHA_TRY(rd_bool(r, "shuffle", true, &s->shuffle));
     AHA_TRY(rd_bool(r, "skip_bad_lines", false, &s->mix_skip_bad_lines));
@@ -810,7 +812,7 @@ static aha_status parse_mix(rd *r, aha_job_spec *s)
         }
         if (!json_is_object(e))
             return aha_errf(r->err, AHA_EINVAL, "%s: must be a path or an object, got %s", p,
-                            json_type_word(e));
+                            aha__json_type_word(e));
         rd sr;
         rd_init(&sr, e, p, r->err);
         AHA_TRY(rd_str(&sr, "path", NULL, true, MAX_STR, &src->path));
@@ -1005,10 +1007,8 @@ static aha_status parse_pipeline(rd *r, aha_job_spec *s)
 {
     json_t *v = rd_get(r, "stages");
     if (!v) return rd_fail(r, "stages", "required");
-    if (!json_is_array(v)) return rd_fail(r, "stages", "must be an array, got %s", json_type_word(v));
-    size_t n = json_array_size(v);
-    if (n < 1 || n > MAX_STAGES)
-        return rd_fail(r, "stages", "must hold 1 to %d stages, got %zu", MAX_STAGES, n);
+    size_t n;
+    AHA_TRY(rd_check_list(r, "stages", v, MAX_STAGES, "stages", &n));
     s->stages = calloc(n, sizeof *s->stages);
     if (!s->stages) return aha_errf(r->err, AHA_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
@@ -1030,7 +1030,7 @@ static aha_status parse_job(json_t *obj, const char *path, const aha_job_spec *p
                             aha_job_spec *s, aha_err *err)
 {
     if (!json_is_object(obj))
-        return aha_errf(err, AHA_EINVAL, "%s: must be an object, got %s", path, json_type_word(obj));
+        return aha_errf(err, AHA_EINVAL, "%s: must be an object, got %s", path, aha__json_type_word(obj));
     rd r;
     rd_init(&r, obj, path, err);
     json_t *k = rd_get(&r, "kind");

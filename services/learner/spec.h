@@ -35,6 +35,11 @@ typedef enum {
 /* "grpo", "sft", ... */
 const char *aha_job_kind_name(aha_job_kind k);
 
+/* "an object", "a string", ...: what a JSON value is, for messages that say what was given
+ * instead (shared with the dataset reader) */
+struct json_t;
+const char *aha__json_type_word(const struct json_t *v);
+
 typedef enum {
     AHA_DS_GENERIC = 0, /* prompt (or question) + answer [+ lang] [+ id] */
     AHA_DS_GSM8K,       /* question + answer; the reference is the text after the last "####" */

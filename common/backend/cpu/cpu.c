@@ -26,18 +26,14 @@ typedef struct {
 #define F(t) ((float *)(t).data)
 #define IX(t) ((const int32_t *)(t).data)
 
-#define NEED_F32(t, what)                                                                     \
+#define NEED_DT(t, want, what)                                                                \
     do {                                                                                      \
-        if ((t).dt != AHA_DT_F32)                                                             \
-            return aha_errf(err, AHA_EUNSUPPORTED, "cpu backend: %s must be F32, not %s", what, \
-                            aha_dtype_name((t).dt));                                          \
+        if ((t).dt != (want))                                                                 \
+            return aha_errf(err, AHA_EUNSUPPORTED, "cpu backend: %s must be %s, not %s", what,  \
+                            aha_dtype_name(want), aha_dtype_name((t).dt));                    \
     } while (0)
-#define NEED_I32(t, what)                                                                     \
-    do {                                                                                      \
-        if ((t).dt != AHA_DT_I32)                                                             \
-            return aha_errf(err, AHA_EUNSUPPORTED, "cpu backend: %s must be I32, not %s", what, \
-                            aha_dtype_name((t).dt));                                          \
-    } while (0)
+#define NEED_F32(t, what) NEED_DT(t, AHA_DT_F32, what)
+#define NEED_I32(t, what) NEED_DT(t, AHA_DT_I32, what)
 
 static float *cpu_scratch(aha_backend *be, size_t n)
 {
@@ -372,6 +368,35 @@ static float dotf(const float *a, const float *b, int n)
     return s;
 }
 
+static float row_max(const float *x, int n)
+{
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++)
+        if (x[j] > mx) mx = x[j];
+    return mx;
+}
+
+/* The numerators of a softmax row: x <- exp(x - max x), their sum (in double) returned and the
+ * max in *mx, so the caller normalises and can form the log-sum-exp. */
+static double softmax_exp(float *x, int n, float *mx)
+{
+    float m = row_max(x, n);
+    double sum = 0;
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - m);
+        sum += x[j];
+    }
+    *mx = m;
+    return sum;
+}
+
+/* S (T, T) = alpha A B^T for one head of one sequence: A holds T rows of D floats at stride
+ * H*D (queries or output gradients), B T rows at stride KV*D (keys or values). */
+static void head_scores(float *S, const float *A, const float *B, int T, int H, int KV, int D, float alpha)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, alpha, A, H * D, B, KV * D, 0.0f, S, T);
+}
+
 /* Per (sequence, query head): S = Q K^T scale as one GEMM into a (T, T) scratch, causal
  * softmax by rows, O = P V as another GEMM. The strided head views are plain leading
  * dimensions (H*D for q, KV*D for k and v), so nothing is copied. The upper triangle is
@@ -397,16 +422,10 @@ static aha_status cpu_attention_fwd(aha_backend *be, aha_tensor out, aha_tensor 
             const float *Q = F(q) + ((size_t)b * H + h) * D;
             const float *K = F(k) + ((size_t)b * KV + h / rep) * D;
             const float *Vv = F(v) + ((size_t)b * KV + h / rep) * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, Q, H * D, K, KV * D, 0.0f, S, T);
+            head_scores(S, Q, K, T, H, KV, D, scale);
             for (int i = 0; i < T; i++) {
-                float *r = S + (size_t)i * T, mx = -INFINITY;
-                for (int j = 0; j <= i; j++)
-                    if (r[j] > mx) mx = r[j];
-                double sum = 0;
-                for (int j = 0; j <= i; j++) {
-                    r[j] = expf(r[j] - mx);
-                    sum += r[j];
-                }
+                float *r = S + (size_t)i * T, mx;
+                double sum = softmax_exp(r, i + 1, &mx);
                 float inv = (float)(1.0 / sum);
                 for (int j = 0; j <= i; j++) r[j] *= inv;
                 for (int j = i + 1; j < T; j++) r[j] = 0.0f;
@@ -450,8 +469,8 @@ static aha_status cpu_attention_bwd(aha_backend *be, aha_tensor dq, aha_tensor d
         for (int h = 0; h < H; h++) {
             size_t qo = ((size_t)b * H + h) * D, ko = ((size_t)b * KV + h / rep) * D;
             const float *Q = F(q) + qo, *K = F(k) + ko, *Vv = F(v) + ko, *O = F(out) + qo, *dO = F(dout) + qo;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, Q, H * D, K, KV * D, 0.0f, P, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dO, H * D, Vv, KV * D, 0.0f, dP, T);
+            head_scores(P, Q, K, T, H, KV, D, scale);
+            head_scores(dP, dO, Vv, T, H, KV, D, 1.0f);
             for (int i = 0; i < T; i++) Di[i] = dotf(dO + (size_t)i * H * D, O + (size_t)i * H * D, D);
             for (int i = 0; i < T; i++) {
                 float *p = P + (size_t)i * T, *g = dP + (size_t)i * T;
@@ -515,14 +534,8 @@ static aha_status cpu_attention_cached(aha_backend *be, aha_tensor out, aha_tens
             const float *K = F(kc) + base, *Vv = F(vc) + base;
             cblas_sgemv(CblasRowMajor, CblasNoTrans, L, D, scale, K, KV * D, F(q) + ((size_t)i * H + h) * D, 1, 0.0f,
                         sc, 1);
-            float mx = -INFINITY;
-            for (int u = 0; u < L; u++)
-                if (sc[u] > mx) mx = sc[u];
-            double sum = 0;
-            for (int u = 0; u < L; u++) {
-                sc[u] = expf(sc[u] - mx);
-                sum += sc[u];
-            }
+            float mx;
+            double sum = softmax_exp(sc, L, &mx);
             cblas_sgemv(CblasRowMajor, CblasTrans, L, D, (float)(1.0 / sum), Vv, KV * D, sc, 1, 0.0f,
                         F(out) + ((size_t)i * H + h) * D, 1);
         }
@@ -575,9 +588,7 @@ static aha_status cpu_logprob_fwd(aha_backend *be, aha_tensor lp, aha_tensor lse
     NEED_I32(targets, "logprob targets");
     for (int i = 0; i < n; i++) {
         const float *x = F(logits) + (size_t)i * V;
-        float mx = -INFINITY;
-        for (int j = 0; j < V; j++)
-            if (x[j] > mx) mx = x[j];
+        float mx = row_max(x, V);
         double s = 0;
         for (int j = 0; j < V; j++) s += exp((double)(x[j] - mx));
         double l = mx + log(s);
