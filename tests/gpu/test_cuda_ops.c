@@ -99,6 +99,15 @@ static float *down(aha_backend *be, aha_tensor t, int64_t n)
     return h;
 }
 
+/* bit-for-bit equality of n elements of two device tensors */
+static void same_dev(const char *what, aha_tensor x, aha_tensor y, int64_t n)
+{
+    float *a = down(gpu, x, n), *b = down(gpu, y, n);
+    CHECK(!memcmp(a, b, (size_t)n * sizeof(float)), "%s", what);
+    free(a);
+    free(b);
+}
+
 /* random values rounded to bf16, never all zero */
 static float *rnd(int64_t n, float scale, float offset)
 {
@@ -336,10 +345,7 @@ static void t_add_rmsnorm(int N, int C)
     compare_dev("add_rmsnorm y", fy, cy, n, BF);
     compare_dev("add_rmsnorm out", fo, co, n, BF);
     compare_dev("add_rmsnorm rstd", fr, cr, N, F32);
-    float *u1 = down(gpu, go, n), *u2 = down(gpu, fo, n);
-    CHECK(!memcmp(u1, u2, (size_t)n * sizeof(float)), "add_rmsnorm differs from add + rmsnorm_fwd on the GPU");
-    free(u1);
-    free(u2);
+    same_dev("add_rmsnorm differs from add + rmsnorm_fwd on the GPU", go, fo, n);
     free(yh);
     free(a);
     free(b);
@@ -482,15 +488,6 @@ static double rope_tol(aha_dtype gdt, int pmax)
  * bit) and the CPU's rope_fwd. Tokens alternate over the cache's slots; positions are distinct
  * within a slot and reach max_seq - 1 (max_seq 32768 tests the accurate sincosf at ~3e4 rad).
  * off: element offset of every GPU tensor (1: unaligned rows). */
-/* bit-for-bit equality of n elements of two device tensors */
-static void same_dev(const char *what, aha_tensor x, aha_tensor y, int64_t n)
-{
-    float *a = down(gpu, x, n), *b = down(gpu, y, n);
-    CHECK(!memcmp(a, b, (size_t)n * sizeof(float)), "%s", what);
-    free(a);
-    free(b);
-}
-
 /* rope_qkv on the fused rows (q heads, k heads, v heads) of the same q, k, v: the same bits as
  * rope_qk_store's q, k and caches (rq, rk, rkc, rvc, against the CPU above) and v unchanged
  * (uv: v as uploaded); with k and v none only q and the caches are written; without a cache,
@@ -571,11 +568,8 @@ static void t_rope_qk_store(int N, int H, int KV, int D, int max_seq, int slots_
     double tol = rope_tol(gdt, pmax + 1);
     compare_dev("rope_qk_store q", fq, cq, nq, tol);
     compare_dev("rope_qk_store k", fk, ck, nk, tol);
-    float *a = down(gpu, fq, nq), *b = down(gpu, uq, nq);
-    CHECK(!memcmp(a, b, (size_t)nq * sizeof(float)), "rope_qk_store q differs from rope_fwd");
-    free(a);
-    free(b);
-    a = down(gpu, fkc, nc), b = down(gpu, ukc, nc);
+    same_dev("rope_qk_store q differs from rope_fwd", fq, uq, nq);
+    float *a = down(gpu, fkc, nc), *b = down(gpu, ukc, nc);
     CHECK(!memcmp(a, b, (size_t)nc * sizeof(float)), "rope_qk_store k cache differs from rope_fwd + kv_store");
     /* the rows the tokens own hold k, every other row still its old value */
     int64_t stored = 0;
@@ -584,20 +578,14 @@ static void t_rope_qk_store(int N, int H, int KV, int D, int max_seq, int slots_
           (long long)stored, (long long)nk);
     free(a);
     free(b);
-    a = down(gpu, fvc, nc), b = down(gpu, uvc, nc);
-    CHECK(!memcmp(a, b, (size_t)nc * sizeof(float)), "rope_qk_store v cache differs from kv_store");
-    free(a);
-    free(b);
+    same_dev("rope_qk_store v cache differs from kv_store", fvc, uvc, nc);
     /* without a cache: only the rotations */
     aha_tensor gq2 = up_at(gpu, q, nq, gdt, off), gk2 = up_at(gpu, k, nk, gdt, off);
     OK_BOTH(AHA_OK, gpu->ops->rope_qk_store(gpu, gq2, gk2, fv, aha_tensor_none(), aha_tensor_none(),
                                             aha_tensor_none(), gp, N, H, KV, D, 0, 1e6f, &e2));
     compare_dev("rope_qk_store q (no cache)", gq2, cq, nq, tol);
     compare_dev("rope_qk_store k (no cache)", gk2, ck, nk, tol);
-    a = down(gpu, gq2, nq), b = down(gpu, fq, nq);
-    CHECK(!memcmp(a, b, (size_t)nq * sizeof(float)), "rope_qk_store q without a cache differs from with one");
-    free(a);
-    free(b);
+    same_dev("rope_qk_store q without a cache differs from with one", gq2, fq, nq);
     t_rope_qkv(q, k, v, c0, gs, gp, fq, fk, uv, fkc, fvc, N, H, KV, D, max_seq, slots_n, gdt, off);
     free(q);
     free(k);
