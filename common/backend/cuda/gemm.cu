@@ -35,7 +35,7 @@ typedef struct {
  * heuristic's pick). Each timing follows an L2 flush (a TUNE_FLUSH memset): the weights come
  * from DRAM in the real flow, and timing them warm in L2, back to back, picked algorithms that
  * ran slower there (docs/gpu-notes.md, call 10 of the second session). Best of three runs each.
- * Measured on an H200 at the benchmark's workload: training +2.8 %, reference logprobs +3 %,
+ * Measured on an H200 at the benchmark's workload: training +2.9 %, reference logprobs +3.1 %,
  * generation unchanged (its products already had the heuristic's pick as the fastest).
  * AHA_CUDA_GEMM_TUNE=0 turns it off. */
 #define TUNE_MAX 8
