@@ -568,6 +568,8 @@ static aha_tensor carve(carver *cv, aha_dtype dt, int64_t n)
     return t;
 }
 
+static bool qkv_fused(const aha_model *m, const layer_params *p);
+
 static void carve_acts(aha_model *m, acts *a, carver *cv, int N, bool train)
 {
     const aha_model_config *c = &m->cfg;
@@ -602,7 +604,8 @@ static void carve_acts(aha_model *m, acts *a, carver *cv, int N, bool train)
         x->u = carve(cv, ad, (int64_t)N * I);
         x->a = carve(cv, ad, (int64_t)N * I);
     }
-    a->qkv = m->be->ops->rope_qkv ? carve(cv, ad, N * (HD + 2 * KD)) : aha_tensor_none();
+    /* every layer has the same layout: the first says whether forward fuses q, k and v */
+    a->qkv = qkv_fused(m, &m->layers[0]) ? carve(cv, ad, N * (HD + 2 * KD)) : aha_tensor_none();
     a->hf = carve(cv, ad, (int64_t)N * C);
     a->rstdf = carve(cv, f, N);
     a->logits = carve(cv, ad, (int64_t)a->chunk * V);
