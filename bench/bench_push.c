@@ -1,8 +1,8 @@
 /* bench_push.c: where the gRPC weight push's time goes, on loopback, CPU backend: a model of
  * the GPU demo's shape (examples/gpu-model/config.json: 75.7M parameters, 151 MB as bf16) is
  * snapshotted and streamed to an in-process UpdateWeights server several times per chunk size.
- * The server times its receive (aha_weight_rx_receive: every chunk checked and staged) and its
- * apply (aha_weight_rx_apply into its own model) separately, so the table splits a push into
+ * The server (aha_weightserve_update, the services' handler) times its apply into its own model,
+ * so the table splits a push into
  *   snapshot   aha_weight_snapshot_create (the learner's copy to host memory, bf16)
  *   stream     the client's send until the server has staged the last chunk
  *   apply      the server's write into its model (on the CPU backend: bf16 -> fp32)
@@ -20,6 +20,7 @@
 #include "io/config.h"
 #include "model/model.h"
 #include "model/weightpush.h"
+#include "model/weightserve.h"
 #include "rpc/rpc.h"
 
 static void die(const char *what, aha_err *err)
@@ -28,30 +29,25 @@ static void die(const char *what, aha_err *err)
     exit(1);
 }
 
-/* the server's timings of the last push */
+/* the server's apply time of the last push (the stream is the rest of the client's wait) */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static double t_recv, t_apply;
+static double t_apply;
 
+static aha_status timed_apply(void *user, const aha_weight_rx *rx, aha_err *err)
+{
+    double t0 = aha_now_s();
+    aha_status st = aha_weight_rx_apply(rx, user, err);
+    pthread_mutex_lock(&mu);
+    t_apply = aha_now_s() - t0;
+    pthread_mutex_unlock(&mu);
+    return st;
+}
+
+/* UpdateWeights as aha-rollout and aha-refpolicy serve it, with the apply timed */
 static aha_status h_update(aha_rpc_call *call, const ProtobufCMessage *req, void *user, aha_err *err)
 {
     (void)req;
-    aha_model *m = user;
-    double t0 = aha_now_s();
-    aha_weight_rx *rx;
-    AHA_TRY(aha_weight_rx_receive(call, m, &rx, err));
-    double t1 = aha_now_s();
-    aha_status st = aha_weight_rx_apply(rx, m, err);
-    double t2 = aha_now_s();
-    pthread_mutex_lock(&mu);
-    t_recv = t1 - t0;
-    t_apply = t2 - t1;
-    pthread_mutex_unlock(&mu);
-    Aha__V1__UpdateWeightsReply r = AHA__V1__UPDATE_WEIGHTS_REPLY__INIT;
-    r.version = aha_weight_rx_version(rx);
-    r.bytes = aha_weight_rx_bytes(rx);
-    aha_weight_rx_free(rx);
-    if (st == AHA_OK) st = aha_rpc_call_send(call, &r.base, err);
-    return st;
+    return aha_weightserve_update(call, user, timed_apply, user, err);
 }
 
 int main(int argc, char **argv)
